@@ -1,0 +1,120 @@
+// efftrain: the command line. Parses arguments and calls into the library; no training logic.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <iostream>
+
+#include "efftrain/config/config.h"
+#include "efftrain/core/error.h"
+#include "efftrain/core/registry.h"
+#include "efftrain/core/util.h"
+#include "efftrain/engine/run.h"
+#include "efftrain/metrics/report.h"
+
+namespace {
+
+int fail(int code, const std::string& message) {
+  std::cerr << "efftrain: error: " << message << std::endl;
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace efftrain;
+  CLI::App app{"efftrain: run, measure and compare training-efficiency experiments"};
+  app.set_version_flag("--version", "efftrain " + report::efftrain_version() + " (" + report::git_commit() + ")");
+  app.require_subcommand(1);
+  app.footer("Example: efftrain run experiments/quickstart.yaml --set train.max_steps=50");
+
+  RunOptions run_opts;
+  std::string nproc, device;
+  auto* run = app.add_subcommand("run", "Train one experiment and write report.json, metrics.jsonl, config.yaml");
+  run->add_option("experiment", run_opts.experiment, "Experiment YAML file")->required();
+  run->add_option("--set", run_opts.overrides, "Override a config key: key.path=value (value is YAML); repeatable");
+  run->add_option("--nproc", nproc, "Number of processes (one per GPU); same as distributed.world_size");
+  run->add_option("--device", device, "cpu, cuda or auto; same as the config key device");
+  run->add_option("--out", run_opts.out_dir, "Output folder (default: runs/<name>-<UTC timestamp>)");
+  run->add_flag("--overwrite", run_opts.overwrite, "Allow writing into a non-empty output folder");
+  run->footer("Example: efftrain run experiments/quickstart.yaml --set optim.lr=3e-4 --out runs/lr3e-4");
+
+  std::string validate_file;
+  std::vector<std::string> validate_overrides;
+  bool validate_reference = false;
+  auto* validate = app.add_subcommand("validate", "Print the fully resolved config, or the first error");
+  validate->add_option("experiment", validate_file, "Experiment YAML file");
+  validate->add_option("--set", validate_overrides, "Override a config key: key.path=value; repeatable");
+  validate->add_flag("--reference", validate_reference, "Print the Markdown reference of every config key instead");
+  validate->footer("Example: efftrain validate experiments/quickstart.yaml --set train.batch_size=64");
+
+  auto* list = app.add_subcommand("list", "List every registered component by kind and name");
+  list->footer("Example: efftrain list");
+
+  std::vector<std::string> compare_files;
+  auto* compare = app.add_subcommand("compare", "Markdown table of reports, with ratios to the first");
+  compare->add_option("reports", compare_files, "report.json files")->required();
+  compare->footer("Example: efftrain compare runs/baseline/report.json runs/optimized/report.json");
+
+  if (argc > 1 && argv[1][0] != '-') {
+    std::vector<std::string> names;
+    for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) names.push_back(sub->get_name());
+    if (std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+      std::string msg = std::string("unknown subcommand '") + argv[1] + "'";
+      const std::string guess = closest_match(argv[1], names);
+      if (!guess.empty()) msg += "; did you mean '" + guess + "'?";
+      return fail(exit_code::kUser, msg + " (expected one of: " + join(names, ", ") + ")");
+    }
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return fail(exit_code::kUser, std::string(e.what()) + " (see efftrain --help)");
+  }
+
+  try {
+    if (run->parsed()) {
+      if (!nproc.empty()) run_opts.overrides.push_back("distributed.world_size=" + nproc);
+      if (!device.empty()) run_opts.overrides.push_back("device=" + device);
+      const RunOutcome outcome = run_experiment(run_opts);
+      std::cout << outcome.report_path << std::endl;
+      return outcome.exit_code;
+    }
+    if (validate->parsed()) {
+      if (validate_reference) {
+        std::cout << config::reference_markdown();
+        return exit_code::kOk;
+      }
+      if (validate_file.empty()) return fail(exit_code::kUser, "validate: an experiment file is required");
+      std::cout << config::to_yaml(config::load(validate_file, validate_overrides));
+      return exit_code::kOk;
+    }
+    if (list->parsed()) {
+      std::string kind;
+      for (const auto& e : catalog::list()) {
+        if (e.kind != kind) std::cout << (kind.empty() ? "" : "\n") << e.kind << ":\n";
+        kind = e.kind;
+        std::printf("  %-16s %s\n", e.name.c_str(), e.description.c_str());
+      }
+      return exit_code::kOk;
+    }
+    if (compare->parsed()) {
+      std::vector<nlohmann::json> reports;
+      for (const auto& f : compare_files) reports.push_back(report::read(f));
+      std::cout << report::compare_markdown(compare_files, reports);
+      return exit_code::kOk;
+    }
+  } catch (const UserError& e) {
+    return fail(exit_code::kUser, e.what());
+  } catch (const TrainingFailed& e) {
+    return fail(exit_code::kTrainingFailed, e.what());
+  } catch (const std::exception& e) {
+    return fail(exit_code::kInternal, std::string("internal error: ") + e.what());
+  }
+  return exit_code::kInternal;
+}

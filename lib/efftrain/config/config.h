@@ -1,0 +1,136 @@
+// The typed, validated, fully resolved experiment. config::load turns YAML (with `base:`
+// composition and --set overrides) into this; components read their own section and nothing
+// else. Every field, its default and its meaning are listed once, in schema.cpp.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace efftrain::config {
+
+struct DataConfig {
+  std::string root;                 // folder with the dataset files (real datasets)
+  int64_t train_samples = 4096;     // synthetic sets: examples in the training split
+  int64_t eval_samples = 1024;      // synthetic sets: examples in the evaluation split
+  int64_t image_size = 16;          // synthetic images: height = width
+  int64_t channels = 3;
+  int64_t classes = 10;
+  double noise = 0.5;               // synthetic images: std of the per-pixel noise
+  bool augment = true;              // random crop + flip where the task has them
+  std::string input_path = "host";  // host | device
+  int64_t workers = 2;              // host loader threads
+  int64_t seq_len = 1024;           // language tasks: tokens per sequence
+};
+
+struct ModelConfig {
+  int64_t width = 16;  // channels of the first stage (CNNs) or embedding width (GPT)
+  int64_t depth = 2;   // stages / blocks / layers
+  int64_t heads = 4;
+  int64_t vocab = 0;   // 0 = from the tokenizer
+  int64_t context = 1024;
+  double dropout = 0.0;
+  bool channels_last = false;
+  bool zero_init_residual = false;
+  std::string attention = "sdpa";  // plain | sdpa
+};
+
+struct TaskConfig {
+  std::string name;
+  DataConfig data;
+  ModelConfig model;
+};
+
+struct TrainConfig {
+  int64_t batch_size = 32;         // micro-batch per rank
+  int64_t max_steps = 100;         // optimizer steps; 0 = no limit (then max_time_s must be set)
+  double max_time_s = 0;           // 0 = no limit
+  int64_t eval_every = 50;         // optimizer steps between evaluations; 0 = only at the end
+  std::optional<double> target;    // quality target (task metric); null = none
+  bool stop_at_target = true;
+  bool require_target = false;     // exit 3 when the target was not reached
+  uint64_t seed = 0;
+  int64_t timing_warmup_steps = 3; // steps excluded from throughput
+};
+
+struct OptimConfig {
+  std::string name = "adamw";
+  double lr = 1e-4;
+  std::vector<double> betas = {0.9, 0.999};
+  double eps = 1e-8;
+  double weight_decay = 0.01;
+  double grad_clip = 0;  // max global gradient norm; 0 = off
+};
+
+struct ScheduleConfig {
+  std::string name = "constant";
+  std::string unit = "steps";  // steps | samples
+  int64_t warmup = 0;          // in `unit`
+  double warmup_start_factor = 0.0;
+  int64_t total = 0;           // in `unit`; 0 = from train.max_steps
+  double min_lr = 0.0;
+};
+
+struct PrecisionConfig {
+  std::string mode = "fp32";
+  bool tf32 = false;
+  int64_t initial_scale_power = 16;
+  int64_t loss_scale_window = 2000;
+  int64_t hysteresis = 2;
+  double min_loss_scale = 1.0;
+};
+
+struct AccumulationConfig {
+  std::string mode = "none";
+  int64_t k = 1;  // fixed: micro-batches per optimizer step
+};
+
+struct CheckpointingConfig {
+  std::string policy = "none";
+  int64_t every = 0;         // policy every: blocks per segment
+  int64_t budget_bytes = 0;  // policy budget
+};
+
+struct DistributedConfig {
+  int64_t world_size = 1;
+  std::string backend = "auto";  // auto | nccl | gloo
+  std::string grad_sync = "none";
+  double bucket_mb = 25;
+};
+
+struct OutputConfig {
+  std::string dir;            // empty = runs/<name>-<UTC timestamp>
+  int64_t log_every = 10;     // optimizer steps between progress lines and metrics.jsonl rows
+  double peak_tflops = 0;     // override of the device's dense peak for MFU; 0 = table
+};
+
+struct ExperimentConfig {
+  std::string name;
+  std::string description;
+  std::string device = "auto";  // auto | cpu | cuda
+  TaskConfig task;
+  TrainConfig train;
+  OptimConfig optim;
+  ScheduleConfig schedule;
+  PrecisionConfig precision;
+  AccumulationConfig accumulation;
+  CheckpointingConfig checkpointing;
+  DistributedConfig distributed;
+  OutputConfig output;
+};
+
+// Loads, composes, overrides and validates. Throws UserError ("file:line:col: key: ...").
+ExperimentConfig load(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The resolved config with every field (defaults included), in schema order.
+nlohmann::json to_json(const ExperimentConfig& cfg);
+std::string to_yaml(const ExperimentConfig& cfg);
+// SHA-256 of the canonical JSON form (first 16 hex digits).
+std::string config_hash(const ExperimentConfig& cfg);
+// Markdown reference of every key: type, default, meaning.
+std::string reference_markdown();
+
+}  // namespace efftrain::config

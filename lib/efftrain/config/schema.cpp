@@ -1,0 +1,552 @@
+// Every config key, its type, default, limits and meaning: one list per section (visit_*),
+// walked by three visitors: Reader (YAML tree -> structs, with validation), JsonWriter
+// (structs -> resolved JSON/YAML) and DocWriter (the Markdown reference).
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "efftrain/config/config.h"
+#include "efftrain/config/tree.h"
+#include "efftrain/core/error.h"
+#include "efftrain/core/registry.h"
+#include "efftrain/core/util.h"
+
+namespace efftrain::config {
+
+namespace {
+
+struct Limits {
+  std::optional<double> min, max;
+  bool min_exclusive = false;
+  std::string describe() const {
+    std::ostringstream s;
+    auto num = [](double v) {
+      std::ostringstream o;
+      o << v;
+      return o.str();
+    };
+    if (min && max) s << " in [" << num(*min) << ", " << num(*max) << "]";
+    else if (min) s << (min_exclusive ? " > " : " >= ") << num(*min);
+    else if (max) s << " <= " << num(*max);
+    return s.str();
+  }
+  bool ok(double v) const {
+    if (min && (min_exclusive ? !(v > *min) : !(v >= *min))) return false;
+    if (max && !(v <= *max)) return false;
+    return true;
+  }
+};
+Limits at_least(double v) { return Limits{v, std::nullopt, false}; }
+Limits positive() { return Limits{0.0, std::nullopt, true}; }
+Limits between(double a, double b) { return Limits{a, b, false}; }
+
+template <class T> struct TypeName;
+template <> struct TypeName<int64_t> { static constexpr const char* v = "an integer"; };
+template <> struct TypeName<uint64_t> { static constexpr const char* v = "a non-negative integer"; };
+template <> struct TypeName<double> { static constexpr const char* v = "a number"; };
+template <> struct TypeName<bool> { static constexpr const char* v = "true or false"; };
+template <> struct TypeName<std::string> { static constexpr const char* v = "a string"; };
+template <> struct TypeName<std::optional<double>> { static constexpr const char* v = "a number or null"; };
+template <> struct TypeName<std::vector<double>> { static constexpr const char* v = "a list of numbers"; };
+
+bool parse_int(const std::string& s, int64_t& out) {
+  if (s.empty()) return false;
+  size_t i = (s[0] == '-' || s[0] == '+') ? 1 : 0;
+  if (i == s.size()) return false;
+  for (size_t j = i; j < s.size(); ++j)
+    if (s[j] < '0' || s[j] > '9') return false;
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno == ERANGE || *end != '\0') return false;
+  out = v;
+  return true;
+}
+
+bool parse_double(const std::string& s, double& out) {
+  if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return false;
+  errno = 0;
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (errno == ERANGE || *end != '\0' || !std::isfinite(v)) return false;
+  // strtod accepts hex floats and "nan"/"inf": the finiteness check and this keep YAML's plain numbers.
+  if (s.find_first_of("xXnN") != std::string::npos) return false;
+  out = v;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+class Reader {
+ public:
+  Reader(const Node* node, std::string path, Source where, std::map<std::string, Source>* sources)
+      : node_(node), path_(std::move(path)), where_(std::move(where)), sources_(sources) {
+    if (node_ && node_->kind == Node::Kind::Null) node_ = nullptr;
+    if (node_ && !node_->is_map())
+      fail(node_->src, path_, std::string("expected a map of settings, found ") + node_->describe());
+  }
+
+  template <class T>
+  void field(const char* key, T& value, const char* /*doc*/, Limits lim = {}) {
+    const Node* n = take(key);
+    if (!n) return;
+    parse(*n, full(key), value, lim);
+  }
+
+  void required(const char* key, std::string& value, const char* /*doc*/) {
+    const Node* n = take(key);
+    if (!n || n->kind == Node::Kind::Null)
+      fail(n ? n->src : where_, full(key), "required key is missing (expected a string)");
+    parse(*n, full(key), value, {});
+    if (value.empty()) fail(n->src, full(key), "expected a non-empty string, found ''");
+  }
+
+  void one_of(const char* key, std::string& value, std::vector<std::string> options,
+              const char* /*doc*/) {
+    const Node* n = take(key);
+    if (!n) return;
+    parse(*n, full(key), value, {});
+    check_choice(*n, full(key), value, options);
+  }
+
+  void component(const char* key, std::string& value, const char* kind, const char* /*doc*/,
+                 bool is_required = false) {
+    const Node* n = take(key);
+    if (!n || n->kind == Node::Kind::Null) {
+      if (is_required)
+        fail(n ? n->src : where_, full(key),
+             "required key is missing (expected one of: " + join(catalog::names(kind), ", ") + ")");
+      return;
+    }
+    parse(*n, full(key), value, {});
+    check_choice(*n, full(key), value, catalog::names(kind));
+  }
+
+  template <class S>
+  void section(const char* key, S& s, const char* /*doc*/) {
+    const Node* n = take(key);
+    Reader sub(n, full(key), n ? n->src : where_, sources_);
+    visit(sub, s);
+    sub.finish();
+  }
+
+  void finish() {
+    if (!node_) return;
+    std::vector<std::string> known(seen_.begin(), seen_.end());
+    for (const auto& kv : node_->map) {
+      if (seen_.count(kv.first)) continue;
+      std::string msg = "unknown key";
+      const std::string guess = closest_match(kv.first, known);
+      if (!guess.empty()) msg += "; did you mean '" + guess + "'?";
+      msg += " (expected one of: " + join(order_, ", ") + ")";
+      fail(kv.second.src, full(kv.first.c_str()), msg);
+    }
+  }
+
+ private:
+  const Node* take(const char* key) {
+    seen_.insert(key);
+    order_.push_back(key);
+    const Node* n = node_ ? node_->find(key) : nullptr;
+    if (n && sources_) (*sources_)[full(key)] = n->src;
+    return n;
+  }
+  std::string full(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+
+  [[noreturn]] static void fail(const Source& src, const std::string& path, const std::string& msg) {
+    throw UserError(src.str() + ": " + path + ": " + msg);
+  }
+  template <class T>
+  [[noreturn]] static void wrong_type(const Node& n, const std::string& path, const Limits& lim) {
+    std::string found = n.describe();
+    if (n.quoted) found += " (a quoted string)";
+    fail(n.src, path, std::string("expected ") + TypeName<T>::v + lim.describe() + ", found " + found);
+  }
+
+  static void check_choice(const Node& n, const std::string& path, const std::string& value,
+                           const std::vector<std::string>& options) {
+    for (const auto& o : options)
+      if (o == value) return;
+    std::string msg = "expected one of " + join(options, ", ") + ", found '" + value + "'";
+    const std::string guess = closest_match(value, options);
+    if (!guess.empty()) msg += "; did you mean '" + guess + "'?";
+    fail(n.src, path, msg);
+  }
+
+  static void parse(const Node& n, const std::string& path, int64_t& v, const Limits& lim) {
+    int64_t x;
+    if (n.kind != Node::Kind::Scalar || n.quoted || !parse_int(n.scalar, x) ||
+        !lim.ok(static_cast<double>(x)))
+      wrong_type<int64_t>(n, path, lim);
+    v = x;
+  }
+  static void parse(const Node& n, const std::string& path, uint64_t& v, const Limits& lim) {
+    int64_t x;
+    if (n.kind != Node::Kind::Scalar || n.quoted || !parse_int(n.scalar, x) || x < 0)
+      wrong_type<uint64_t>(n, path, lim);
+    v = static_cast<uint64_t>(x);
+  }
+  static void parse(const Node& n, const std::string& path, double& v, const Limits& lim) {
+    double x;
+    if (n.kind != Node::Kind::Scalar || n.quoted || !parse_double(n.scalar, x) || !lim.ok(x))
+      wrong_type<double>(n, path, lim);
+    v = x;
+  }
+  static void parse(const Node& n, const std::string& path, bool& v, const Limits& lim) {
+    if (n.kind == Node::Kind::Scalar && !n.quoted && n.scalar == "true") v = true;
+    else if (n.kind == Node::Kind::Scalar && !n.quoted && n.scalar == "false") v = false;
+    else wrong_type<bool>(n, path, lim);
+  }
+  static void parse(const Node& n, const std::string& path, std::string& v, const Limits& lim) {
+    if (n.kind == Node::Kind::Null) {
+      v.clear();
+      return;
+    }
+    if (n.kind != Node::Kind::Scalar) wrong_type<std::string>(n, path, lim);
+    v = n.scalar;
+  }
+  static void parse(const Node& n, const std::string& path, std::optional<double>& v,
+                    const Limits& lim) {
+    if (n.kind == Node::Kind::Null || (n.kind == Node::Kind::Scalar && !n.quoted &&
+                                       (n.scalar == "null" || n.scalar == "~"))) {
+      v.reset();
+      return;
+    }
+    double x;
+    if (n.kind != Node::Kind::Scalar || n.quoted || !parse_double(n.scalar, x) || !lim.ok(x))
+      wrong_type<std::optional<double>>(n, path, lim);
+    v = x;
+  }
+  static void parse(const Node& n, const std::string& path, std::vector<double>& v,
+                    const Limits& lim) {
+    if (n.kind != Node::Kind::Seq) wrong_type<std::vector<double>>(n, path, lim);
+    std::vector<double> out;
+    for (size_t i = 0; i < n.seq.size(); ++i) {
+      double x;
+      parse(n.seq[i], path + "[" + std::to_string(i) + "]", x, lim);
+      out.push_back(x);
+    }
+    v = out;
+  }
+
+  const Node* node_;
+  std::string path_;
+  Source where_;
+  std::map<std::string, Source>* sources_;
+  std::set<std::string> seen_;
+  std::vector<std::string> order_;
+};
+
+// ---------------------------------------------------------------------------------------------
+class JsonWriter {
+ public:
+  explicit JsonWriter(nlohmann::json& out) : out_(out) { out_ = nlohmann::json::object(); }
+  template <class T>
+  void field(const char* key, const T& v, const char*, Limits = {}) { out_[key] = v; }
+  void field(const char* key, const std::optional<double>& v, const char*, Limits = {}) {
+    out_[key] = v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+  }
+  void required(const char* key, const std::string& v, const char*) { out_[key] = v; }
+  void one_of(const char* key, const std::string& v, std::vector<std::string>, const char*) {
+    out_[key] = v;
+  }
+  void component(const char* key, const std::string& v, const char*, const char*, bool = false) {
+    out_[key] = v;
+  }
+  template <class S>
+  void section(const char* key, S& s, const char*) {
+    nlohmann::json sub;
+    JsonWriter w(sub);
+    visit(w, s);
+    out_[key] = sub;
+  }
+
+ private:
+  nlohmann::json& out_;
+};
+
+// ---------------------------------------------------------------------------------------------
+class DocWriter {
+ public:
+  DocWriter(std::ostringstream& out, std::string path) : out_(out), path_(std::move(path)) {}
+  template <class T>
+  void field(const char* key, T& v, const char* doc, Limits lim = {}) {
+    nlohmann::json j;
+    JsonValue(j, v);
+    row(key, std::string(TypeName<T>::v) + lim.describe(), j.dump(), doc);
+  }
+  void required(const char* key, std::string&, const char* doc) {
+    row(key, "a string (required)", "", doc);
+  }
+  void one_of(const char* key, std::string& v, std::vector<std::string> options, const char* doc) {
+    row(key, "one of " + join(options, ", "), "\"" + v + "\"", doc);
+  }
+  void component(const char* key, std::string& v, const char* kind, const char* doc,
+                 bool is_required = false) {
+    row(key, std::string("a registered ") + kind + " (" + join(catalog::names(kind), ", ") + ")" +
+                 (is_required ? " (required)" : ""),
+        v.empty() ? "" : "\"" + v + "\"", doc);
+  }
+  template <class S>
+  void section(const char* key, S& s, const char* doc) {
+    out_ << "| `" << full(key) << "` | section | | " << doc << " |\n";
+    DocWriter sub(out_, full(key));
+    visit(sub, s);
+  }
+
+ private:
+  template <class T> static void JsonValue(nlohmann::json& j, const T& v) { j = v; }
+  static void JsonValue(nlohmann::json& j, const std::optional<double>& v) {
+    j = v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+  }
+  std::string full(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+  void row(const char* key, const std::string& type, const std::string& def, const char* doc) {
+    out_ << "| `" << full(key) << "` | " << type << " | `" << def << "` | " << doc << " |\n";
+  }
+  std::ostringstream& out_;
+  std::string path_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// The schema. Field order here is the order of the resolved config.
+
+template <class V> void visit(V& v, DataConfig& c) {
+  v.field("root", c.root, "Folder holding the dataset files (real datasets).");
+  v.field("train_samples", c.train_samples, "Synthetic sets: examples in the training split.", at_least(1));
+  v.field("eval_samples", c.eval_samples, "Synthetic sets: examples in the evaluation split.", at_least(1));
+  v.field("image_size", c.image_size, "Synthetic images: height and width in pixels.", between(4, 4096));
+  v.field("channels", c.channels, "Image channels.", between(1, 64));
+  v.field("classes", c.classes, "Number of classes.", between(2, 100000));
+  v.field("noise", c.noise, "Synthetic images: standard deviation of the per-pixel noise.", at_least(0));
+  v.field("augment", c.augment, "Training augmentation (random crop and flip) where the task has it.");
+  v.one_of("input_path", c.input_path, {"host", "device"},
+           "host: loader threads + pinned memory; device: the whole dataset resident on the device.");
+  v.field("workers", c.workers, "Host loader threads.", between(0, 256));
+  v.field("seq_len", c.seq_len, "Language tasks: tokens per training sequence.", at_least(2));
+}
+
+template <class V> void visit(V& v, ModelConfig& c) {
+  v.field("width", c.width, "Channels of the first stage (CNNs) or embedding width (GPT).", at_least(1));
+  v.field("depth", c.depth, "Number of stages, blocks or layers (task-specific).", at_least(1));
+  v.field("heads", c.heads, "Attention heads (GPT).", at_least(1));
+  v.field("vocab", c.vocab, "Vocabulary size (GPT); 0 = the tokenizer's.", at_least(0));
+  v.field("context", c.context, "Context length (GPT).", at_least(1));
+  v.field("dropout", c.dropout, "Dropout probability in training.", between(0, 1));
+  v.field("channels_last", c.channels_last, "channels_last memory format (CNNs).");
+  v.field("zero_init_residual", c.zero_init_residual, "Zero-init the last BN gamma of each residual block.");
+  v.one_of("attention", c.attention, {"plain", "sdpa"},
+           "plain: materialized masked softmax; sdpa: scaled_dot_product_attention.");
+}
+
+template <class V> void visit(V& v, TaskConfig& c) {
+  v.component("name", c.name, "task", "The task: model + data + loss + metric.", /*required=*/true);
+  v.section("data", c.data, "Dataset settings.");
+  v.section("model", c.model, "Model settings.");
+}
+
+template <class V> void visit(V& v, TrainConfig& c) {
+  v.field("batch_size", c.batch_size, "Micro-batch size per rank (samples or sequences).", at_least(1));
+  v.field("max_steps", c.max_steps, "Stop after this many optimizer steps; 0 = no step limit.", at_least(0));
+  v.field("max_time_s", c.max_time_s, "Stop after this much training time (s); 0 = no limit.", at_least(0));
+  v.field("eval_every", c.eval_every, "Optimizer steps between evaluations; 0 = only at the end.", at_least(0));
+  v.field("target", c.target, "Quality target in the task's metric (accuracy, perplexity); null = none.");
+  v.field("stop_at_target", c.stop_at_target, "Stop at the first evaluation that meets the target.");
+  v.field("require_target", c.require_target, "Fail (exit 3) when the target was not reached.");
+  v.field("seed", c.seed, "Seed for initialization, data order and augmentation.");
+  v.field("timing_warmup_steps", c.timing_warmup_steps, "Steps left out of the throughput figures.", at_least(0));
+}
+
+template <class V> void visit(V& v, OptimConfig& c) {
+  v.component("name", c.name, "optimizer", "The optimizer.");
+  v.field("lr", c.lr, "Peak learning rate.", positive());
+  v.field("betas", c.betas, "Adam betas [beta1, beta2], each in [0, 1).", between(0, 0.999999999));
+  v.field("eps", c.eps, "Adam epsilon.", positive());
+  v.field("weight_decay", c.weight_decay, "Decoupled weight decay.", at_least(0));
+  v.field("grad_clip", c.grad_clip, "Clip the global gradient norm to this; 0 = off.", at_least(0));
+}
+
+template <class V> void visit(V& v, ScheduleConfig& c) {
+  v.component("name", c.name, "schedule", "The learning-rate schedule.");
+  v.one_of("unit", c.unit, {"steps", "samples"}, "What warmup and total count.");
+  v.field("warmup", c.warmup, "Linear warmup length, in `unit`.", at_least(0));
+  v.field("warmup_start_factor", c.warmup_start_factor, "Warmup starts at this fraction of lr.", between(0, 1));
+  v.field("total", c.total, "Schedule length in `unit`; 0 = train.max_steps (steps).", at_least(0));
+  v.field("min_lr", c.min_lr, "Learning rate at the end of the cosine.", at_least(0));
+}
+
+template <class V> void visit(V& v, PrecisionConfig& c) {
+  v.component("mode", c.mode, "precision", "Numeric precision of the forward/backward pass.");
+  v.field("tf32", c.tf32, "Allow TF32 matmuls and convolutions (CUDA).");
+  v.field("initial_scale_power", c.initial_scale_power, "fp16: initial loss scale = 2^this.", between(0, 40));
+  v.field("loss_scale_window", c.loss_scale_window, "fp16: clean steps before the scale doubles.", at_least(1));
+  v.field("hysteresis", c.hysteresis, "fp16: overflows tolerated before the scale halves.", at_least(1));
+  v.field("min_loss_scale", c.min_loss_scale, "fp16: the scale never goes below this.", positive());
+}
+
+template <class V> void visit(V& v, AccumulationConfig& c) {
+  v.component("mode", c.mode, "accumulation", "How many micro-batches make one optimizer step.");
+  v.field("k", c.k, "fixed: micro-batches per optimizer step.", at_least(1));
+}
+
+template <class V> void visit(V& v, CheckpointingConfig& c) {
+  v.component("policy", c.policy, "checkpointing", "Which model segments are recomputed in backward.");
+  v.field("every", c.every, "policy every: blocks per checkpointed segment.", at_least(0));
+  v.field("budget_bytes", c.budget_bytes, "policy budget: activation memory budget in bytes.", at_least(0));
+}
+
+template <class V> void visit(V& v, DistributedConfig& c) {
+  v.field("world_size", c.world_size, "Number of processes (one per GPU).", between(1, 4096));
+  v.one_of("backend", c.backend, {"auto", "nccl", "gloo"}, "Collective backend; auto = nccl on CUDA, gloo on CPU.");
+  v.component("grad_sync", c.grad_sync, "grad_sync", "Gradient communication across ranks.");
+  v.field("bucket_mb", c.bucket_mb, "Gradient bucket size in MiB.", positive());
+}
+
+template <class V> void visit(V& v, OutputConfig& c) {
+  v.field("dir", c.dir, "Output folder; empty = runs/<name>-<UTC timestamp>.");
+  v.field("log_every", c.log_every, "Optimizer steps between progress lines and metrics.jsonl rows.", at_least(1));
+  v.field("peak_tflops", c.peak_tflops, "Dense peak TFLOP/s for MFU; 0 = the built-in device table.", at_least(0));
+}
+
+template <class V> void visit(V& v, ExperimentConfig& c) {
+  v.required("name", c.name, "Experiment name (used in the output folder and the report).");
+  v.field("description", c.description, "Free text.");
+  v.one_of("device", c.device, {"auto", "cpu", "cuda"}, "Where to train; auto = cuda when available.");
+  v.section("task", c.task, "Model and data.");
+  v.section("train", c.train, "The training loop.");
+  v.section("optim", c.optim, "The optimizer.");
+  v.section("schedule", c.schedule, "The learning-rate schedule.");
+  v.section("precision", c.precision, "Numeric precision.");
+  v.section("accumulation", c.accumulation, "Gradient accumulation.");
+  v.section("checkpointing", c.checkpointing, "Activation checkpointing.");
+  v.section("distributed", c.distributed, "Processes and gradient sync.");
+  v.section("output", c.output, "Where and how often results are written.");
+}
+
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+// Checks that span several keys live here, in one place.
+void check_consistency(const ExperimentConfig& c, const std::map<std::string, Source>& sources,
+                       const Source& root) {
+  auto where = [&](const std::string& key) {
+    auto it = sources.find(key);
+    return (it != sources.end() ? it->second : root).str();
+  };
+  if (c.train.max_steps == 0 && c.train.max_time_s == 0)
+    throw UserError(where("train.max_steps") +
+                    ": train.max_steps: expected a step limit (or train.max_time_s), found 0 with no time limit");
+  if (c.optim.betas.size() != 2)
+    throw UserError(where("optim.betas") + ": optim.betas: expected 2 numbers [beta1, beta2], found " +
+                    std::to_string(c.optim.betas.size()));
+  if (c.train.require_target && !c.train.target)
+    throw UserError(where("train.require_target") +
+                    ": train.require_target: expected train.target to be set, found null");
+  if (c.checkpointing.policy == "every" && c.checkpointing.every < 1)
+    throw UserError(where("checkpointing.every") +
+                    ": checkpointing.every: expected an integer >= 1 with policy every, found " +
+                    std::to_string(c.checkpointing.every));
+  if (c.checkpointing.policy == "budget" && c.checkpointing.budget_bytes < 1)
+    throw UserError(where("checkpointing.budget_bytes") +
+                    ": checkpointing.budget_bytes: expected a byte count >= 1 with policy budget, found " +
+                    std::to_string(c.checkpointing.budget_bytes));
+  if (c.schedule.name != "constant") {
+    const int64_t total = c.schedule.total ? c.schedule.total
+                                           : (c.schedule.unit == "steps" ? c.train.max_steps : 0);
+    if (total == 0)
+      throw UserError(where("schedule.total") +
+                      ": schedule.total: expected a length (train.max_steps is 0 or unit is samples), found 0");
+    if (c.schedule.warmup > total)
+      throw UserError(where("schedule.warmup") + ": schedule.warmup: expected at most the schedule length " +
+                      std::to_string(total) + ", found " + std::to_string(c.schedule.warmup));
+  }
+}
+
+}  // namespace
+
+ExperimentConfig load(const std::string& path, const std::vector<std::string>& overrides) {
+  Node root = load_composed(path);
+  for (const auto& o : overrides) apply_override(root, o);
+  ExperimentConfig cfg;
+  std::map<std::string, Source> sources;
+  Source where = root.src;
+  if (where.file.empty()) where.file = path;
+  Reader r(&root, "", where, &sources);
+  visit(r, cfg);
+  r.finish();
+  check_consistency(cfg, sources, where);
+  return cfg;
+}
+
+nlohmann::json to_json(const ExperimentConfig& cfg) {
+  nlohmann::json j;
+  JsonWriter w(j);
+  visit(w, const_cast<ExperimentConfig&>(cfg));
+  return j;
+}
+
+namespace {
+bool plain_safe(const std::string& s) {
+  if (s.empty()) return false;
+  static const std::string special = ":#{}[],&*!|>'\"%@`";
+  if (std::isspace(static_cast<unsigned char>(s.front())) ||
+      std::isspace(static_cast<unsigned char>(s.back())) || s.front() == '-' || s.front() == '?')
+    return false;
+  for (char ch : s)
+    if (special.find(ch) != std::string::npos || ch == '\n') return false;
+  int64_t i;
+  double d;
+  if (parse_int(s, i) || parse_double(s, d)) return false;
+  static const std::set<std::string> reserved = {"true", "false", "null", "~", "yes", "no", "on", "off",
+                                                 "True", "False", "Null", "NULL", "TRUE", "FALSE"};
+  return !reserved.count(s);
+}
+
+void emit_yaml(std::ostringstream& out, const nlohmann::json& j, int indent) {
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    out << std::string(indent, ' ') << it.key() << ":";
+    const auto& v = it.value();
+    if (v.is_object()) {
+      out << "\n";
+      emit_yaml(out, v, indent + 2);
+      continue;
+    }
+    out << " ";
+    if (v.is_string()) {
+      const std::string s = v.get<std::string>();
+      out << (plain_safe(s) ? s : v.dump());
+    } else if (v.is_null()) {
+      out << "null";
+    } else {
+      out << v.dump();  // numbers, booleans, flow lists
+    }
+    out << "\n";
+  }
+}
+}  // namespace
+
+std::string to_yaml(const ExperimentConfig& cfg) {
+  std::ostringstream out;
+  emit_yaml(out, to_json(cfg), 0);
+  return out.str();
+}
+
+std::string config_hash(const ExperimentConfig& cfg) {
+  return sha256_hex(to_json(cfg).dump()).substr(0, 16);
+}
+
+std::string reference_markdown() {
+  std::ostringstream out;
+  out << "| key | type | default | meaning |\n|---|---|---|---|\n";
+  ExperimentConfig defaults;
+  DocWriter w(out, "");
+  visit(w, defaults);
+  return out.str();
+}
+
+}  // namespace efftrain::config

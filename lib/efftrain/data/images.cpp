@@ -1,0 +1,67 @@
+#include "efftrain/data/images.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+namespace efftrain::data {
+
+ImageSet make_synthetic_images(const config::DataConfig& cfg) {
+  torch::NoGradGuard no_grad;
+  const int64_t C = cfg.channels, S = cfg.image_size, K = cfg.classes;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(0x5eed5eedULL);
+  // Smooth class templates: low-resolution noise upsampled to the image size.
+  const int64_t low = std::max<int64_t>(2, S / 4);
+  auto coarse = torch::randn({K, C, low, low}, gen, torch::kFloat);
+  auto templates = torch::nn::functional::interpolate(
+      coarse, torch::nn::functional::InterpolateFuncOptions()
+                  .size(std::vector<int64_t>{S, S})
+                  .mode(torch::kBilinear)
+                  .align_corners(false));
+  auto make = [&](int64_t n) {
+    ImageSplit s;
+    s.labels = torch::randint(0, K, {n}, gen, torch::kLong);
+    auto x = templates.index_select(0, s.labels);
+    x = x + cfg.noise * torch::randn({n, C, S, S}, gen, torch::kFloat);
+    x = x + 0.3 * torch::randn({n, 1, 1, 1}, gen, torch::kFloat);  // brightness
+    // Map roughly [-2.5, 2.5] to [0, 255].
+    s.images = ((x * 0.2 + 0.5) * 255.0).round().clamp(0, 255).to(torch::kUInt8);
+    return s;
+  };
+  ImageSet set;
+  set.train = make(cfg.train_samples);
+  set.eval = make(cfg.eval_samples);
+  set.classes = K;
+  set.mean.assign(C, 0.5);
+  set.std.assign(C, 0.2);
+  return set;
+}
+
+torch::Tensor random_crop_flip(const torch::Tensor& x, int64_t pad, torch::Generator& gen) {
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  auto opts = torch::TensorOptions().device(x.device()).dtype(torch::kLong);
+  torch::Tensor out = x;
+  if (pad > 0) {
+    auto padded = torch::constant_pad_nd(x, {pad, pad, pad, pad}, 0);
+    // Offsets in [0, 2*pad], drawn on the CPU generator then moved (cheap: B values).
+    auto oy = torch::randint(0, 2 * pad + 1, {B}, gen, torch::kLong).to(x.device());
+    auto ox = torch::randint(0, 2 * pad + 1, {B}, gen, torch::kLong).to(x.device());
+    auto rows = (oy.view({B, 1}) + torch::arange(H, opts).view({1, H}));  // [B,H]
+    auto cols = (ox.view({B, 1}) + torch::arange(W, opts).view({1, W}));  // [B,W]
+    auto r = rows.view({B, 1, H, 1}).expand({B, C, H, W + 2 * pad});
+    out = padded.gather(2, r);
+    auto c = cols.view({B, 1, 1, W}).expand({B, C, H, W});
+    out = out.gather(3, c);
+  }
+  auto flip = (torch::rand({B}, gen, torch::kFloat) < 0.5).to(x.device()).view({B, 1, 1, 1});
+  return torch::where(flip, out.flip({3}), out);
+}
+
+torch::Tensor normalize(const torch::Tensor& u8, const std::vector<double>& mean,
+                        const std::vector<double>& std) {
+  const int64_t C = u8.size(1);
+  auto opts = torch::TensorOptions().device(u8.device()).dtype(torch::kFloat);
+  auto m = torch::tensor(std::vector<float>(mean.begin(), mean.end()), opts).view({1, C, 1, 1});
+  auto s = torch::tensor(std::vector<float>(std.begin(), std.end()), opts).view({1, C, 1, 1});
+  return (u8.to(torch::kFloat) / 255.0 - m) / s;
+}
+
+}  // namespace efftrain::data

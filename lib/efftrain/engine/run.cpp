@@ -1,0 +1,218 @@
+#include "efftrain/engine/run.h"
+
+#include <ATen/Context.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "efftrain/config/config.h"
+#include "efftrain/core/error.h"
+#include "efftrain/core/log.h"
+#include "efftrain/core/util.h"
+#include "efftrain/engine/context.h"
+#include "efftrain/engine/trainer.h"
+#include "efftrain/metrics/device.h"
+#include "efftrain/metrics/report.h"
+
+namespace efftrain {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string choose_out_dir(const config::ExperimentConfig& cfg, const RunOptions& opts,
+                           int64_t started) {
+  if (!opts.out_dir.empty()) return opts.out_dir;
+  if (!cfg.output.dir.empty()) return cfg.output.dir;
+  return (fs::path("runs") / (cfg.name + "-" + utc_timestamp_compact(started))).string();
+}
+
+void check_out_dir(const std::string& dir, bool overwrite) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return;
+  if (!fs::is_directory(dir, ec))
+    throw UserError(dir + ": output folder is a file, not a folder");
+  if (!fs::is_empty(dir, ec) && !overwrite)
+    throw UserError(dir + ": output folder already exists and is not empty (pass --overwrite to replace its files)");
+}
+
+Components build_components(const BuildContext& ctx) {
+  const auto& c = ctx.cfg;
+  Components parts;
+  parts.task = TaskRegistry::create(c.task.name, ctx);
+  parts.precision = PrecisionRegistry::create(c.precision.mode, ctx);
+  parts.accumulation = AccumulationRegistry::create(c.accumulation.mode, ctx);
+  parts.schedule = ScheduleRegistry::create(c.schedule.name, ctx);
+  parts.optimizer = OptimizerRegistry::create(c.optim.name, ctx);
+  parts.grad_sync = GradSyncRegistry::create(c.distributed.grad_sync, ctx);
+  parts.checkpointing = CheckpointingRegistry::create(c.checkpointing.policy, ctx);
+  return parts;
+}
+
+nlohmann::json opt_number(const std::optional<double>& v) {
+  return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+}
+
+}  // namespace
+
+RunOutcome run_experiment(const RunOptions& opts) {
+  const auto wall0 = std::chrono::steady_clock::now();
+  const int64_t started = unix_time_now();
+  const config::ExperimentConfig cfg = config::load(opts.experiment, opts.overrides);
+
+  if (cfg.distributed.world_size > 1)
+    throw UserError(opts.experiment + ": distributed.world_size: " + std::to_string(cfg.distributed.world_size) +
+                    " processes requested, but multi-process launch is not part of this build yet; use 1");
+
+  const std::string out_dir = choose_out_dir(cfg, opts, started);
+  check_out_dir(out_dir, opts.overwrite);
+
+  const torch::Device device = metrics::resolve_device(cfg.device, 0);
+  if (device.is_cuda()) {
+    auto& ctx = at::globalContext();
+    ctx.setAllowTF32CuBLAS(cfg.precision.tf32);
+    ctx.setAllowTF32CuDNN(cfg.precision.tf32);
+    ctx.setBenchmarkCuDNN(true);
+  }
+  torch::manual_seed(cfg.train.seed);
+  BuildContext bctx{cfg, device, /*rank=*/0, /*world_size=*/1};
+  Components parts = build_components(bctx);
+
+  // Input is valid and the data loaded: from here on, files are written.
+  fs::create_directories(out_dir);
+  write_file_atomic((fs::path(out_dir) / "config.yaml").string(), config::to_yaml(cfg));
+  const std::string metrics_partial = (fs::path(out_dir) / "metrics.jsonl.partial").string();
+  const std::string metrics_final = (fs::path(out_dir) / "metrics.jsonl").string();
+  const std::string report_path = (fs::path(out_dir) / "report.json").string();
+
+  const auto info = metrics::describe(device);
+  const int64_t params = count_parameters(parts.task->model());
+  const double train_flops = parts.task->train_flops_per_sample();
+  log::info(strf("experiment %s | task %s (%lld parameters) | device %s | precision %s | output %s",
+                 cfg.name.c_str(), cfg.task.name.c_str(), static_cast<long long>(params), info.name.c_str(),
+                 cfg.precision.mode.c_str(), out_dir.c_str()));
+
+  metrics::reset_peak_memory(device);
+  const double setup_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+
+  TrainResult result;
+  std::string failure;
+  int exit_code = exit_code::kOk;
+  {
+    Trainer trainer(cfg, parts, device, metrics_partial);
+    try {
+      result = trainer.fit();
+    } catch (const TrainingFailed& e) {
+      result.status = e.status();
+      result.message = e.what();
+    } catch (const std::exception& e) {
+      result.status = "failed";
+      result.message = e.what();
+      failure = e.what();
+    }
+  }
+  fs::rename(metrics_partial, metrics_final);
+  if (result.status == "diverged") exit_code = exit_code::kTrainingFailed;
+  if (result.status == "failed") exit_code = exit_code::kInternal;
+  if (cfg.train.require_target && !result.time_to_target_s && exit_code == exit_code::kOk) {
+    result.status = "failed";
+    result.message = "target " + std::to_string(*cfg.train.target) + " was required and not reached";
+    exit_code = exit_code::kTrainingFailed;
+  }
+
+  const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  const auto mem = metrics::peak_memory(device);
+  const double sps = result.steady_s > 0 ? result.steady_samples / result.steady_s : 0;
+  const double tps = result.steady_s > 0 ? result.steady_tokens / result.steady_s : 0;
+  const auto peak = metrics::peak_flops(info.name, device.is_cuda(), parts.precision->compute_dtype(),
+                                        cfg.precision.tf32, cfg.output.peak_tflops);
+  const double achieved = train_flops * sps;
+  const auto metric = parts.task->metric();
+
+  nlohmann::json model = parts.task->describe();
+  model["name"] = parts.task->model_name();
+  model["parameters"] = params;
+  model["flops_per_sample"] = train_flops;
+  model["forward_flops_per_sample"] = train_flops / 3.0;
+
+  nlohmann::json report = {
+      {"schema", report::kSchema},
+      {"status", result.status},
+      {"message", result.message.empty() ? nlohmann::json(nullptr) : nlohmann::json(result.message)},
+      {"experiment",
+       {{"name", cfg.name},
+        {"description", cfg.description},
+        {"file", opts.experiment},
+        {"overrides", opts.overrides},
+        {"config", config::to_json(cfg)},
+        {"config_hash", config::config_hash(cfg)}}},
+      {"environment",
+       {{"efftrain_version", report::efftrain_version()},
+        {"git_commit", report::git_commit()},
+        {"torch_version", TORCH_VERSION},
+        {"cuda_version", info.cuda_version.empty() ? nlohmann::json(nullptr) : nlohmann::json(info.cuda_version)},
+        {"cudnn_version", info.cudnn_version.empty() ? nlohmann::json(nullptr) : nlohmann::json(info.cudnn_version)},
+        {"device", device.str()},
+        {"device_name", info.name},
+        {"world_size", 1},
+        {"hostname", hostname()},
+        {"started_at", utc_timestamp_iso(started)},
+        {"finished_at", utc_timestamp_iso(unix_time_now())}}},
+      {"model", model},
+      {"result",
+       {{"steps", result.steps},
+        {"samples", result.samples},
+        {"tokens", result.tokens},
+        {"wall_s", wall_s},
+        {"setup_s", setup_s},
+        {"train_s", result.train_s},
+        {"eval_s", result.eval_s},
+        {"time_to_target_s", opt_number(result.time_to_target_s)}}},
+      {"throughput",
+       {{"samples_per_s", sps},
+        {"tokens_per_s", tps},
+        {"steady_steps", result.steady_steps},
+        {"steady_s", result.steady_s},
+        {"warmup_steps_excluded", result.steps - result.steady_steps},
+        {"timing", device.is_cuda() ? "host clock with device synchronization at window edges"
+                                    : "host clock"}}},
+      {"memory",
+       {{"peak_allocated_bytes", mem.allocated},
+        {"peak_reserved_bytes", mem.reserved},
+        {"source", mem.source}}},
+      {"mfu", peak.flops_per_s > 0 ? nlohmann::json(achieved / peak.flops_per_s) : nlohmann::json(nullptr)},
+      {"mfu_detail",
+       {{"achieved_flops_per_s", achieved},
+        {"peak_flops_per_s", peak.flops_per_s},
+        {"peak_source", peak.source},
+        {"compute_dtype", parts.precision->compute_dtype()}}},
+      {"quality",
+       {{"metric", metric.name},
+        {"higher_is_better", metric.higher_is_better},
+        {"final", opt_number(result.final_metric)},
+        {"best", opt_number(result.best_metric)},
+        {"target", opt_number(cfg.train.target)},
+        {"final_train_loss", result.final_train_loss},
+        {"curve", result.curve}}},
+      {"optimizations",
+       {{"precision", parts.precision->report()},
+        {"accumulation", parts.accumulation->report()},
+        {"schedule", parts.schedule->report()},
+        {"optimizer", parts.optimizer->report()},
+        {"grad_sync", parts.grad_sync->report()},
+        {"checkpointing", parts.checkpointing->report()}}},
+      {"ranks",
+       nlohmann::json::array({{{"rank", 0},
+                               {"samples_per_s", sps},
+                               {"peak_allocated_bytes", mem.allocated},
+                               {"optimizer_state_bytes", parts.optimizer->state_bytes()}}})},
+  };
+  report::write(report_path, report);
+  if (!failure.empty()) log::error("run failed: " + failure);
+  else if (exit_code != exit_code::kOk) log::error("run " + result.status + ": " + result.message);
+  return {report_path, result.status, exit_code};
+}
+
+}  // namespace efftrain

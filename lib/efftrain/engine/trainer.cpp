@@ -1,0 +1,215 @@
+#include "efftrain/engine/trainer.h"
+
+
+#include <chrono>
+#include <cmath>
+
+#include "efftrain/core/error.h"
+#include "efftrain/core/log.h"
+#include "efftrain/metrics/device.h"
+
+namespace efftrain {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+std::string human_bytes(int64_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(b) / (1024.0 * 1024 * 1024));
+  return buf;
+}
+std::string human_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  char buf[32];
+  if (s < 120) std::snprintf(buf, sizeof buf, "%.0fs", s);
+  else if (s < 7200) std::snprintf(buf, sizeof buf, "%.1fmin", s / 60);
+  else std::snprintf(buf, sizeof buf, "%.1fh", s / 3600);
+  return buf;
+}
+}  // namespace
+
+Trainer::Trainer(const config::ExperimentConfig& cfg, Components& parts, torch::Device device,
+                 std::string metrics_path)
+    : cfg_(cfg), parts_(parts), device_(device) {
+  if (!metrics_path.empty()) metrics_.open(metrics_path, std::ios::out | std::ios::trunc);
+}
+
+void Trainer::log_row(const nlohmann::json& row) {
+  if (metrics_.is_open()) metrics_ << row.dump() << "\n" << std::flush;
+}
+
+TrainResult Trainer::fit() {
+  Task& task = *parts_.task;
+  Precision& precision = *parts_.precision;
+  Optimizer& optimizer = *parts_.optimizer;
+  GradSync& sync = *parts_.grad_sync;
+  const auto& tc = cfg_.train;
+  const MetricInfo metric = task.metric();
+
+  task.model().train();
+  std::vector<torch::Tensor> params = task.model().parameters();
+  optimizer.attach(params);
+  sync.attach(params);
+
+  TrainResult r;
+  const auto fdev = torch::TensorOptions().device(device_).dtype(torch::kFloat);
+  torch::Tensor nonfinite = torch::zeros({}, fdev);
+  torch::Tensor window_loss = torch::zeros({}, fdev);
+  int64_t window_steps = 0, window_samples = 0;
+  auto window_start = Clock::now();
+
+  metrics::synchronize(device_);
+  const auto t0 = Clock::now();
+  std::optional<Clock::time_point> steady_t0;
+  double steady_eval_s = 0;
+  int64_t steady_samples0 = 0, steady_tokens0 = 0, steady_step0 = 0;
+
+  auto reached = [&](double v) {
+    return tc.target && (metric.higher_is_better ? v >= *tc.target : v <= *tc.target);
+  };
+  bool stop = false;
+  int64_t last_eval_step = -1;
+  double last_loss = 0;
+
+  for (int64_t step = 1; !stop; ++step) {
+    // ---------------- one optimizer step ----------------
+    const int64_t k = parts_.accumulation->next_k(step);
+    optimizer.zero_grad();
+    torch::Tensor step_loss = torch::zeros({}, fdev);
+    for (int64_t i = 0; i < k; ++i) {
+      Batch b = task.next_batch();
+      torch::Tensor loss;
+      {
+        auto scope = precision.forward_scope();
+        loss = task.loss(b);
+      }
+      sync.before_backward(/*last=*/i == k - 1);
+      precision.scale_loss(loss / static_cast<double>(k)).backward();
+      step_loss += loss.detach().to(torch::kFloat) / static_cast<double>(k);
+      r.samples += b.samples;
+      r.tokens += b.tokens;
+      window_samples += b.samples;
+    }
+    sync.finish();
+    torch::Tensor found_inf = precision.unscale_and_check(params);
+    if (cfg_.optim.grad_clip > 0) {
+      torch::NoGradGuard ng;
+      std::vector<torch::Tensor> grads;
+      for (auto& p : params)
+        if (p.grad().defined()) grads.push_back(p.grad());
+      auto norms = at::_foreach_norm(grads, 2);
+      auto total = at::linalg_vector_norm(at::stack(norms), 2);
+      auto coef = (cfg_.optim.grad_clip / (total + 1e-6)).clamp_max(1.0);
+      at::_foreach_mul_(grads, coef);
+    }
+    const double lr = parts_.schedule->lr(step, r.samples);
+    optimizer.step(lr, found_inf);
+    precision.update();
+    nonfinite.logical_or_(step_loss.isfinite().logical_not());
+    window_loss += step_loss;
+    ++window_steps;
+    r.steps = step;
+
+    // ---------------- bookkeeping at a steady cadence ----------------
+    const bool last_by_steps = tc.max_steps > 0 && step >= tc.max_steps;
+    const bool warmup_done = step == tc.timing_warmup_steps;
+    const bool want_log = step % cfg_.output.log_every == 0 || last_by_steps;
+    const bool want_eval = tc.eval_every > 0 && step % tc.eval_every == 0;
+    const bool time_check = want_log || want_eval || warmup_done || step % 10 == 0;
+    if (!time_check) continue;
+
+    metrics::synchronize(device_);
+    const double now = seconds_since(t0);
+    if (warmup_done) {
+      steady_t0 = Clock::now();
+      steady_samples0 = r.samples;
+      steady_tokens0 = r.tokens;
+      steady_step0 = step;
+      steady_eval_s = r.eval_s;
+    }
+    const bool last_by_time = tc.max_time_s > 0 && now >= tc.max_time_s;
+    const bool last = last_by_steps || last_by_time;
+
+    if (want_log || last) {
+      if (nonfinite.item<float>() != 0.f) {
+        r.status = "diverged";
+        r.message = "training loss became NaN or inf by step " + std::to_string(step);
+        r.loop_s = now;
+        r.train_s = now - r.eval_s;
+        break;
+      }
+      const double span = seconds_since(window_start);
+      last_loss = window_loss.item<double>() / static_cast<double>(window_steps);
+      r.final_train_loss = last_loss;
+      const double sps = span > 0 ? static_cast<double>(window_samples) / span : 0;
+      const auto mem = metrics::peak_memory(device_);
+      const double per_step = now / static_cast<double>(step);
+      const double eta = tc.max_steps > 0 ? per_step * static_cast<double>(tc.max_steps - step)
+                                          : tc.max_time_s - now;
+      log::info(strf("step %6lld | loss %.4f | lr %.3e | %.1f samples/s | peak mem %s | ETA %s",
+                     static_cast<long long>(step), last_loss, lr, sps, human_bytes(mem.allocated).c_str(),
+                     human_duration(eta).c_str()));
+      log_row({{"step", step}, {"time_s", now}, {"samples", r.samples}, {"tokens", r.tokens},
+               {"train_loss", last_loss}, {"lr", lr}, {"samples_per_s", sps},
+               {"peak_allocated_bytes", mem.allocated}});
+      window_loss.zero_();
+      window_steps = 0;
+      window_samples = 0;
+      window_start = Clock::now();
+    }
+    if (want_eval || last) {
+      const auto e0 = Clock::now();
+      EvalResult ev;
+      {
+        auto scope = precision.forward_scope();
+        ev = task.evaluate();
+      }
+      r.eval_s += seconds_since(e0);
+      last_eval_step = step;
+      const double t_after = seconds_since(t0);
+      r.final_metric = ev.value;
+      if (!r.best_metric || (metric.higher_is_better ? ev.value > *r.best_metric : ev.value < *r.best_metric))
+        r.best_metric = ev.value;
+      r.curve.push_back({{"step", step}, {"time_s", t_after}, {"train_loss", last_loss},
+                         {"eval_loss", ev.loss}, {"value", ev.value}});
+      log_row({{"step", step}, {"time_s", t_after}, {"eval", {{metric.name, ev.value}, {"loss", ev.loss}}}});
+      log::info(strf("eval at step %lld | %s %.4f | eval loss %.4f", static_cast<long long>(step),
+                     metric.name.c_str(), ev.value, ev.loss));
+      if (reached(ev.value) && !r.time_to_target_s) {
+        r.time_to_target_s = t_after;
+        log::info(strf("target %s %g reached at step %lld after %.2fs", metric.name.c_str(), *tc.target,
+                       static_cast<long long>(step), t_after));
+        if (tc.stop_at_target) {
+          r.status = "target_reached";
+          stop = true;
+        }
+      }
+    }
+    if (last) stop = true;
+  }
+  (void)last_eval_step;
+
+  metrics::synchronize(device_);
+  const auto t_end = Clock::now();
+  if (r.loop_s == 0) {
+    r.loop_s = std::chrono::duration<double>(t_end - t0).count();
+    r.train_s = r.loop_s - r.eval_s;
+  }
+  if (r.status == "completed" && r.time_to_target_s) r.status = "target_reached";
+  if (steady_t0 && r.steps > steady_step0) {
+    r.steady_steps = r.steps - steady_step0;
+    r.steady_samples = r.samples - steady_samples0;
+    r.steady_tokens = r.tokens - steady_tokens0;
+    r.steady_s = std::chrono::duration<double>(t_end - *steady_t0).count() - (r.eval_s - steady_eval_s);
+  } else {  // too few steps for a warm-up: every step counts
+    r.steady_steps = r.steps;
+    r.steady_samples = r.samples;
+    r.steady_tokens = r.tokens;
+    r.steady_s = r.train_s;
+  }
+  return r;
+}
+
+}  // namespace efftrain

@@ -1,0 +1,66 @@
+// engine::Trainer: the training loop of design §1, on components it does not look inside.
+#pragma once
+
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "efftrain/batching/accumulation.h"
+#include "efftrain/config/config.h"
+#include "efftrain/dist/grad_sync.h"
+#include "efftrain/memory/checkpointing.h"
+#include "efftrain/optim/optimizer.h"
+#include "efftrain/precision/precision.h"
+#include "efftrain/tasks/task.h"
+
+namespace efftrain {
+
+struct Components {
+  std::unique_ptr<Task> task;
+  std::unique_ptr<Precision> precision;
+  std::unique_ptr<Accumulation> accumulation;
+  std::unique_ptr<Schedule> schedule;
+  std::unique_ptr<Optimizer> optimizer;
+  std::unique_ptr<GradSync> grad_sync;
+  std::unique_ptr<Checkpointing> checkpointing;
+};
+
+struct TrainResult {
+  std::string status = "completed";  // completed | target_reached | diverged
+  std::string message;
+  int64_t steps = 0;
+  int64_t samples = 0;
+  int64_t tokens = 0;
+  double train_s = 0;  // time in training steps, evaluation excluded
+  double eval_s = 0;
+  double loop_s = 0;   // first step to the end, evaluation included
+  std::optional<double> time_to_target_s;
+  // Steady state (after train.timing_warmup_steps): what throughput is computed from.
+  int64_t steady_steps = 0;
+  int64_t steady_samples = 0;
+  int64_t steady_tokens = 0;
+  double steady_s = 0;
+  std::optional<double> final_metric, best_metric;
+  double final_train_loss = 0;
+  nlohmann::json curve = nlohmann::json::array();
+};
+
+class Trainer {
+ public:
+  // `metrics_path`: metrics.jsonl stream (one JSON object per logged step); empty = none.
+  Trainer(const config::ExperimentConfig& cfg, Components& parts, torch::Device device,
+          std::string metrics_path);
+  TrainResult fit();
+
+ private:
+  void log_row(const nlohmann::json& row);
+
+  const config::ExperimentConfig& cfg_;
+  Components& parts_;
+  torch::Device device_;
+  std::ofstream metrics_;
+};
+
+}  // namespace efftrain

@@ -1,0 +1,38 @@
+// Optimizer and learning-rate schedule interfaces.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "efftrain/core/registry.h"
+
+namespace efftrain {
+
+class Optimizer {
+ public:
+  static constexpr const char* kKind = "optimizer";
+  virtual ~Optimizer() = default;
+  // Binds the parameters to optimize (called once, after the model is on its device).
+  virtual void attach(const std::vector<torch::Tensor>& params) = 0;
+  // One update at learning rate `lr`. `found_inf` (a device flag, may be undefined) skips it.
+  virtual void step(double lr, const torch::Tensor& found_inf) = 0;
+  virtual void zero_grad() = 0;
+  // Bytes of optimizer state held by this rank.
+  virtual int64_t state_bytes() const = 0;
+  virtual nlohmann::json report() const = 0;
+};
+
+class Schedule {
+ public:
+  static constexpr const char* kKind = "schedule";
+  virtual ~Schedule() = default;
+  // Learning rate for optimizer step `step` (1-based) after `samples` training examples.
+  virtual double lr(int64_t step, int64_t samples) const = 0;
+  virtual nlohmann::json report() const = 0;
+};
+
+using OptimizerRegistry = Registry<Optimizer>;
+using ScheduleRegistry = Registry<Schedule>;
+
+}  // namespace efftrain

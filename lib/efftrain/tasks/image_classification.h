@@ -1,0 +1,43 @@
+// Image classification: any ImageClassifier on any in-memory ImageSet, top-1 accuracy.
+#pragma once
+
+#include "efftrain/data/images.h"
+#include "efftrain/data/sampler.h"
+#include "efftrain/engine/context.h"
+#include "efftrain/models/models.h"
+#include "efftrain/tasks/task.h"
+
+namespace efftrain {
+
+class ImageClassificationTask : public Task {
+ public:
+  ImageClassificationTask(const BuildContext& ctx, std::string model_name, data::ImageSet set,
+                          std::shared_ptr<models::ImageClassifier> model);
+
+  std::string model_name() const override { return model_name_; }
+  torch::nn::Module& model() override { return *model_; }
+  Batch next_batch() override;
+  torch::Tensor loss(const Batch& batch) override;
+  EvalResult evaluate() override;
+  MetricInfo metric() const override { return {"top1_accuracy", true}; }
+  double train_flops_per_sample() const override;
+  int64_t train_examples() const override { return set_.train.labels.size(0); }
+  nlohmann::json describe() const override;
+
+ private:
+  torch::Tensor prepare(const torch::Tensor& u8, bool train);
+
+  std::string model_name_;
+  data::ImageSet set_;
+  std::shared_ptr<models::ImageClassifier> model_;
+  torch::Device device_;
+  bool on_device_;  // the whole dataset lives on the training device
+  bool augment_;
+  bool channels_last_;
+  int64_t batch_size_;
+  int64_t image_size_;
+  data::EpochSampler sampler_;
+  torch::Generator aug_gen_;
+};
+
+}  // namespace efftrain

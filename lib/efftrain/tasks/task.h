@@ -1,0 +1,58 @@
+// Task: a model, its training and evaluation data, the loss and the quality metric.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "efftrain/core/registry.h"
+
+namespace efftrain {
+
+struct Batch {
+  torch::Tensor input;   // on the training device
+  torch::Tensor target;  // on the training device
+  int64_t samples = 0;   // examples (images or sequences) in this micro-batch
+  int64_t tokens = 0;    // predicted tokens (language tasks), else 0
+};
+
+struct MetricInfo {
+  std::string name;        // "top1_accuracy", "perplexity"
+  bool higher_is_better;
+};
+
+struct EvalResult {
+  double value = 0;      // the metric
+  double loss = 0;       // mean loss over the evaluation set
+  int64_t examples = 0;  // images or tokens evaluated
+};
+
+class Task {
+ public:
+  static constexpr const char* kKind = "task";
+  virtual ~Task() = default;
+
+  virtual std::string model_name() const = 0;
+  virtual torch::nn::Module& model() = 0;
+  // The next training micro-batch of this rank, already on the device.
+  virtual Batch next_batch() = 0;
+  // Forward pass and mean loss of one micro-batch (called inside the precision scope).
+  virtual torch::Tensor loss(const Batch& batch) = 0;
+  // The metric over the whole evaluation split (model in eval mode, no grad).
+  virtual EvalResult evaluate() = 0;
+  virtual MetricInfo metric() const = 0;
+  // Model FLOPs of one training example (forward + backward = 3x forward), from the shapes.
+  virtual double train_flops_per_sample() const = 0;
+  virtual int64_t tokens_per_sample() const { return 0; }
+  virtual int64_t train_examples() const = 0;
+  // What the report says about the model and data beyond name, parameters and FLOPs.
+  virtual nlohmann::json describe() const { return nlohmann::json::object(); }
+};
+
+using TaskRegistry = Registry<Task>;
+
+int64_t count_parameters(torch::nn::Module& m);
+
+}  // namespace efftrain

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Installs what efftrain needs to build, idempotently and quietly when nothing is missing.
+#  - Debian packages: yaml-cpp, CLI11, spdlog, fmt, nlohmann-json, Catch2 3 (bookworm-backports),
+#    ninja, ccache. Skipped when the headers are already there (the GPU machine has them and no network).
+#  - LibTorch 2.11.0: a python3 that already imports torch 2.11.0 is used as is; otherwise the
+#    torch==2.11.0 wheel goes into a virtualenv under $EFFTRAIN_CACHE (default ~/.cache/efftrain).
+#    A user-provided Torch_DIR or CMAKE_PREFIX_PATH (LibTorch zip) skips this step.
+# Prints nothing on success when nothing had to be done. Writes $EFFTRAIN_CACHE/torch-prefix.
+set -euo pipefail
+
+EFFTRAIN_CACHE="${EFFTRAIN_CACHE:-$HOME/.cache/efftrain}"
+TORCH_VERSION_WANTED="2.11.0"
+mkdir -p "$EFFTRAIN_CACHE"
+
+say() { echo "setup: $*" >&2; }
+
+have_header() { [ -e "/usr/include/$1" ] || [ -e "/usr/local/include/$1" ]; }
+
+missing=()
+have_header yaml-cpp/yaml.h || missing+=(libyaml-cpp-dev)
+have_header CLI/CLI.hpp || missing+=(libcli11-dev)
+have_header spdlog/spdlog.h || missing+=(libspdlog-dev)
+have_header fmt/format.h || missing+=(libfmt-dev)
+have_header nlohmann/json.hpp || missing+=(nlohmann-json3-dev)
+command -v ninja >/dev/null || missing+=(ninja-build)
+command -v ccache >/dev/null || missing+=(ccache)
+need_catch2=0
+have_header catch2/catch_test_macros.hpp || need_catch2=1
+
+if [ ${#missing[@]} -gt 0 ] || [ $need_catch2 = 1 ]; then
+  if ! command -v apt-get >/dev/null; then
+    say "missing packages (${missing[*]} catch2-3) and no apt-get: install them by hand"; exit 1
+  fi
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  if [ $need_catch2 = 1 ] && grep -q 'bookworm' /etc/os-release 2>/dev/null; then
+    src=/etc/apt/sources.list.d/efftrain-backports.sources
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      say "enabling bookworm-backports for Catch2 3"
+      printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        | $SUDO tee "$src" >/dev/null
+    fi
+  fi
+  say "installing ${missing[*]} ${need_catch2:+catch2}"
+  $SUDO apt-get update -qq
+  [ ${#missing[@]} -eq 0 ] || $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [ $need_catch2 = 1 ]; then
+    if grep -q 'bookworm' /etc/os-release 2>/dev/null; then
+      $SUDO apt-get install -y -qq -t bookworm-backports catch2 >/dev/null
+    else
+      $SUDO apt-get install -y -qq catch2 >/dev/null
+    fi
+  fi
+fi
+
+# --- LibTorch -------------------------------------------------------------------------------
+prefix_file="$EFFTRAIN_CACHE/torch-prefix"
+if [ -n "${Torch_DIR:-}" ] || [ -n "${CMAKE_PREFIX_PATH:-}" ]; then
+  : # the user points CMake at their own LibTorch
+else
+  torch_prefix_of() {
+    "$1" - <<PY 2>/dev/null
+import torch, torch.utils
+v = torch.__version__.split('+')[0]
+if v != "$TORCH_VERSION_WANTED":
+    raise SystemExit(1)
+print(torch.utils.cmake_prefix_path)
+PY
+  }
+  prefix=""
+  for py in "${EFFTRAIN_PYTHON:-}" "$EFFTRAIN_CACHE/venv/bin/python3" python3; do
+    [ -n "$py" ] || continue
+    command -v "$py" >/dev/null 2>&1 || continue
+    if prefix="$(torch_prefix_of "$py")" && [ -n "$prefix" ]; then break; fi
+    prefix=""
+  done
+  if [ -z "$prefix" ]; then
+    say "installing torch==$TORCH_VERSION_WANTED into $EFFTRAIN_CACHE/venv (large download, once per machine)"
+    [ -x "$EFFTRAIN_CACHE/venv/bin/python3" ] || python3 -m venv "$EFFTRAIN_CACHE/venv"
+    "$EFFTRAIN_CACHE/venv/bin/pip" install -q "torch==$TORCH_VERSION_WANTED"
+    prefix="$(torch_prefix_of "$EFFTRAIN_CACHE/venv/bin/python3")"
+  fi
+  if [ ! -f "$prefix_file" ] || [ "$(cat "$prefix_file")" != "$prefix" ]; then
+    echo "$prefix" > "$prefix_file.tmp" && mv "$prefix_file.tmp" "$prefix_file"
+  fi
+fi

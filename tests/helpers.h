@@ -1,0 +1,35 @@
+// Test helpers: temporary folders, files, and running the built efftrain binary.
+#pragma once
+
+#include <string>
+
+namespace efftrain::test {
+
+// A fresh folder under the system temp dir, removed when the object goes away.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  // Writes `text` to path()/name (creating folders) and returns the full path.
+  std::string write(const std::string& name, const std::string& text) const;
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Runs the efftrain binary with `args` (a shell-quoted string) from `cwd` (default: the
+// source tree, so relative experiment paths work).
+CommandResult run_efftrain(const std::string& args, const std::string& cwd = EFFTRAIN_SOURCE_DIR);
+
+std::string read_text(const std::string& path);
+std::string source_path(const std::string& relative);
+
+}  // namespace efftrain::test

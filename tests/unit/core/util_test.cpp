@@ -1,0 +1,61 @@
+#include <catch2/catch_test_macros.hpp>
+
+#include <filesystem>
+
+#include "efftrain/core/error.h"
+#include "efftrain/core/registry.h"
+#include "efftrain/core/util.h"
+#include "helpers.h"
+
+using namespace efftrain;
+
+TEST_CASE("sha256 matches the published test vectors") {
+  CHECK(sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+TEST_CASE("write_file_atomic replaces the file and leaves no temporary behind") {
+  test::TempDir dir;
+  const std::string p = dir.file("x.json");
+  write_file_atomic(p, "first");
+  write_file_atomic(p, "second");
+  CHECK(test::read_text(p) == "second");
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+    (void)e;
+    ++files;
+  }
+  CHECK(files == 1);
+}
+
+TEST_CASE("closest_match suggests near names and nothing for far ones") {
+  const std::vector<std::string> keys = {"batch_size", "max_steps", "eval_every"};
+  CHECK(closest_match("bach_size", keys) == "batch_size");
+  CHECK(closest_match("max_step", keys) == "max_steps");
+  CHECK(closest_match("completely_different", keys).empty());
+}
+
+TEST_CASE("read_file names the path when it cannot read") {
+  CHECK_THROWS_AS(read_file("/nonexistent/efftrain/file.yaml"), UserError);
+  try {
+    read_file("/nonexistent/efftrain/file.yaml", "experiment file");
+  } catch (const UserError& e) {
+    CHECK(std::string(e.what()).find("/nonexistent/efftrain/file.yaml") != std::string::npos);
+  }
+}
+
+TEST_CASE("the registry catalog lists the foundation components by kind") {
+  CHECK(catalog::has("task", "synthetic_cnn"));
+  CHECK(catalog::has("precision", "fp32"));
+  CHECK(catalog::has("accumulation", "none"));
+  CHECK(catalog::has("schedule", "constant"));
+  CHECK(catalog::has("optimizer", "adamw"));
+  CHECK(catalog::has("grad_sync", "none"));
+  CHECK(catalog::has("checkpointing", "none"));
+  CHECK_FALSE(catalog::has("precision", "fp64"));
+  const auto all = catalog::list();
+  for (size_t i = 1; i < all.size(); ++i)
+    CHECK((all[i - 1].kind < all[i].kind || (all[i - 1].kind == all[i].kind && all[i - 1].name < all[i].name)));
+}
