@@ -23,11 +23,16 @@ have_header spdlog/spdlog.h || missing+=(libspdlog-dev)
 have_header fmt/format.h || missing+=(libfmt-dev)
 have_header nlohmann/json.hpp || missing+=(nlohmann-json3-dev)
 command -v ninja >/dev/null || missing+=(ninja-build)
-command -v ccache >/dev/null || missing+=(ccache)
+optional=()
+command -v ccache >/dev/null || optional+=(ccache)
 need_catch2=0
 have_header catch2/catch_test_macros.hpp || need_catch2=1
 
+# ccache only speeds builds up: where it cannot be installed (no network), build without it.
+if [ ${#optional[@]} -gt 0 ] && [ ! -f "$EFFTRAIN_CACHE/no-ccache" ]; then missing+=("${optional[@]}"); fi
 if [ ${#missing[@]} -gt 0 ] || [ $need_catch2 = 1 ]; then
+  only_optional=0
+  [ $need_catch2 = 0 ] && [ "${missing[*]}" = "${optional[*]}" ] && only_optional=1
   if ! command -v apt-get >/dev/null; then
     say "missing packages (${missing[*]} catch2-3) and no apt-get: install them by hand"; exit 1
   fi
@@ -41,8 +46,17 @@ if [ ${#missing[@]} -gt 0 ] || [ $need_catch2 = 1 ]; then
         | $SUDO tee "$src" >/dev/null
     fi
   fi
-  say "installing ${missing[*]} ${need_catch2:+catch2}"
-  $SUDO apt-get update -qq
+  catch2_name=""; [ $need_catch2 = 1 ] && catch2_name="catch2 (3)"
+  say "installing ${missing[*]} $catch2_name"
+  if [ $only_optional = 1 ]; then
+    if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"; } >/dev/null 2>&1; then
+      say "could not install ${missing[*]} (no network?); building without it"
+      touch "$EFFTRAIN_CACHE/no-ccache"
+    fi
+    missing=()
+  else
+    $SUDO apt-get update -qq
+  fi
   [ ${#missing[@]} -eq 0 ] || $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
   if [ $need_catch2 = 1 ]; then
     if grep -q 'bookworm' /etc/os-release 2>/dev/null; then
