@@ -1,5 +1,7 @@
 #include "helpers.h"
 
+#include "efftrain/core/files.h"
+
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -13,19 +15,19 @@ namespace efftrain::test {
 namespace fs = std::filesystem;
 
 TempDir::TempDir() {
-  std::string tmpl = (fs::temp_directory_path() / "efftrain-test-XXXXXX").string();
-  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-  path_ = tmpl;
+  path_ = files::make_temp_dir("efftrain-test");
 }
 
 TempDir::~TempDir() {
-  std::error_code ec;
-  fs::remove_all(path_, ec);
+  try {
+    files::remove_tree(path_);
+  } catch (...) {
+  }
 }
 
 std::string TempDir::write(const std::string& name, const std::string& text) const {
   const fs::path p = fs::path(path_) / name;
-  fs::create_directories(p.parent_path());
+  files::make_dirs(p.parent_path().string());
   std::ofstream(p, std::ios::binary) << text;
   return p.string();
 }

@@ -2,16 +2,16 @@
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
 
-#include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "efftrain/core/files.h"
 #include "helpers.h"
 
 using efftrain::test::read_text;
 using efftrain::test::run_efftrain;
 using efftrain::test::TempDir;
 using Catch::Matchers::ContainsSubstring;
-namespace fs = std::filesystem;
+namespace files = efftrain::files;
 
 namespace {
 nlohmann::json load_json(const std::string& path) { return nlohmann::json::parse(read_text(path)); }
@@ -29,9 +29,9 @@ TEST_CASE("quickstart trains, beats chance clearly and writes a complete report"
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(last_line(r.out) == out + "/report.json");
-  CHECK(fs::exists(out + "/metrics.jsonl"));
-  CHECK(fs::exists(out + "/config.yaml"));
-  CHECK_FALSE(fs::exists(out + "/metrics.jsonl.partial"));
+  CHECK(files::exists(out + "/metrics.jsonl"));
+  CHECK(files::exists(out + "/config.yaml"));
+  CHECK_FALSE(files::exists(out + "/metrics.jsonl.partial"));
 
   const auto j = load_json(out + "/report.json");
   CHECK(j["schema"] == "efftrain.report/1");
@@ -176,7 +176,7 @@ TEST_CASE("bad configs and bad command lines exit 2 with one clear line and writ
     CHECK_THAT(r.err, ContainsSubstring("efftrain: error:"));
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   }
-  CHECK_FALSE(fs::exists(d.file("runs")));  // nothing was written for any of them
+  CHECK_FALSE(files::exists(d.file("runs")));  // nothing was written for any of them
 }
 
 TEST_CASE("list shows every component kind; --version and --help exit 0") {

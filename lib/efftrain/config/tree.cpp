@@ -2,10 +2,13 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <set>
 
 #include "efftrain/core/error.h"
+#include "efftrain/core/files.h"
 #include "efftrain/core/util.h"
 
 namespace efftrain::config {
@@ -98,11 +101,12 @@ std::string resolve_base(const std::string& entry, const fs::path& including_dir
                          const Source& where) {
   fs::path p(entry);
   if (p.is_absolute()) {
-    if (fs::exists(p)) return p.string();
+    if (files::exists(p.string())) return p.string();
   } else {
-    for (fs::path dir = fs::absolute(including_dir);; dir = dir.parent_path()) {
+    for (fs::path dir = files::absolute(including_dir.empty() ? "." : including_dir.string());;
+         dir = dir.parent_path()) {
       fs::path candidate = dir / p;
-      if (fs::exists(candidate)) return candidate.lexically_normal().string();
+      if (files::exists(candidate.string())) return candidate.lexically_normal().string();
       if (dir == dir.parent_path()) break;
     }
   }
@@ -112,8 +116,7 @@ std::string resolve_base(const std::string& entry, const fs::path& including_dir
 
 Node load_recursive(const std::string& path, std::vector<std::string>& stack,
                     const Source* included_from) {
-  std::error_code ec;
-  const std::string canon = fs::weakly_canonical(path, ec).string();
+  const std::string canon = files::absolute(path);
   for (const auto& s : stack)
     if (s == canon) {
       std::vector<std::string> chain(stack.begin(), stack.end());
@@ -121,7 +124,7 @@ Node load_recursive(const std::string& path, std::vector<std::string>& stack,
       throw UserError((included_from ? included_from->str() : path) + ": base: cycle: " +
                       join(chain, " -> "));
     }
-  if (!fs::exists(path)) {
+  if (!files::exists(path)) {
     const std::string where = included_from ? included_from->str() + ": base: " : "";
     throw UserError(where + path + ": experiment file not found");
   }

@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "efftrain/core/error.h"
+#include "efftrain/core/files.h"
 
 namespace efftrain {
 
@@ -112,8 +113,7 @@ void write_file_atomic(const std::string& path, std::string_view contents) {
 }
 
 std::string read_file(const std::string& path, const std::string& what) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec))
+  if (files::is_dir(path))
     throw UserError(path + ": cannot read " + what + ": it is a directory");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw UserError(path + ": cannot read " + what + ": " + std::strerror(errno));

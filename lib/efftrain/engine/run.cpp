@@ -9,6 +9,7 @@
 
 #include "efftrain/config/config.h"
 #include "efftrain/core/error.h"
+#include "efftrain/core/files.h"
 #include "efftrain/core/log.h"
 #include "efftrain/core/util.h"
 #include "efftrain/engine/context.h"
@@ -30,11 +31,10 @@ std::string choose_out_dir(const config::ExperimentConfig& cfg, const RunOptions
 }
 
 void check_out_dir(const std::string& dir, bool overwrite) {
-  std::error_code ec;
-  if (!fs::exists(dir, ec)) return;
-  if (!fs::is_directory(dir, ec))
+  if (!files::exists(dir)) return;
+  if (!files::is_dir(dir))
     throw UserError(dir + ": output folder is a file, not a folder");
-  if (!fs::is_empty(dir, ec) && !overwrite)
+  if (!files::is_empty_dir(dir) && !overwrite)
     throw UserError(dir + ": output folder already exists and is not empty (pass --overwrite to replace its files)");
 }
 
@@ -81,7 +81,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
   Components parts = build_components(bctx);
 
   // Input is valid and the data loaded: from here on, files are written.
-  fs::create_directories(out_dir);
+  files::make_dirs(out_dir);
   write_file_atomic((fs::path(out_dir) / "config.yaml").string(), config::to_yaml(cfg));
   const std::string metrics_partial = (fs::path(out_dir) / "metrics.jsonl.partial").string();
   const std::string metrics_final = (fs::path(out_dir) / "metrics.jsonl").string();
@@ -113,7 +113,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
       failure = e.what();
     }
   }
-  fs::rename(metrics_partial, metrics_final);
+  files::rename(metrics_partial, metrics_final);
   if (result.status == "diverged") exit_code = exit_code::kTrainingFailed;
   if (result.status == "failed") exit_code = exit_code::kInternal;
   if (cfg.train.require_target && !result.time_to_target_s && exit_code == exit_code::kOk) {

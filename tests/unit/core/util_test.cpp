@@ -1,8 +1,8 @@
 #include <catch2/catch_test_macros.hpp>
 
-#include <filesystem>
 
 #include "efftrain/core/error.h"
+#include "efftrain/core/files.h"
 #include "efftrain/core/registry.h"
 #include "efftrain/core/util.h"
 #include "helpers.h"
@@ -22,12 +22,11 @@ TEST_CASE("write_file_atomic replaces the file and leaves no temporary behind") 
   write_file_atomic(p, "first");
   write_file_atomic(p, "second");
   CHECK(test::read_text(p) == "second");
-  int files = 0;
-  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
-    (void)e;
-    ++files;
-  }
-  CHECK(files == 1);
+  CHECK(test::read_text(dir.file("x.json")) == "second");
+  write_file_atomic(p, "");
+  CHECK(test::read_text(p).empty());
+  files::remove_tree(dir.file("x.json"));
+  CHECK(files::is_empty_dir(dir.path()));  // no temporary left behind
 }
 
 TEST_CASE("closest_match suggests near names and nothing for far ones") {
@@ -58,4 +57,20 @@ TEST_CASE("the registry catalog lists the foundation components by kind") {
   const auto all = catalog::list();
   for (size_t i = 1; i < all.size(); ++i)
     CHECK((all[i - 1].kind < all[i].kind || (all[i - 1].kind == all[i].kind && all[i - 1].name < all[i].name)));
+}
+
+TEST_CASE("files: make_dirs, is_empty_dir, remove_tree, absolute") {
+  test::TempDir dir;
+  const std::string deep = dir.file("a/b/c");
+  files::make_dirs(deep);
+  CHECK(files::is_dir(deep));
+  CHECK(files::is_empty_dir(deep));
+  CHECK_FALSE(files::is_empty_dir(dir.file("a")));
+  CHECK_FALSE(files::is_empty_dir(dir.file("missing")));
+  test::TempDir().write("x", "y");
+  dir.write("a/b/file.txt", "text");
+  files::remove_tree(dir.file("a"));
+  CHECK_FALSE(files::exists(dir.file("a")));
+  files::remove_tree(dir.file("a"));  // missing is fine
+  CHECK(files::absolute(dir.path() + "/./x/../y") == files::absolute(dir.path()) + "/y");
 }

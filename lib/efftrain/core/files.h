@@ -1,0 +1,25 @@
+// File-system operations on POSIX calls. Use these instead of std::filesystem's operations:
+// libtorch.so (2.11 wheel) exports its own old copies of std::filesystem functions
+// (remove_all, is_empty, create_directories, status, ...), and calls that bind to them can
+// crash. Pure path arithmetic (std::filesystem::path, operator/, parent_path) is safe.
+#pragma once
+
+#include <string>
+
+namespace efftrain::files {
+
+bool exists(const std::string& path);
+bool is_dir(const std::string& path);
+// True for a directory with no entries (false when it is missing or not a directory).
+bool is_empty_dir(const std::string& path);
+// mkdir -p; throws std::runtime_error naming the path on failure.
+void make_dirs(const std::string& path);
+// rm -rf; a missing path is fine.
+void remove_tree(const std::string& path);
+void rename(const std::string& from, const std::string& to);
+// The absolute, normalized form (symlinks resolved when the path exists).
+std::string absolute(const std::string& path);
+// A new, empty folder under $TMPDIR (or /tmp) named prefix-XXXXXX.
+std::string make_temp_dir(const std::string& prefix);
+
+}  // namespace efftrain::files
