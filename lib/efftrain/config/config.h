@@ -14,21 +14,26 @@ namespace efftrain::config {
 
 struct DataConfig {
   std::string root;                 // folder with the dataset files (real datasets)
+  bool synthetic = false;           // real-data tasks: use the synthetic set of the same shape
   int64_t train_samples = 4096;     // synthetic sets: examples in the training split
   int64_t eval_samples = 1024;      // synthetic sets: examples in the evaluation split
+  int64_t eval_limit = 0;           // evaluate on the first N examples only; 0 = the whole split
   int64_t image_size = 16;          // synthetic images: height = width
   int64_t channels = 3;
   int64_t classes = 10;
   double noise = 0.5;               // synthetic images: std of the per-pixel noise
   bool augment = true;              // random crop + flip where the task has them
-  std::string input_path = "host";  // host | device
+  std::string input_path = "host";  // host | device | fixed
   int64_t workers = 2;              // host loader threads
+  int64_t prefetch = 4;             // host loader: batches prepared ahead
+  bool pin_memory = true;           // host loader: page-locked batches (CUDA runs)
   int64_t seq_len = 1024;           // language tasks: tokens per sequence
 };
 
 struct ModelConfig {
   int64_t width = 16;  // channels of the first stage (CNNs) or embedding width (GPT)
   int64_t depth = 2;   // stages / blocks / layers
+  std::vector<int64_t> blocks = {3, 4, 6, 3};  // ResNet: bottleneck blocks per stage
   int64_t heads = 4;
   int64_t vocab = 0;   // 0 = from the tokenizer
   int64_t context = 1024;

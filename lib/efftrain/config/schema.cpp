@@ -53,6 +53,7 @@ template <> struct TypeName<bool> { static constexpr const char* v = "true or fa
 template <> struct TypeName<std::string> { static constexpr const char* v = "a string"; };
 template <> struct TypeName<std::optional<double>> { static constexpr const char* v = "a number or null"; };
 template <> struct TypeName<std::vector<double>> { static constexpr const char* v = "a list of numbers"; };
+template <> struct TypeName<std::vector<int64_t>> { static constexpr const char* v = "a list of integers"; };
 
 bool parse_int(const std::string& s, int64_t& out) {
   if (s.empty()) return false;
@@ -232,6 +233,17 @@ class Reader {
     }
     v = out;
   }
+  static void parse(const Node& n, const std::string& path, std::vector<int64_t>& v,
+                    const Limits& lim) {
+    if (n.kind != Node::Kind::Seq || n.seq.empty()) wrong_type<std::vector<int64_t>>(n, path, lim);
+    std::vector<int64_t> out;
+    for (size_t i = 0; i < n.seq.size(); ++i) {
+      int64_t x;
+      parse(n.seq[i], path + "[" + std::to_string(i) + "]", x, lim);
+      out.push_back(x);
+    }
+    v = out;
+  }
 
   const Node* node_;
   std::string path_;
@@ -318,22 +330,28 @@ class DocWriter {
 
 template <class V> void visit(V& v, DataConfig& c) {
   v.field("root", c.root, "Folder holding the dataset files (real datasets).");
+  v.field("synthetic", c.synthetic, "Real-data tasks: train on the synthetic set of the same shape instead (no files needed).");
   v.field("train_samples", c.train_samples, "Synthetic sets: examples in the training split.", at_least(1));
   v.field("eval_samples", c.eval_samples, "Synthetic sets: examples in the evaluation split.", at_least(1));
+  v.field("eval_limit", c.eval_limit, "Evaluate on the first N examples only (quick CPU runs); 0 = the whole split.", at_least(0));
   v.field("image_size", c.image_size, "Synthetic images: height and width in pixels.", between(4, 4096));
   v.field("channels", c.channels, "Image channels.", between(1, 64));
   v.field("classes", c.classes, "Number of classes.", between(2, 100000));
   v.field("noise", c.noise, "Synthetic images: standard deviation of the per-pixel noise.", at_least(0));
   v.field("augment", c.augment, "Training augmentation (random crop and flip) where the task has it.");
-  v.one_of("input_path", c.input_path, {"host", "device"},
-           "host: loader threads + pinned memory; device: the whole dataset resident on the device.");
-  v.field("workers", c.workers, "Host loader threads.", between(0, 256));
+  v.one_of("input_path", c.input_path, {"host", "device", "fixed"},
+           "host: loader threads + pinned memory + non-blocking copies; device: the whole dataset on the "
+           "device, augmentation there; fixed: one random batch on the device reused every step (model only).");
+  v.field("workers", c.workers, "Host loader threads; 0 = prepare batches on the training thread.", between(0, 256));
+  v.field("prefetch", c.prefetch, "Host loader: batches prepared ahead.", between(1, 1024));
+  v.field("pin_memory", c.pin_memory, "Host loader: page-locked batches for asynchronous copies (CUDA).");
   v.field("seq_len", c.seq_len, "Language tasks: tokens per training sequence.", at_least(2));
 }
 
 template <class V> void visit(V& v, ModelConfig& c) {
   v.field("width", c.width, "Channels of the first stage (CNNs) or embedding width (GPT).", at_least(1));
   v.field("depth", c.depth, "Number of stages, blocks or layers (task-specific).", at_least(1));
+  v.field("blocks", c.blocks, "ResNet (task cifar10_resnet): bottleneck blocks per stage.", at_least(1));
   v.field("heads", c.heads, "Attention heads (GPT).", at_least(1));
   v.field("vocab", c.vocab, "Vocabulary size (GPT); 0 = the tokenizer's.", at_least(0));
   v.field("context", c.context, "Context length (GPT).", at_least(1));

@@ -1,4 +1,5 @@
 #include "efftrain/data/images.h"
+#include "efftrain/data/loader.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -36,23 +37,11 @@ ImageSet make_synthetic_images(const config::DataConfig& cfg) {
 }
 
 torch::Tensor random_crop_flip(const torch::Tensor& x, int64_t pad, torch::Generator& gen) {
-  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  auto opts = torch::TensorOptions().device(x.device()).dtype(torch::kLong);
-  torch::Tensor out = x;
-  if (pad > 0) {
-    auto padded = torch::constant_pad_nd(x, {pad, pad, pad, pad}, 0);
-    // Offsets in [0, 2*pad], drawn on the CPU generator then moved (cheap: B values).
-    auto oy = torch::randint(0, 2 * pad + 1, {B}, gen, torch::kLong).to(x.device());
-    auto ox = torch::randint(0, 2 * pad + 1, {B}, gen, torch::kLong).to(x.device());
-    auto rows = (oy.view({B, 1}) + torch::arange(H, opts).view({1, H}));  // [B,H]
-    auto cols = (ox.view({B, 1}) + torch::arange(W, opts).view({1, W}));  // [B,W]
-    auto r = rows.view({B, 1, H, 1}).expand({B, C, H, W + 2 * pad});
-    out = padded.gather(2, r);
-    auto c = cols.view({B, 1, 1, W}).expand({B, C, H, W});
-    out = out.gather(3, c);
-  }
-  auto flip = (torch::rand({B}, gen, torch::kFloat) < 0.5).to(x.device()).view({B, 1, 1, 1});
-  return torch::where(flip, out.flip({3}), out);
+  const int64_t B = x.size(0);
+  auto oy = torch::randint(0, 2 * pad + 1, {B}, gen, torch::kLong);
+  auto ox = torch::randint(0, 2 * pad + 1, {B}, gen, torch::kLong);
+  auto flip = torch::rand({B}, gen, torch::kFloat) < 0.5;
+  return crop_flip(x, pad, oy.to(x.device()), ox.to(x.device()), flip.to(x.device()));
 }
 
 torch::Tensor normalize(const torch::Tensor& u8, const std::vector<double>& mean,

@@ -36,3 +36,44 @@ class SmallCnnImpl : public ImageClassifier {
 };
 
 }  // namespace efftrain::models
+
+namespace efftrain::models {
+
+// ResNet v1.5 with bottleneck blocks (stride on the 3x3 conv), torchvision's initialization,
+// and the CIFAR stem (3x3 conv stride 1, no max-pool). ResNet-50: width 64, blocks {3,4,6,3}.
+// blocks() exposes the bottlenecks in order, so checkpointing can wrap runs of them.
+class BottleneckImpl : public torch::nn::Module {
+ public:
+  BottleneckImpl(int64_t in, int64_t planes, int64_t stride);
+  torch::Tensor forward(torch::Tensor x);
+  double forward_flops(int64_t in_size) const;  // in_size: input height = width
+  int64_t out_size(int64_t in_size) const { return (in_size - 1) / stride_ + 1; }
+  void zero_init_last_bn();
+
+ private:
+  torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr}, down_conv_{nullptr};
+  torch::nn::BatchNorm2d bn1_{nullptr}, bn2_{nullptr}, bn3_{nullptr}, down_bn_{nullptr};
+  int64_t in_, planes_, stride_;
+};
+TORCH_MODULE(Bottleneck);
+
+class ResNetImpl : public ImageClassifier {
+ public:
+  ResNetImpl(int64_t in_channels, int64_t width, std::vector<int64_t> blocks, int64_t classes,
+             bool zero_init_residual);
+  torch::Tensor forward(torch::Tensor x) override;
+  double forward_flops(int64_t image_size) const override;
+  // The stem, each bottleneck in order, and the head, as separate steps of forward().
+  torch::Tensor stem(torch::Tensor x);
+  std::vector<Bottleneck>& blocks() { return blocks_; }
+  torch::Tensor head(torch::Tensor x);
+
+ private:
+  torch::nn::Conv2d conv1_{nullptr};
+  torch::nn::BatchNorm2d bn1_{nullptr};
+  std::vector<Bottleneck> blocks_;
+  torch::nn::Linear fc_{nullptr};
+  int64_t in_channels_, width_, classes_, final_channels_;
+};
+
+}  // namespace efftrain::models

@@ -1,6 +1,6 @@
 #include "efftrain/tasks/image_classification.h"
 
-#include <ATen/CPUGeneratorImpl.h>
+#include "efftrain/data/cifar10.h"
 
 namespace efftrain {
 
@@ -17,45 +17,50 @@ ImageClassificationTask::ImageClassificationTask(const BuildContext& ctx, std::s
       set_(std::move(set)),
       model_(std::move(model)),
       device_(ctx.device),
-      on_device_(ctx.cfg.task.data.input_path == "device"),
+      input_path_(ctx.cfg.task.data.input_path),
       augment_(ctx.cfg.task.data.augment),
       channels_last_(ctx.cfg.task.model.channels_last),
       batch_size_(ctx.cfg.train.batch_size),
-      image_size_(set_.train.images.size(2)),
-      sampler_(set_.train.labels.size(0), ctx.cfg.train.batch_size, ctx.cfg.train.seed, ctx.rank,
-               ctx.world_size),
-      aug_gen_(at::detail::createCPUGenerator(ctx.cfg.train.seed * 1000003ULL + ctx.rank + 17)) {
+      image_size_(set_.train.images.size(2)) {
   model_->to(device_);
   if (channels_last_) {
     torch::NoGradGuard ng;
     for (auto& p : model_->parameters())
       if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
   }
-  if (on_device_) {
-    set_.train.images = set_.train.images.to(device_);
-    set_.train.labels = set_.train.labels.to(device_);
-    set_.eval.images = set_.eval.images.to(device_);
-    set_.eval.labels = set_.eval.labels.to(device_);
+  const auto& d = ctx.cfg.task.data;
+  data::LoaderOptions lo;
+  lo.batch_size = ctx.cfg.train.batch_size;
+  lo.seed = ctx.cfg.train.seed;
+  lo.rank = ctx.rank;
+  lo.world_size = ctx.world_size;
+  lo.augment = augment_;
+  lo.pad = image_size_ >= 32 ? 4 : std::max<int64_t>(1, image_size_ / 8);
+  lo.workers = d.workers;
+  lo.prefetch = d.prefetch;
+  lo.pin_memory = d.pin_memory;
+  loader_ = data::make_image_loader(input_path_, set_.train, lo, device_);
+  if (d.eval_limit > 0 && d.eval_limit < set_.eval.labels.size(0)) {
+    set_.eval.images = set_.eval.images.slice(0, 0, d.eval_limit);
+    set_.eval.labels = set_.eval.labels.slice(0, 0, d.eval_limit);
   }
+  set_.eval.images = set_.eval.images.to(device_);
+  set_.eval.labels = set_.eval.labels.to(device_);
 }
 
-torch::Tensor ImageClassificationTask::prepare(const torch::Tensor& u8, bool train) {
-  auto x = u8.to(device_, /*non_blocking=*/true);
-  x = data::normalize(x, set_.mean, set_.std);
-  if (train && augment_) x = data::random_crop_flip(x, /*pad=*/std::max<int64_t>(1, image_size_ / 8), aug_gen_);
+torch::Tensor ImageClassificationTask::prepare(const torch::Tensor& u8) {
+  auto x = data::normalize(u8, set_.mean, set_.std);
   if (channels_last_) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
   return x;
 }
 
 Batch ImageClassificationTask::next_batch() {
-  const auto idx_vec = sampler_.next_batch();
-  auto idx = torch::tensor(idx_vec, torch::kLong);
-  if (on_device_) idx = idx.to(device_);
-  Batch b;
-  b.input = prepare(set_.train.images.index_select(0, idx), /*train=*/true);
-  b.target = set_.train.labels.index_select(0, idx).to(device_, true);
-  b.samples = static_cast<int64_t>(idx_vec.size());
-  return b;
+  auto b = loader_->next();
+  Batch out;
+  out.input = prepare(b.images);
+  out.target = b.labels;
+  out.samples = b.images.size(0);
+  return out;
 }
 
 torch::Tensor ImageClassificationTask::loss(const Batch& batch) {
@@ -71,8 +76,8 @@ EvalResult ImageClassificationTask::evaluate() {
   torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().device(device_).dtype(torch::kDouble));
   for (int64_t s = 0; s < n; s += chunk) {
     const int64_t e = std::min(n, s + chunk);
-    auto x = prepare(set_.eval.images.slice(0, s, e), /*train=*/false);
-    auto y = set_.eval.labels.slice(0, s, e).to(device_, true);
+    auto x = prepare(set_.eval.images.slice(0, s, e));
+    auto y = set_.eval.labels.slice(0, s, e);
     auto logits = model_->forward(x).to(torch::kFloat);
     correct += (logits.argmax(1) == y).sum();
     loss_sum += torch::nn::functional::cross_entropy(
@@ -96,12 +101,32 @@ nlohmann::json ImageClassificationTask::describe() const {
           {"classes", set_.classes},
           {"train_examples", set_.train.labels.size(0)},
           {"eval_examples", set_.eval.labels.size(0)},
-          {"input_path", on_device_ ? "device" : "host"},
+          {"input_path", input_path_},
           {"augment", augment_},
           {"channels_last", channels_last_}};
 }
 
 namespace {
+std::unique_ptr<Task> make_resnet(const BuildContext& ctx, int64_t width, std::vector<int64_t> blocks,
+                                  const std::string& name) {
+  const auto& t = ctx.cfg.task;
+  data::ImageSet set;
+  if (t.data.synthetic) {
+    config::DataConfig shape = t.data;
+    shape.image_size = 32;
+    shape.channels = 3;
+    shape.classes = 10;
+    set = data::make_synthetic_images(shape);
+    set.mean = data::kCifarMean;
+    set.std = data::kCifarStd;
+  } else {
+    set = data::load_cifar10(t.data.root);
+  }
+  torch::manual_seed(ctx.cfg.train.seed);
+  auto model = std::make_shared<models::ResNetImpl>(3, width, std::move(blocks), 10, t.model.zero_init_residual);
+  return std::make_unique<ImageClassificationTask>(ctx, name, std::move(set), model);
+}
+
 std::unique_ptr<Task> make_synthetic_cnn(const BuildContext& ctx) {
   const auto& t = ctx.cfg.task;
   auto set = data::make_synthetic_images(t.data);
@@ -115,5 +140,15 @@ std::unique_ptr<Task> make_synthetic_cnn(const BuildContext& ctx) {
 EFFTRAIN_REGISTER(Task, "synthetic_cnn",
                   "small CNN (task.model.width/depth) on the deterministic synthetic image set",
                   make_synthetic_cnn);
+
+
+EFFTRAIN_REGISTER(Task, "cifar10_resnet50",
+                  "ResNet-50 v1.5 (CIFAR stem, 23,520,842 parameters) on CIFAR-10 at task.data.root, top-1 accuracy",
+                  [](const BuildContext& ctx) { return make_resnet(ctx, 64, {3, 4, 6, 3}, "resnet50"); });
+EFFTRAIN_REGISTER(Task, "cifar10_resnet",
+                  "ResNet with bottlenecks of task.model.width and task.model.blocks on CIFAR-10 (small test variants)",
+                  [](const BuildContext& ctx) {
+                    return make_resnet(ctx, ctx.cfg.task.model.width, ctx.cfg.task.model.blocks, "resnet");
+                  });
 
 }  // namespace efftrain

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "efftrain/data/images.h"
+#include "efftrain/data/loader.h"
 #include "efftrain/data/sampler.h"
 #include "efftrain/engine/context.h"
 #include "efftrain/models/models.h"
@@ -25,19 +26,18 @@ class ImageClassificationTask : public Task {
   nlohmann::json describe() const override;
 
  private:
-  torch::Tensor prepare(const torch::Tensor& u8, bool train);
+  torch::Tensor prepare(const torch::Tensor& u8_on_device);
 
   std::string model_name_;
   data::ImageSet set_;
   std::shared_ptr<models::ImageClassifier> model_;
   torch::Device device_;
-  bool on_device_;  // the whole dataset lives on the training device
+  std::string input_path_;
   bool augment_;
   bool channels_last_;
   int64_t batch_size_;
   int64_t image_size_;
-  data::EpochSampler sampler_;
-  torch::Generator aug_gen_;
+  std::unique_ptr<data::ImageLoader> loader_;
 };
 
 }  // namespace efftrain

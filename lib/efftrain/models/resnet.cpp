@@ -1,0 +1,94 @@
+#include "efftrain/models/models.h"
+
+namespace efftrain::models {
+
+namespace {
+torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride) {
+  auto c = torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(k / 2).bias(false));
+  torch::nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
+  return c;
+}
+torch::nn::BatchNorm2d bn(int64_t ch) {
+  auto b = torch::nn::BatchNorm2d(ch);  // weight 1, bias 0, eps 1e-5, momentum 0.1
+  return b;
+}
+constexpr int64_t kExpansion = 4;
+}  // namespace
+
+BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride)
+    : in_(in), planes_(planes), stride_(stride) {
+  conv1_ = register_module("conv1", conv(in, planes, 1, 1));
+  bn1_ = register_module("bn1", bn(planes));
+  conv2_ = register_module("conv2", conv(planes, planes, 3, stride));
+  bn2_ = register_module("bn2", bn(planes));
+  conv3_ = register_module("conv3", conv(planes, planes * kExpansion, 1, 1));
+  bn3_ = register_module("bn3", bn(planes * kExpansion));
+  if (stride != 1 || in != planes * kExpansion) {
+    down_conv_ = register_module("downsample_conv", conv(in, planes * kExpansion, 1, stride));
+    down_bn_ = register_module("downsample_bn", bn(planes * kExpansion));
+  }
+}
+
+torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
+  auto identity = down_conv_ ? down_bn_->forward(down_conv_->forward(x)) : x;
+  auto out = torch::relu(bn1_->forward(conv1_->forward(x)));
+  out = torch::relu(bn2_->forward(conv2_->forward(out)));
+  out = bn3_->forward(conv3_->forward(out));
+  return torch::relu(out + identity);
+}
+
+double BottleneckImpl::forward_flops(int64_t s) const {
+  const int64_t o = out_size(s);
+  double f = conv_flops(in_, planes_, 1, s, s) + conv_flops(planes_, planes_, 3, o, o) +
+             conv_flops(planes_, planes_ * kExpansion, 1, o, o);
+  if (down_conv_) f += conv_flops(in_, planes_ * kExpansion, 1, o, o);
+  return f;
+}
+
+void BottleneckImpl::zero_init_last_bn() {
+  torch::NoGradGuard ng;
+  bn3_->weight.zero_();
+}
+
+ResNetImpl::ResNetImpl(int64_t in_channels, int64_t width, std::vector<int64_t> blocks, int64_t classes,
+                       bool zero_init_residual)
+    : in_channels_(in_channels), width_(width), classes_(classes) {
+  conv1_ = register_module("conv1", conv(in_channels, width, 3, 1));
+  bn1_ = register_module("bn1", bn(width));
+  int64_t in = width;
+  for (size_t stage = 0; stage < blocks.size(); ++stage) {
+    const int64_t planes = width << stage;
+    for (int64_t b = 0; b < blocks[stage]; ++b) {
+      const int64_t stride = (stage > 0 && b == 0) ? 2 : 1;
+      auto block = Bottleneck(in, planes, stride);
+      if (zero_init_residual) block->zero_init_last_bn();
+      blocks_.push_back(register_module("layer" + std::to_string(stage + 1) + "_" + std::to_string(b), block));
+      in = planes * kExpansion;
+    }
+  }
+  final_channels_ = in;
+  fc_ = register_module("fc", torch::nn::Linear(in, classes));
+}
+
+torch::Tensor ResNetImpl::stem(torch::Tensor x) { return torch::relu(bn1_->forward(conv1_->forward(x))); }
+
+torch::Tensor ResNetImpl::head(torch::Tensor x) {
+  return fc_->forward(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1));
+}
+
+torch::Tensor ResNetImpl::forward(torch::Tensor x) {
+  x = stem(x);
+  for (auto& b : blocks_) x = b->forward(x);
+  return head(x);
+}
+
+double ResNetImpl::forward_flops(int64_t s) const {
+  double f = conv_flops(in_channels_, width_, 3, s, s);
+  for (const auto& b : blocks_) {
+    f += b->forward_flops(s);
+    s = b->out_size(s);
+  }
+  return f + linear_flops(final_channels_, classes_);
+}
+
+}  // namespace efftrain::models

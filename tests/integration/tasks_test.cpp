@@ -1,0 +1,34 @@
+// Tasks end to end on the CPU (small variants, synthetic data of the real shape).
+#include <catch2/catch_test_macros.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "helpers.h"
+
+using namespace efftrain::test;
+
+namespace {
+nlohmann::json run_report(const std::string& args, int expect_exit = 0) {
+  TempDir d;
+  auto r = run_efftrain(args + " --out '" + d.file("run") + "'");
+  INFO(r.err);
+  REQUIRE(r.exit_code == expect_exit);
+  return nlohmann::json::parse(read_text(d.file("run/report.json")));
+}
+}  // namespace
+
+TEST_CASE("a tiny ResNet learns the CIFAR-shaped synthetic set on the CPU") {
+  const auto j = run_report("run experiments/smoke/cifar10_resnet_tiny.yaml");
+  CHECK(j["model"]["name"] == "resnet");
+  CHECK(j["model"]["image_size"] == 32);
+  CHECK(j["quality"]["final"].get<double>() > 0.4);  // chance is 0.1
+}
+
+TEST_CASE("the three input paths train the same tiny ResNet") {
+  for (const char* path : {"host", "device", "fixed"}) {
+    const auto j = run_report(std::string("run experiments/smoke/cifar10_resnet_tiny.yaml --set train.max_steps=4 "
+                                          "--set task.data.input_path=") + path);
+    CHECK(j["model"]["input_path"] == path);
+    CHECK(j["result"]["steps"] == 4);
+  }
+}
