@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build with all cores, run the test suite (GPU tests included),
 # the CUDA quickstart, and the benchmarks named in $EFFTRAIN_BENCH (space-separated names of
-# scripts/bench/*.sh, default none); results go under $OUT (default ./gpu-out).
-#   device: run command "scripts/gpu-check.sh"   (carry .data when benchmarks need real data)
+# scripts/bench/*.sh). Only small results go under $OUT (summary.txt, benchmark JSONs, logs of
+# what failed); run folders stay in /tmp/efftrain-bench on the machine.
+#   device run: EFFTRAIN_BENCH="resnet50_input" scripts/gpu-check.sh     carry: [".data/data", ".data/tools"]
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-$root/gpu-out}"
@@ -10,28 +11,32 @@ mkdir -p "$OUT"
 cd "$root"
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
-log "GPU: $(head -1 "$OUT/gpu.txt") x $(wc -l < "$OUT/gpu.txt")"
+log "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1) x $(nvidia-smi -L | wc -l)"
+if [ -d .data/data ] && [ ! -f .data/prepared/cifar-10-batches-bin/test_batch.bin ]; then
+  bash .data/tools/prepare-data.sh .data/prepared > /tmp/prepare.log 2>&1 || { log "prepare-data FAILED"; tail -5 /tmp/prepare.log; }
+fi
 t0=$(date +%s)
-if ! EFFTRAIN_JOBS="$(nproc)" scripts/build.sh > "$OUT/build.log" 2>&1; then
-  log "build FAILED"; tail -40 "$OUT/build.log"; exit 1
+if ! EFFTRAIN_JOBS="$(nproc)" scripts/build.sh > /tmp/build.log 2>&1; then
+  cp /tmp/build.log "$OUT/build.log"; log "build FAILED"; tail -40 /tmp/build.log; exit 1
 fi
 log "build: $(( $(date +%s) - t0 ))s"
 
 if [ "${EFFTRAIN_SKIP_TESTS:-0}" != 1 ]; then
-  ctest --test-dir build -L "^(cpu|gpu)\$" -j 8 --output-on-failure > "$OUT/tests.log" 2>&1
-  log "tests: $(grep -E 'tests passed|tests failed' "$OUT/tests.log")"
-  grep -A3 "The following tests FAILED" "$OUT/tests.log" | tee -a "$OUT/summary.txt"
+  ctest --test-dir build -L "^(cpu|gpu)\$" -j 8 --output-on-failure > /tmp/tests.log 2>&1
+  log "tests: $(grep -E 'tests passed|tests failed' /tmp/tests.log)"
+  if grep -q "The following tests FAILED" /tmp/tests.log; then
+    cp /tmp/tests.log "$OUT/tests.log"
+    grep -A30 "The following tests FAILED" /tmp/tests.log | tee -a "$OUT/summary.txt"
+  fi
 fi
 
 if [ "${EFFTRAIN_SKIP_QUICKSTART:-0}" != 1 ]; then
-  build/efftrain run experiments/quickstart.yaml --device cuda --out "$OUT/quickstart" --overwrite > "$OUT/quickstart.log" 2>&1
-  log "quickstart on cuda: exit $? $(python3 -c "import json;j=json.load(open('$OUT/quickstart/report.json'));print(j['status'], j['environment']['device_name'], 'acc', j['quality']['final'], 'samples/s', round(j['throughput']['samples_per_s']))" 2>&1)"
+  build/efftrain run experiments/quickstart.yaml --device cuda --out /tmp/quickstart --overwrite > /tmp/quickstart.log 2>&1
+  log "quickstart on cuda: exit $? $(python3 -c "import json;j=json.load(open('/tmp/quickstart/report.json'));print(j['status'], j['environment']['device_name'], 'acc', j['quality']['final'], 'samples/s', round(j['throughput']['samples_per_s']))" 2>&1)"
 fi
 
 for b in ${EFFTRAIN_BENCH:-}; do
   t1=$(date +%s)
-  bash "scripts/bench/$b.sh" "$OUT" >> "$OUT/bench.log" 2>&1
-  log "bench $b: exit $? in $(( $(date +%s) - t1 ))s"
+  BENCH_COMMAND="EFFTRAIN_BENCH=$b scripts/gpu-check.sh" bash "scripts/bench/$b.sh" "$OUT" 2>&1 | tee -a "$OUT/summary.txt"
+  log "bench $b: done in $(( $(date +%s) - t1 ))s"
 done
-cat "$OUT/summary.txt"

@@ -1,0 +1,25 @@
+# Shared by scripts/bench/*.sh: run efftrain experiments and collect their reports.
+#   bench_run NAME EXPERIMENT [efftrain run args...]   -> $RUNS/NAME/report.json
+#   bench_collect OUT.json TITLE NAME...                 -> one JSON with the key figures
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+RUNS="${RUNS:-/tmp/efftrain-bench}"
+mkdir -p "$RUNS"
+EFFTRAIN="$root/build/efftrain"
+DATA="${EFFTRAIN_DATA:-$root/.data/prepared}"
+
+bench_run() {
+  local name="$1" exp="$2"; shift 2
+  echo "--- $name: efftrain run $exp $*"
+  (cd "$root" && "$EFFTRAIN" run "$exp" --out "$RUNS/$name" --overwrite --set "task.data.root=$DATA" "$@") \
+    > "$RUNS/$name.log" 2>&1
+  local rc=$?
+  [ $rc = 0 ] || { echo "    exit $rc"; tail -5 "$RUNS/$name.log"; }
+  return 0
+}
+
+bench_collect() {
+  local out="$1" title="$2"; shift 2
+  local reports=()
+  for n in "$@"; do reports+=("$RUNS/$n/report.json"); done
+  python3 "$root/scripts/collect.py" "$out" "$title" "${BENCH_COMMAND:-scripts/gpu-check.sh}" "${reports[@]}"
+}
