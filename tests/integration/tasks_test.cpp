@@ -32,3 +32,23 @@ TEST_CASE("the three input paths train the same tiny ResNet") {
     CHECK(j["result"]["steps"] == 4);
   }
 }
+
+TEST_CASE("bf16 autocast on the CPU trains the quickstart model") {
+  const auto j = run_report("run experiments/quickstart.yaml --set precision.mode=bf16");
+  CHECK(j["optimizations"]["precision"]["autocast_dtype"] == "bfloat16");
+  CHECK(j["mfu_detail"]["compute_dtype"] == "bfloat16");
+  CHECK(j["quality"]["final"].get<double>() > 0.5);
+}
+
+TEST_CASE("fp16 on a CPU run is refused at build time with a clear error") {
+  auto r = run_efftrain("run experiments/quickstart.yaml --device cpu --set precision.mode=fp16");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("fp16 needs a CUDA device") != std::string::npos);
+}
+
+TEST_CASE("adamw_fused and gradient clipping train the quickstart model") {
+  const auto j = run_report("run experiments/quickstart.yaml --set optim.name=adamw_fused --set optim.grad_clip=1.0");
+  CHECK(j["optimizations"]["optimizer"]["name"] == "adamw_fused");
+  CHECK(j["optimizations"]["optimizer"]["groups"].size() == 2);
+  CHECK(j["quality"]["final"].get<double>() > 0.5);
+}

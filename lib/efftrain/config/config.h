@@ -86,6 +86,7 @@ struct PrecisionConfig {
   int64_t loss_scale_window = 2000;
   int64_t hysteresis = 2;
   double min_loss_scale = 1.0;
+  int64_t max_overflows_at_min_scale = 10;
 };
 
 struct AccumulationConfig {

@@ -405,6 +405,8 @@ template <class V> void visit(V& v, PrecisionConfig& c) {
   v.field("loss_scale_window", c.loss_scale_window, "fp16: clean steps before the scale doubles.", at_least(1));
   v.field("hysteresis", c.hysteresis, "fp16: overflows tolerated before the scale halves.", at_least(1));
   v.field("min_loss_scale", c.min_loss_scale, "fp16: the scale never goes below this.", positive());
+  v.field("max_overflows_at_min_scale", c.max_overflows_at_min_scale,
+          "fp16: consecutive overflows at the minimum scale before the run stops as diverged.", at_least(1));
 }
 
 template <class V> void visit(V& v, AccumulationConfig& c) {

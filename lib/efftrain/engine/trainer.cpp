@@ -133,6 +133,15 @@ TrainResult Trainer::fit() {
     const bool last = last_by_steps || last_by_time;
 
     if (want_log || last) {
+      try {
+        precision.check_health(step);
+      } catch (const TrainingFailed& e) {
+        r.status = e.status();
+        r.message = e.what();
+        r.loop_s = now;
+        r.train_s = now - r.eval_s;
+        break;
+      }
       if (nonfinite.item<float>() != 0.f) {
         r.status = "diverged";
         r.message = "training loss became NaN or inf by step " + std::to_string(step);

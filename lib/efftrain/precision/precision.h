@@ -24,6 +24,9 @@ class Precision {
   // Advances the loss-scale state after a step. Throws TrainingFailed("diverged") when it can
   // no longer make progress.
   virtual void update() {}
+  // Called where the trainer synchronizes anyway (log cadence): reads device-side counters,
+  // records history, and throws TrainingFailed("diverged") when progress has stopped.
+  virtual void check_health(int64_t step) {}
   virtual std::string compute_dtype() const = 0;  // "float32", "float16", "bfloat16"
   virtual nlohmann::json report() const = 0;
 };
