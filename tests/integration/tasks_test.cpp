@@ -52,3 +52,20 @@ TEST_CASE("adamw_fused and gradient clipping train the quickstart model") {
   CHECK(j["optimizations"]["optimizer"]["groups"].size() == 2);
   CHECK(j["quality"]["final"].get<double>() > 0.5);
 }
+
+TEST_CASE("sqrt checkpointing runs the tiny ResNet and reports its segments and recompute cost") {
+  const auto j = run_report("run experiments/smoke/cifar10_resnet_tiny.yaml --set train.max_steps=4 "
+                            "--set checkpointing.policy=sqrt");
+  const auto& c = j["optimizations"]["checkpointing"];
+  CHECK(c["policy"] == "sqrt");
+  CHECK(c["blocks"] == 3);
+  CHECK(c["segments"].size() == 2);  // ceil(sqrt(3)) = 2: [0,2) and [2,3)
+  CHECK(c["recompute_forward_flops_per_sample"].get<double>() > 0);
+  CHECK(c["recompute_overhead_fraction"].get<double>() < 1.0 / 3.0);
+}
+
+TEST_CASE("checkpointing a model without blocks is refused with exit 2") {
+  auto r = run_efftrain("run experiments/quickstart.yaml --set checkpointing.policy=sqrt");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("has none") != std::string::npos);
+}

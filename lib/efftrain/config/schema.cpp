@@ -417,7 +417,6 @@ template <class V> void visit(V& v, AccumulationConfig& c) {
 template <class V> void visit(V& v, CheckpointingConfig& c) {
   v.component("policy", c.policy, "checkpointing", "Which model segments are recomputed in backward.");
   v.field("every", c.every, "policy every: blocks per checkpointed segment.", at_least(0));
-  v.field("budget_bytes", c.budget_bytes, "policy budget: activation memory budget in bytes.", at_least(0));
 }
 
 template <class V> void visit(V& v, DistributedConfig& c) {
@@ -471,10 +470,6 @@ void check_consistency(const ExperimentConfig& c, const std::map<std::string, So
     throw UserError(where("checkpointing.every") +
                     ": checkpointing.every: expected an integer >= 1 with policy every, found " +
                     std::to_string(c.checkpointing.every));
-  if (c.checkpointing.policy == "budget" && c.checkpointing.budget_bytes < 1)
-    throw UserError(where("checkpointing.budget_bytes") +
-                    ": checkpointing.budget_bytes: expected a byte count >= 1 with policy budget, found " +
-                    std::to_string(c.checkpointing.budget_bytes));
   if (c.schedule.name != "constant") {
     const int64_t total = c.schedule.total ? c.schedule.total
                                            : (c.schedule.unit == "steps" ? c.train.max_steps : 0);

@@ -79,6 +79,18 @@ RunOutcome run_experiment(const RunOptions& opts) {
   torch::manual_seed(cfg.train.seed);
   BuildContext bctx{cfg, device, /*rank=*/0, /*world_size=*/1};
   Components parts = build_components(bctx);
+  const auto segments = parts.checkpointing->segments(parts.task->num_blocks());
+  if (cfg.checkpointing.policy != "none" && parts.task->num_blocks() == 0)
+    throw UserError("checkpointing.policy: " + cfg.checkpointing.policy + " needs a model with blocks; task " +
+                    cfg.task.name + " has none (use none)");
+  parts.task->set_checkpoint_segments(segments);
+  double recompute_flops = 0;
+  {
+    const auto block_flops = parts.task->block_forward_flops_per_sample();
+    for (const auto& s : segments)
+      for (int64_t b = s.first; b < s.first + s.second && b < static_cast<int64_t>(block_flops.size()); ++b)
+        recompute_flops += block_flops[b];
+  }
 
   // Input is valid and the data loaded: from here on, files are written.
   files::make_dirs(out_dir);
@@ -202,7 +214,12 @@ RunOutcome run_experiment(const RunOptions& opts) {
         {"schedule", parts.schedule->report()},
         {"optimizer", parts.optimizer->report()},
         {"grad_sync", parts.grad_sync->report()},
-        {"checkpointing", parts.checkpointing->report()}}},
+        {"checkpointing", [&] {
+           auto j = parts.checkpointing->report();
+           j["recompute_forward_flops_per_sample"] = recompute_flops;
+           j["recompute_overhead_fraction"] = train_flops > 0 ? recompute_flops / train_flops : 0.0;
+           return j;
+         }()}}},
       {"ranks",
        nlohmann::json::array({{{"rank", 0},
                                {"samples_per_s", sps},

@@ -14,6 +14,14 @@ class ImageClassifier : public torch::nn::Module {
   virtual torch::Tensor forward(torch::Tensor x) = 0;
   // Forward FLOPs of one example of size channels x size x size.
   virtual double forward_flops(int64_t image_size) const = 0;
+  // Blocks that activation checkpointing can recompute (0 = none), and their forward FLOPs.
+  virtual int64_t num_blocks() const { return 0; }
+  virtual std::vector<double> block_forward_flops(int64_t image_size) const { return {}; }
+  // Recompute runs of blocks [first, first + count) in backward.
+  void set_checkpoint_segments(std::vector<std::pair<int64_t, int64_t>> segments) { segments_ = std::move(segments); }
+
+ protected:
+  std::vector<std::pair<int64_t, int64_t>> segments_;
 };
 
 // A small CNN for tests and the quickstart: `depth` stages of conv3x3-BN-ReLU (stride 2 after
@@ -63,6 +71,8 @@ class ResNetImpl : public ImageClassifier {
              bool zero_init_residual);
   torch::Tensor forward(torch::Tensor x) override;
   double forward_flops(int64_t image_size) const override;
+  int64_t num_blocks() const override { return static_cast<int64_t>(blocks_.size()); }
+  std::vector<double> block_forward_flops(int64_t image_size) const override;
   // The stem, each bottleneck in order, and the head, as separate steps of forward().
   torch::Tensor stem(torch::Tensor x);
   std::vector<Bottleneck>& blocks() { return blocks_; }

@@ -1,5 +1,7 @@
 #include "efftrain/models/models.h"
 
+#include "efftrain/memory/checkpoint.h"
+
 namespace efftrain::models {
 
 namespace {
@@ -78,8 +80,38 @@ torch::Tensor ResNetImpl::head(torch::Tensor x) {
 
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
   x = stem(x);
-  for (auto& b : blocks_) x = b->forward(x);
+  size_t seg = 0;
+  for (int64_t i = 0; i < num_blocks();) {
+    if (seg < segments_.size() && segments_[seg].first == i && is_training()) {
+      const int64_t first = i, count = segments_[seg].second;
+      std::vector<torch::Tensor> buffers;  // BatchNorm running statistics of the segment
+      for (int64_t j = first; j < first + count; ++j)
+        for (auto& b : blocks_[j]->buffers()) buffers.push_back(b);
+      x = checkpoint(
+          [this, first, count](const torch::Tensor& in) {
+            torch::Tensor h = in;
+            for (int64_t j = first; j < first + count; ++j) h = blocks_[j]->forward(h);
+            return h;
+          },
+          x, std::move(buffers));
+      i += count;
+      ++seg;
+    } else {
+      x = blocks_[i]->forward(x);
+      ++i;
+    }
+  }
   return head(x);
+}
+
+std::vector<double> ResNetImpl::block_forward_flops(int64_t s) const {
+  s = (s + 2 - 3) / 1 + 1;  // the stem keeps the size
+  std::vector<double> out;
+  for (const auto& b : blocks_) {
+    out.push_back(b->forward_flops(s));
+    s = b->out_size(s);
+  }
+  return out;
 }
 
 double ResNetImpl::forward_flops(int64_t s) const {

@@ -24,6 +24,13 @@ class ImageClassificationTask : public Task {
   double train_flops_per_sample() const override;
   int64_t train_examples() const override { return set_.train.labels.size(0); }
   nlohmann::json describe() const override;
+  int64_t num_blocks() const override { return model_->num_blocks(); }
+  std::vector<double> block_forward_flops_per_sample() const override {
+    return model_->block_forward_flops(image_size_);
+  }
+  void set_checkpoint_segments(const std::vector<std::pair<int64_t, int64_t>>& s) override {
+    model_->set_checkpoint_segments(s);
+  }
 
  private:
   torch::Tensor prepare(const torch::Tensor& u8_on_device);

@@ -47,6 +47,11 @@ class Task {
   virtual double train_flops_per_sample() const = 0;
   virtual int64_t tokens_per_sample() const { return 0; }
   virtual int64_t train_examples() const = 0;
+  // Activation checkpointing: the blocks that can be recomputed, their training-time extra
+  // cost (forward FLOPs per example), and the segments to recompute.
+  virtual int64_t num_blocks() const { return 0; }
+  virtual std::vector<double> block_forward_flops_per_sample() const { return {}; }
+  virtual void set_checkpoint_segments(const std::vector<std::pair<int64_t, int64_t>>& segments) {}
   // What the report says about the model and data beyond name, parameters and FLOPs.
   virtual nlohmann::json describe() const { return nlohmann::json::object(); }
 };

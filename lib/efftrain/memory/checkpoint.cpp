@@ -1,0 +1,113 @@
+#include "efftrain/memory/checkpoint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <mutex>
+
+#include "efftrain/precision/autocast.h"
+
+namespace efftrain {
+
+namespace {
+
+struct Holder : torch::CustomClassHolder {
+  SegmentFn fn;
+  std::vector<torch::Tensor> buffers;
+};
+
+struct RngState {
+  torch::Tensor cpu, cuda;
+  c10::DeviceIndex dev = -1;
+};
+
+RngState get_rng(c10::DeviceIndex dev) {
+  RngState r;
+  r.dev = dev;
+  auto c = at::detail::getDefaultCPUGenerator();
+  {
+    std::lock_guard<std::mutex> l(c.mutex());
+    r.cpu = c.get_state();
+  }
+  if (dev >= 0) {
+    auto g = at::cuda::detail::getDefaultCUDAGenerator(dev);
+    std::lock_guard<std::mutex> l(g.mutex());
+    r.cuda = g.get_state();
+  }
+  return r;
+}
+
+void set_rng(const RngState& r) {
+  auto c = at::detail::getDefaultCPUGenerator();
+  {
+    std::lock_guard<std::mutex> l(c.mutex());
+    c.set_state(r.cpu);
+  }
+  if (r.dev >= 0) {
+    auto g = at::cuda::detail::getDefaultCUDAGenerator(r.dev);
+    std::lock_guard<std::mutex> l(g.mutex());
+    g.set_state(r.cuda);
+  }
+}
+
+struct CheckpointFn : torch::autograd::Function<CheckpointFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
+                               c10::intrusive_ptr<Holder> h) {
+    const auto dev = x.is_cuda() ? x.device().index() : c10::DeviceIndex(-1);
+    const auto type = x.device().type();
+    const RngState r = get_rng(dev);
+    ctx->saved_data["fn"] = c10::IValue::make_capsule(c10::intrusive_ptr<torch::CustomClassHolder>(h));
+    ctx->saved_data["dev"] = static_cast<int64_t>(dev);
+    ctx->saved_data["cpu_rng"] = r.cpu;
+    if (dev >= 0) ctx->saved_data["cuda_rng"] = r.cuda;
+    ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(type);
+    ctx->saved_data["autocast_dtype"] = static_cast<int64_t>(at::autocast::get_autocast_dtype(type));
+    ctx->save_for_backward({x});
+    return h->fn(x);  // grad mode is off here: nothing inside is kept
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto h = c10::static_intrusive_pointer_cast<Holder>(ctx->saved_data["fn"].toCapsule());
+    auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    RngState fwd;
+    fwd.dev = static_cast<c10::DeviceIndex>(ctx->saved_data["dev"].toInt());
+    fwd.cpu = ctx->saved_data["cpu_rng"].toTensor();
+    if (fwd.dev >= 0) fwd.cuda = ctx->saved_data["cuda_rng"].toTensor();
+    const RngState now = get_rng(fwd.dev);
+    std::vector<torch::Tensor> saved_buffers;
+    {
+      torch::NoGradGuard ng;
+      for (const auto& b : h->buffers) saved_buffers.push_back(b.clone());
+    }
+    set_rng(fwd);
+    torch::Tensor y;
+    {
+      at::AutoGradMode grad(true);
+      AutocastGuard ac(x.device().type(), static_cast<at::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()),
+                       ctx->saved_data["autocast"].toBool());
+      y = h->fn(x);
+    }
+    set_rng(now);
+    torch::autograd::backward({y}, {grad_out[0]});
+    {  // after the backward: the recomputed BatchNorm saved these buffers for it
+      torch::NoGradGuard ng;
+      for (size_t i = 0; i < h->buffers.size(); ++i) h->buffers[i].copy_(saved_buffers[i]);
+    }
+    return {x.grad(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor checkpoint(SegmentFn fn, const torch::Tensor& x, std::vector<torch::Tensor> buffers) {
+  auto h = c10::make_intrusive<Holder>();
+  h->fn = std::move(fn);
+  h->buffers = std::move(buffers);
+  return CheckpointFn::apply(x, h);
+}
+
+}  // namespace efftrain
