@@ -8,6 +8,7 @@
 #include "efftrain/core/error.h"
 #include "efftrain/core/registry.h"
 #include "efftrain/core/util.h"
+#include "efftrain/data/gpt2_tokenizer.h"
 #include "efftrain/engine/run.h"
 #include "efftrain/metrics/report.h"
 
@@ -55,6 +56,15 @@ int main(int argc, char** argv) {
   compare->add_option("reports", compare_files, "report.json files")->required();
   compare->footer("Example: efftrain compare runs/baseline/report.json runs/optimized/report.json");
 
+  std::string vocab_dir;
+  std::vector<std::string> tokenize_files;
+  bool print_ids = false;
+  auto* tokenize = app.add_subcommand("tokenize", "Encode files with the GPT-2 BPE: token counts, or the ids");
+  tokenize->add_option("--vocab", vocab_dir, "Folder with vocab.json + merges.txt (or encoder.json + vocab.bpe)")->required();
+  tokenize->add_flag("--ids", print_ids, "Print the ids of each file as a JSON array instead of the count");
+  tokenize->add_option("files", tokenize_files, "UTF-8 text files, each encoded as one text")->required();
+  tokenize->footer("Example: efftrain tokenize --vocab .data/prepared/gpt2 .data/prepared/wikitext-2/wiki.valid.tokens");
+
   if (argc > 1 && argv[1][0] != '-') {
     std::vector<std::string> names;
     for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) names.push_back(sub->get_name());
@@ -100,6 +110,20 @@ int main(int argc, char** argv) {
         if (e.kind != kind) std::cout << (kind.empty() ? "" : "\n") << e.kind << ":\n";
         kind = e.kind;
         std::printf("  %-16s %s\n", e.name.c_str(), e.description.c_str());
+      }
+      return exit_code::kOk;
+    }
+    if (tokenize->parsed()) {
+      const auto tok = data::Gpt2Tokenizer::load(vocab_dir);
+      for (const auto& f : tokenize_files) {
+        const auto ids = tok.encode(read_file(f, "text file"), /*allow_special=*/true, f);
+        if (print_ids) {
+          std::string line = "[";
+          for (size_t i = 0; i < ids.size(); ++i) line += (i ? "," : "") + std::to_string(ids[i]);
+          std::cout << f << " " << line << "]\n";
+        } else {
+          std::cout << f << " " << ids.size() << "\n";
+        }
       }
       return exit_code::kOk;
     }
