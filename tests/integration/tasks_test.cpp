@@ -69,3 +69,31 @@ TEST_CASE("checkpointing a model without blocks is refused with exit 2") {
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("has none") != std::string::npos);
 }
+
+TEST_CASE("a tiny GPT lowers perplexity clearly on synthetic text") {
+  const auto j = run_report("run experiments/smoke/wikitext2_gpt_tiny.yaml");
+  CHECK(j["quality"]["metric"] == "perplexity");
+  CHECK(j["quality"]["higher_is_better"] == false);
+  const auto& curve = j["quality"]["curve"];
+  REQUIRE(curve.size() == 2);
+  CHECK(j["quality"]["final"].get<double>() < 10.0);  // from ~64 at the start
+  CHECK(j["throughput"]["tokens_per_s"].get<double>() > 0);
+  CHECK(j["result"]["tokens"] == 120 * 16 * 32);
+  CHECK(j["model"]["attention_kernel"].is_string());
+}
+
+TEST_CASE("a tiny GPT on the real WikiText-2 validation text lowers perplexity clearly") {
+  const std::string tar = source_path("../shared/data/wikitext-2-v1.tar.xz");
+  const std::string vocab = source_path("../shared/data/gpt2");
+  if (read_text(tar).empty()) SKIP("no ../shared/data beside the checkout");
+  TempDir d;
+  REQUIRE(std::system(("tar -xJf '" + tar + "' -C '" + d.path() + "'").c_str()) == 0);
+  const std::string root = d.path() + (read_text(d.file("wiki.valid.tokens")).empty() ? "/wikitext-2" : "");
+  const auto j = run_report("run experiments/smoke/wikitext2_gpt_tiny.yaml --set task.data.synthetic=false "
+                            "--set task.data.root='" + root + "' --set task.data.vocab_dir='" + vocab +
+                            "' --set task.data.cache_dir='" + d.file("cache") + "' --set task.data.train_split=valid "
+                            "--set task.data.eval_split=valid --set task.data.eval_limit=16 --set train.max_steps=60 "
+                            "--set train.eval_every=0 --set task.data.seq_len=32");
+  CHECK(j["model"]["vocab"] == 50257);
+  CHECK(j["quality"]["final"].get<double>() < 3000.0);  // an untrained model is near 50257
+}

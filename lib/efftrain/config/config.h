@@ -28,6 +28,10 @@ struct DataConfig {
   int64_t prefetch = 4;             // host loader: batches prepared ahead
   bool pin_memory = true;           // host loader: page-locked batches (CUDA runs)
   int64_t seq_len = 1024;           // language tasks: tokens per sequence
+  std::string vocab_dir;            // language tasks: GPT-2 vocab.json + merges.txt; empty = <root>/gpt2
+  std::string cache_dir;            // token caches; empty = ~/.cache/efftrain/tokens
+  std::string train_split = "train";  // language tasks: train | valid | test
+  std::string eval_split = "valid";
 };
 
 struct ModelConfig {

@@ -346,6 +346,10 @@ template <class V> void visit(V& v, DataConfig& c) {
   v.field("prefetch", c.prefetch, "Host loader: batches prepared ahead.", between(1, 1024));
   v.field("pin_memory", c.pin_memory, "Host loader: page-locked batches for asynchronous copies (CUDA).");
   v.field("seq_len", c.seq_len, "Language tasks: tokens per training sequence.", at_least(2));
+  v.field("vocab_dir", c.vocab_dir, "Language tasks: folder with GPT-2 vocab.json + merges.txt; empty = <root>/gpt2.");
+  v.field("cache_dir", c.cache_dir, "Token caches; empty = $EFFTRAIN_CACHE/tokens (default ~/.cache/efftrain/tokens).");
+  v.one_of("train_split", c.train_split, {"train", "valid", "test"}, "Language tasks: the split trained on.");
+  v.one_of("eval_split", c.eval_split, {"train", "valid", "test"}, "Language tasks: the split perplexity is measured on.");
 }
 
 template <class V> void visit(V& v, ModelConfig& c) {

@@ -1,0 +1,61 @@
+// GPT-2: learned positions, pre-LayerNorm blocks (eps 1e-5), GELU (tanh), tied input/output
+// embeddings, GPT-2 initialization; attention either materialized (plain) or through
+// scaled_dot_product_attention. GPT-2 small: 12 layers, 12 heads, 768 wide, context 1024,
+// vocabulary 50257: 124,439,808 parameters.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace efftrain::models {
+
+struct GptConfig {
+  int64_t vocab = 50257;
+  int64_t context = 1024;
+  int64_t layers = 12;
+  int64_t heads = 12;
+  int64_t width = 768;
+  double dropout = 0.1;
+  bool sdpa = true;
+};
+
+class GptBlockImpl : public torch::nn::Module {
+ public:
+  GptBlockImpl(const GptConfig& c);
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  torch::Tensor attention(const torch::Tensor& x);
+  GptConfig c_;
+  torch::nn::LayerNorm ln1_{nullptr}, ln2_{nullptr};
+  torch::nn::Linear c_attn_{nullptr}, attn_proj_{nullptr}, c_fc_{nullptr}, mlp_proj_{nullptr};
+};
+TORCH_MODULE(GptBlock);
+
+class GptImpl : public torch::nn::Module {
+ public:
+  explicit GptImpl(const GptConfig& c);
+  // idx: int64 [B, T] -> logits [B, T, vocab]
+  torch::Tensor forward(const torch::Tensor& idx);
+  // Mean token cross-entropy of next-token prediction.
+  torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& targets);
+  int64_t num_blocks() const { return c_.layers; }
+  void set_checkpoint_segments(std::vector<std::pair<int64_t, int64_t>> s) { segments_ = std::move(s); }
+  const GptConfig& config() const { return c_; }
+  // Training FLOPs per token: 6 x (parameters that do matmuls: all but the position table)
+  // + the attention term 12 x layers x T x width; and the forward FLOPs of one block per token.
+  double train_flops_per_token(int64_t seq_len) const;
+  double block_forward_flops_per_token(int64_t seq_len) const;
+  // Which SDPA kernel the last forward used ("flash_attention", "cudnn_attention", ...).
+  const std::string& attention_kernel() const { return kernel_; }
+  std::string kernel_;
+
+ private:
+  GptConfig c_;
+  torch::nn::Embedding wte_{nullptr}, wpe_{nullptr};
+  std::vector<GptBlock> blocks_;
+  torch::nn::LayerNorm ln_f_{nullptr};
+  std::vector<std::pair<int64_t, int64_t>> segments_;
+};
+TORCH_MODULE(Gpt);
+
+}  // namespace efftrain::models

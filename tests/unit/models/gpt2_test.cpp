@@ -1,0 +1,80 @@
+#include <catch2/catch_test_macros.hpp>
+
+#include <torch/torch.h>
+
+#include "efftrain/models/gpt2.h"
+#include "efftrain/tasks/task.h"
+
+using namespace efftrain;
+
+namespace {
+models::GptConfig tiny(bool sdpa, double dropout = 0.0) {
+  models::GptConfig c;
+  c.vocab = 97;
+  c.context = 16;
+  c.layers = 3;
+  c.heads = 2;
+  c.width = 16;
+  c.dropout = dropout;
+  c.sdpa = sdpa;
+  return c;
+}
+}  // namespace
+
+TEST_CASE("GPT-2 small has exactly 124,439,808 parameters (tied embeddings)") {
+  models::Gpt m(models::GptConfig{});
+  CHECK(count_parameters(*m) == 124439808);
+  // 6N (N without the position table) + attention term, per token at T = 1024.
+  const double n = 124439808.0 - 1024 * 768;
+  CHECK(m->train_flops_per_token(1024) == 6 * n + 12.0 * 12 * 1024 * 768);
+}
+
+TEST_CASE("plain and SDPA attention compute the same function (fp32)") {
+  torch::manual_seed(0);
+  models::Gpt a(tiny(false));
+  torch::manual_seed(0);
+  models::Gpt b(tiny(true));
+  a->eval();
+  b->eval();
+  auto idx = torch::randint(0, 97, {3, 16}, torch::kLong);
+  auto ya = a->forward(idx), yb = b->forward(idx);
+  CHECK(ya.sizes() == torch::IntArrayRef({3, 16, 97}));
+  CHECK(torch::allclose(ya, yb, 1e-5, 1e-5));
+}
+
+TEST_CASE("causal masking: a future token cannot change an earlier output") {
+  for (bool sdpa : {false, true}) {
+    torch::manual_seed(1);
+    models::Gpt m(tiny(sdpa));
+    m->eval();
+    auto idx = torch::randint(0, 97, {1, 16}, torch::kLong);
+    auto changed = idx.clone();
+    changed[0][10] = (changed[0][10].item<int64_t>() + 1) % 97;
+    auto y1 = m->forward(idx), y2 = m->forward(changed);
+    CHECK(torch::equal(y1.slice(1, 0, 10), y2.slice(1, 0, 10)));
+    CHECK_FALSE(torch::allclose(y1.slice(1, 10, 16), y2.slice(1, 10, 16)));
+  }
+}
+
+TEST_CASE("checkpointed GPT: same loss and gradients with dropout on") {
+  auto grads = [](std::vector<std::pair<int64_t, int64_t>> segs, bool sdpa) {
+    torch::manual_seed(5);
+    models::Gpt m(tiny(sdpa, /*dropout=*/0.2));
+    m->train();
+    m->set_checkpoint_segments(segs);
+    auto idx = torch::randint(0, 97, {2, 16}, torch::kLong);
+    auto tgt = torch::randint(0, 97, {2, 16}, torch::kLong);
+    torch::manual_seed(11);
+    auto loss = m->loss(idx, tgt);
+    loss.backward();
+    std::vector<torch::Tensor> g{loss.detach()};
+    for (auto& p : m->parameters()) g.push_back(p.grad().clone());
+    return g;
+  };
+  for (bool sdpa : {false, true}) {
+    const auto plain = grads({}, sdpa), ckpt = grads({{0, 2}, {2, 1}}, sdpa);
+    REQUIRE(plain.size() == ckpt.size());
+    CHECK(torch::equal(plain[0], ckpt[0]));
+    for (size_t i = 1; i < plain.size(); ++i) CHECK(torch::allclose(plain[i], ckpt[i], 1e-5, 1e-6));
+  }
+}
