@@ -30,6 +30,10 @@ def figures(path):
         "mfu": j["mfu"],
         "quality_final": j["quality"]["final"],
         "optimizations": j["optimizations"],
+        "model_detail": {k: v for k, v in j["model"].items() if k not in ("name", "parameters")},
+        "quality_metric": j["quality"]["metric"],
+        "eval_examples": (j["quality"]["curve"] or [{}])[-1].get("step"),
+        "result": j["result"],
     }
     return r
 

@@ -39,6 +39,16 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
+std::string shared_data_dir() {
+  std::vector<std::string> candidates;
+  if (const char* e = std::getenv("EFFTRAIN_SHARED_DATA"); e && *e) candidates.push_back(e);
+  candidates.push_back(source_path("../shared/data"));
+  candidates.push_back(source_path(".data/data"));
+  for (const auto& c : candidates)
+    if (files::exists(c + "/gpt2/vocab.json")) return c;
+  return "";
+}
+
 std::string source_path(const std::string& relative) {
   return std::string(EFFTRAIN_SOURCE_DIR) + "/" + relative;
 }

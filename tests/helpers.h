@@ -30,6 +30,9 @@ struct CommandResult {
 CommandResult run_efftrain(const std::string& args, const std::string& cwd = EFFTRAIN_SOURCE_DIR);
 
 std::string read_text(const std::string& path);
+// The real data kept beside the checkout (../shared/data), or a copy under .data/data (the GPU
+// machine), or $EFFTRAIN_SHARED_DATA; empty when none exists (tests that need it SKIP).
+std::string shared_data_dir();
 std::string source_path(const std::string& relative);
 
 }  // namespace efftrain::test

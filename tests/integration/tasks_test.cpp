@@ -83,9 +83,10 @@ TEST_CASE("a tiny GPT lowers perplexity clearly on synthetic text") {
 }
 
 TEST_CASE("a tiny GPT on the real WikiText-2 validation text lowers perplexity clearly") {
-  const std::string tar = source_path("../shared/data/wikitext-2-v1.tar.xz");
-  const std::string vocab = source_path("../shared/data/gpt2");
-  if (read_text(tar).empty()) SKIP("no ../shared/data beside the checkout");
+  const std::string shared = shared_data_dir();
+  if (shared.empty()) SKIP("no shared data (../shared/data) beside the checkout");
+  const std::string tar = shared + "/wikitext-2-v1.tar.xz";
+  const std::string vocab = shared + "/gpt2";
   TempDir d;
   REQUIRE(std::system(("tar -xJf '" + tar + "' -C '" + d.path() + "'").c_str()) == 0);
   const std::string root = d.path() + (read_text(d.file("wiki.valid.tokens")).empty() ? "/wikitext-2" : "");
@@ -96,4 +97,14 @@ TEST_CASE("a tiny GPT on the real WikiText-2 validation text lowers perplexity c
                             "--set train.eval_every=0 --set task.data.seq_len=32");
   CHECK(j["model"]["vocab"] == 50257);
   CHECK(j["quality"]["final"].get<double>() < 3000.0);  // an untrained model is near 50257
+}
+
+TEST_CASE("adaptive accumulation runs end to end and reports k and the noise estimate") {
+  const auto j = run_report("run experiments/quickstart.yaml --set accumulation.mode=adaptive "
+                            "--set accumulation.interval=5 --set train.max_steps=30 --set schedule.name=warmup_cosine "
+                            "--set schedule.unit=samples --set schedule.warmup=256 --set schedule.total=8000");
+  const auto& a = j["optimizations"]["accumulation"];
+  CHECK(a["mode"] == "adaptive");
+  CHECK(a["noise_history"].size() == 6);
+  CHECK(j["result"]["samples"].get<int64_t>() >= 30 * 64 * 2);  // k >= 2 with one process
 }

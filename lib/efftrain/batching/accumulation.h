@@ -15,6 +15,14 @@ class Accumulation {
   virtual ~Accumulation() = default;
   // Micro-batches for optimizer step `step` (1-based).
   virtual int64_t next_k(int64_t step) = 0;
+  // After micro-batch `i` (0-based) of `k` has run backward; gradients are still scaled by
+  // `loss_scale` (a device scalar, or undefined for no scaling).
+  virtual void after_backward(int64_t i, int64_t k, const std::vector<torch::Tensor>& params,
+                              const torch::Tensor& loss_scale) {}
+  // After the optimizer step; `found_inf` (device flag, may be undefined) marks a skipped step.
+  virtual void after_step(int64_t step, const torch::Tensor& found_inf) {}
+  // Multiplier of the scheduled learning rate (the response to a batch change).
+  virtual double lr_scale() const { return 1.0; }
   virtual nlohmann::json report() const = 0;
 };
 

@@ -95,7 +95,14 @@ struct PrecisionConfig {
 
 struct AccumulationConfig {
   std::string mode = "none";
-  int64_t k = 1;  // fixed: micro-batches per optimizer step
+  int64_t k = 1;  // fixed: micro-batches per optimizer step; adaptive: the first k
+  int64_t k_min = 1;
+  int64_t k_max = 16;
+  int64_t interval = 10;          // adaptive: optimizer steps between decisions
+  double factor = 1.0;            // adaptive: target global batch = factor x B_noise
+  double ema = 0.95;              // adaptive: smoothing of |G|^2 and tr(Sigma)
+  double hysteresis = 0.3;        // adaptive: k changes only when the target batch leaves +-30% of the current
+  std::string lr_response = "none";  // none | sqrt | linear | adascale
 };
 
 struct CheckpointingConfig {

@@ -415,7 +415,15 @@ template <class V> void visit(V& v, PrecisionConfig& c) {
 
 template <class V> void visit(V& v, AccumulationConfig& c) {
   v.component("mode", c.mode, "accumulation", "How many micro-batches make one optimizer step.");
-  v.field("k", c.k, "fixed: micro-batches per optimizer step.", at_least(1));
+  v.field("k", c.k, "fixed: micro-batches per optimizer step; adaptive: the starting k.", at_least(1));
+  v.field("k_min", c.k_min, "adaptive: smallest k.", at_least(1));
+  v.field("k_max", c.k_max, "adaptive: largest k.", at_least(1));
+  v.field("interval", c.interval, "adaptive: optimizer steps between decisions on k.", at_least(1));
+  v.field("factor", c.factor, "adaptive: target global batch = factor x the gradient noise scale B_noise.", positive());
+  v.field("ema", c.ema, "adaptive: EMA coefficient for |G|^2 and tr(Sigma) (bias-corrected).", between(0, 0.9999));
+  v.field("hysteresis", c.hysteresis, "adaptive: k changes only when the target batch is outside this relative band.", at_least(0));
+  v.one_of("lr_response", c.lr_response, {"none", "sqrt", "linear", "adascale"},
+           "adaptive: learning-rate response to the batch change (x1, sqrt(S), S, or AdaScale's gain).");
 }
 
 template <class V> void visit(V& v, CheckpointingConfig& c) {
@@ -470,6 +478,9 @@ void check_consistency(const ExperimentConfig& c, const std::map<std::string, So
   if (c.train.require_target && !c.train.target)
     throw UserError(where("train.require_target") +
                     ": train.require_target: expected train.target to be set, found null");
+  if (c.accumulation.k_min > c.accumulation.k_max)
+    throw UserError(where("accumulation.k_min") + ": accumulation.k_min: expected at most k_max (" +
+                    std::to_string(c.accumulation.k_max) + "), found " + std::to_string(c.accumulation.k_min));
   if (c.checkpointing.policy == "every" && c.checkpointing.every < 1)
     throw UserError(where("checkpointing.every") +
                     ": checkpointing.every: expected an integer >= 1 with policy every, found " +

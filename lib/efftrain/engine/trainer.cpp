@@ -87,6 +87,7 @@ TrainResult Trainer::fit() {
       }
       sync.before_backward(/*last=*/i == k - 1);
       precision.scale_loss(loss / static_cast<double>(k)).backward();
+      parts_.accumulation->after_backward(i, k, params, precision.loss_scale());
       step_loss += loss.detach().to(torch::kFloat) / static_cast<double>(k);
       r.samples += b.samples;
       r.tokens += b.tokens;
@@ -104,8 +105,9 @@ TrainResult Trainer::fit() {
       auto coef = (cfg_.optim.grad_clip / (total + 1e-6)).clamp_max(1.0);
       at::_foreach_mul_(grads, coef);
     }
-    const double lr = parts_.schedule->lr(step, r.samples);
+    const double lr = parts_.schedule->lr(step, r.samples) * parts_.accumulation->lr_scale();
     optimizer.step(lr, found_inf);
+    parts_.accumulation->after_step(step, found_inf);
     precision.update();
     nonfinite.logical_or_(step_loss.isfinite().logical_not());
     window_loss += step_loss;

@@ -1,4 +1,5 @@
 // adamw: the C++ frontend's torch::optim::AdamW, the baseline reference.
+#include "efftrain/core/error.h"
 #include "efftrain/engine/context.h"
 #include "efftrain/optim/optimizer.h"
 
@@ -26,6 +27,15 @@ class AdamW : public Optimizer {
   }
 
   void zero_grad() override { opt_->zero_grad(/*set_to_none=*/true); }
+
+  void save(const std::string& path) const override { torch::save(*opt_, path); }
+  void load(const std::string& path) override {
+    try {
+      torch::load(*opt_, path);
+    } catch (const c10::Error& e) {
+      throw UserError(path + ": not an adamw optimizer state for these parameters (" + e.what_without_backtrace() + ")");
+    }
+  }
 
   int64_t state_bytes() const override {
     int64_t bytes = 0;

@@ -2,6 +2,7 @@
 // group), with decay (matrices, conv kernels) and no-decay (biases, norms, 1-D parameters)
 // groups. Consumes the found-inf flag on the device: a step with overflow changes nothing and
 // needs no host sync.
+#include "efftrain/core/error.h"
 #include "efftrain/engine/context.h"
 #include "efftrain/optim/optimizer.h"
 
@@ -53,6 +54,43 @@ class FusedAdamW : public Optimizer {
   void zero_grad() override {
     for (auto& g : groups_)
       for (auto& p : g.params) p.mutable_grad() = torch::Tensor();
+  }
+
+  void save(const std::string& path) const override {
+    std::vector<torch::Tensor> state;
+    for (const auto& g : groups_)
+      for (size_t i = 0; i < g.params.size(); ++i) {
+        state.push_back(g.exp_avg[i]);
+        state.push_back(g.exp_avg_sq[i]);
+        state.push_back(g.steps[i]);
+      }
+    torch::save(state, path);
+  }
+
+  void load(const std::string& path) override {
+    std::vector<torch::Tensor> state;
+    try {
+      torch::load(state, path);
+    } catch (const c10::Error& e) {
+      throw UserError(path + ": cannot read adamw_fused state (" + e.what_without_backtrace() + ")");
+    }
+    size_t n = 0;
+    for (const auto& g : groups_) n += 3 * g.params.size();
+    if (state.size() != n)
+      throw UserError(path + ": adamw_fused state has " + std::to_string(state.size()) + " tensors, expected " +
+                      std::to_string(n));
+    size_t k = 0;
+    torch::NoGradGuard ng;
+    for (auto& g : groups_)
+      for (size_t i = 0; i < g.params.size(); ++i) {
+        for (torch::Tensor* dst : {&g.exp_avg[i], &g.exp_avg_sq[i], &g.steps[i]}) {
+          const auto& src = state[k++];
+          if (src.sizes() != dst->sizes())
+            throw UserError(path + ": adamw_fused state tensor " + std::to_string(k - 1) + " has shape " +
+                            c10::str(src.sizes()) + ", expected " + c10::str(dst->sizes()));
+          dst->copy_(src);
+        }
+      }
   }
 
   int64_t state_bytes() const override {

@@ -18,6 +18,10 @@ class Optimizer {
   // One update at learning rate `lr`. `found_inf` (a device flag, may be undefined) skips it.
   virtual void step(double lr, const torch::Tensor& found_inf) = 0;
   virtual void zero_grad() = 0;
+  // Saves / restores the optimizer state (for resume). load() throws UserError naming the
+  // file when it does not match the attached parameters.
+  virtual void save(const std::string& path) const = 0;
+  virtual void load(const std::string& path) = 0;
   // Bytes of optimizer state held by this rank.
   virtual int64_t state_bytes() const = 0;
   virtual nlohmann::json report() const = 0;

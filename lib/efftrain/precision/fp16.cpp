@@ -26,6 +26,7 @@ class Fp16 : public Precision {
     return scaler_.unscale_and_check(grads);
   }
   void update() override { scaler_.update(); }
+  torch::Tensor loss_scale() const override { return scaler_.scale_tensor(); }
 
   void check_health(int64_t step) override {
     const double s = scaler_.current_scale();

@@ -27,6 +27,8 @@ class Precision {
   // Called where the trainer synchronizes anyway (log cadence): reads device-side counters,
   // records history, and throws TrainingFailed("diverged") when progress has stopped.
   virtual void check_health(int64_t step) {}
+  // The current loss scale as a device scalar (undefined when there is none).
+  virtual torch::Tensor loss_scale() const { return {}; }
   virtual std::string compute_dtype() const = 0;  // "float32", "float16", "bfloat16"
   virtual nlohmann::json report() const = 0;
 };

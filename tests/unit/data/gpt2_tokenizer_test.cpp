@@ -14,7 +14,7 @@ using Catch::Matchers::ContainsSubstring;
 
 namespace {
 // The real GPT-2 files: ../shared/data/gpt2 beside the checkout (CI has it).
-std::string vocab_dir() { return test::source_path("../shared/data/gpt2"); }
+std::string vocab_dir() { return test::shared_data_dir() + "/gpt2"; }
 
 const data::Gpt2Tokenizer& real() {
   static const data::Gpt2Tokenizer t = data::Gpt2Tokenizer::load(vocab_dir());
@@ -57,7 +57,7 @@ std::string toy_vocab(const test::TempDir& d, const std::string& merges = "#vers
 }  // namespace
 
 TEST_CASE("GPT-2 tokenizer: golden ids of the hard cases (two reference encoders agree on them)") {
-  if (!files::exists(vocab_dir() + "/vocab.json")) SKIP("no ../shared/data/gpt2 beside the checkout");
+  if (!files::exists(vocab_dir() + "/vocab.json")) SKIP("no shared data (../shared/data) beside the checkout");
   const auto golden = nlohmann::json::parse(test::read_text(test::source_path("tests/data/gpt2_golden.json")));
   REQUIRE(golden["cases"].size() >= 20);
   for (const auto& c : golden["cases"]) {
@@ -74,7 +74,7 @@ TEST_CASE("GPT-2 tokenizer: golden ids of the hard cases (two reference encoders
 }
 
 TEST_CASE("GPT-2 tokenizer: decode inverts encode on random UTF-8") {
-  if (!files::exists(vocab_dir() + "/vocab.json")) SKIP("no ../shared/data/gpt2 beside the checkout");
+  if (!files::exists(vocab_dir() + "/vocab.json")) SKIP("no shared data (../shared/data) beside the checkout");
   std::mt19937 rng(123);
   const std::vector<std::pair<uint32_t, uint32_t>> blocks = {
       {0x20, 0x7E}, {0x09, 0x0D}, {0xA0, 0x17F}, {0x370, 0x3FF}, {0x400, 0x4FF}, {0x600, 0x6FF},

@@ -3,7 +3,10 @@
 
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include "efftrain/models/models.h"
+#include "helpers.h"
 
 using namespace efftrain;
 
@@ -29,4 +32,32 @@ TEST_CASE("channels_last makes cuDNN run NHWC convolutions", "[gpu]") {
   CHECK_FALSE(nhwc_off);
   CHECK(nhwc_on);
   CHECK(torch::allclose(y_off, y_on, 1e-3, 1e-3));  // same function, different kernels
+}
+
+TEST_CASE("fp16 with loss scaling trains a tiny ResNet on the GPU and reports its scaler", "[gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  auto r = efftrain::test::run_efftrain(
+      "run experiments/smoke/cifar10_resnet_tiny.yaml --device cuda --set precision.mode=fp16 "
+      "--set optim.name=adamw_fused --set optim.grad_clip=1.0 --out /tmp/efftrain-gpu-fp16 --overwrite");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(efftrain::test::read_text("/tmp/efftrain-gpu-fp16/report.json"));
+  CHECK(j["optimizations"]["precision"]["mode"] == "fp16");
+  CHECK(j["optimizations"]["precision"]["final_scale"].get<double>() >= 1.0);
+  CHECK(j["optimizations"]["precision"]["scale_history"].size() >= 1);
+  CHECK(j["quality"]["final"].get<double>() > 0.3);
+}
+
+TEST_CASE("an fp16 run whose gradients always overflow stops as diverged at the minimum scale", "[gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  // lr 1e30 blows the weights up: every gradient overflows and the scale hits its floor.
+  auto r = efftrain::test::run_efftrain(
+      "run experiments/smoke/cifar10_resnet_tiny.yaml --device cuda --set precision.mode=fp16 "
+      "--set optim.lr=1e30 --set precision.initial_scale_power=2 --set precision.hysteresis=1 "
+      "--set precision.max_overflows_at_min_scale=3 --set output.log_every=5 --set train.max_steps=200 "
+      "--out /tmp/efftrain-gpu-fp16-div --overwrite");
+  CHECK(r.exit_code == 3);
+  const auto j = nlohmann::json::parse(efftrain::test::read_text("/tmp/efftrain-gpu-fp16-div/report.json"));
+  CHECK(j["status"] == "diverged");
+  CHECK(j["result"]["steps"].get<int64_t>() < 200);
 }

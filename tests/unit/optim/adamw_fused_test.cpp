@@ -5,6 +5,8 @@
 #include "efftrain/config/config.h"
 #include "efftrain/engine/context.h"
 #include "efftrain/optim/optimizer.h"
+#include "efftrain/core/error.h"
+#include "helpers.h"
 
 using namespace efftrain;
 
@@ -69,4 +71,40 @@ TEST_CASE("adamw_fused: a step with found-inf set changes nothing, step count in
   skipping->step(1e-2, torch::zeros({}));
   clean->step(1e-2, torch::zeros({}));
   CHECK(torch::equal(p.detach(), q.detach()));
+}
+
+TEST_CASE("both optimizers save and load their state: a restored optimizer continues identically") {
+  for (const std::string name : {"adamw", "adamw_fused"}) {
+    config::ExperimentConfig cfg;
+    BuildContext ctx{cfg, torch::Device(torch::kCPU)};
+    test::TempDir d;
+    torch::manual_seed(2);
+    const auto init = torch::randn({6, 3});
+    auto p = init.clone().requires_grad_(), q = torch::zeros({6, 3}).requires_grad_();
+    auto a = OptimizerRegistry::create(name, ctx), b = OptimizerRegistry::create(name, ctx);
+    a->attach({p});
+    b->attach({q});
+    std::vector<torch::Tensor> grads;
+    for (int i = 0; i < 10; ++i) grads.push_back(torch::randn({6, 3}));
+    for (int i = 0; i < 5; ++i) {
+      p.mutable_grad() = grads[i].clone();
+      a->step(1e-2, torch::zeros({}));
+    }
+    a->save(d.file("opt.pt"));
+    {
+      torch::NoGradGuard ng;
+      q.copy_(p);
+    }
+    b->load(d.file("opt.pt"));
+    for (int i = 5; i < 10; ++i) {
+      p.mutable_grad() = grads[i].clone();
+      q.mutable_grad() = grads[i].clone();
+      a->step(1e-2, torch::zeros({}));
+      b->step(1e-2, torch::zeros({}));
+    }
+    INFO(name);
+    CHECK(torch::equal(p.detach(), q.detach()));
+    d.write("bad.pt", "not a torch archive");
+    CHECK_THROWS_AS(b->load(d.file("bad.pt")), UserError);
+  }
 }

@@ -1,0 +1,113 @@
+// adaptive: variance-aware gradient accumulation. The gradient noise scale is estimated from
+// the first micro-batch's gradient and the accumulated one (two multi-tensor norms a step, no
+// extra backward, no gradient copies); every `interval` steps k is re-decided so that the
+// global batch (micro-batch x k x world size) tracks factor x B_noise, within [k_min, k_max],
+// changing only when the target leaves a +-hysteresis band around the current batch.
+// With one process the estimate needs two micro-batches, so k stays >= 2 there.
+#include <cmath>
+
+#include "efftrain/batching/accumulation.h"
+#include "efftrain/batching/noise_scale.h"
+#include "efftrain/engine/context.h"
+
+namespace efftrain {
+
+namespace {
+
+torch::Tensor grad_sq_norm(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  auto norms = at::_foreach_norm(grads, 2);
+  return torch::stack(norms).to(torch::kDouble).pow(2).sum();
+}
+
+class Adaptive : public Accumulation {
+ public:
+  Adaptive(const config::AccumulationConfig& c, int64_t micro_batch, int world, torch::Device device)
+      : cfg_(c), b_(static_cast<double>(micro_batch)), world_(world), est_(c.ema, device) {
+    k_min_ = world > 1 ? c.k_min : std::max<int64_t>(c.k_min, 2);
+    k_ = std::clamp(c.k, k_min_, std::max(k_min_, c.k_max));
+    k0_ = k_;
+    k_history_.push_back({{"step", 1}, {"k", k_}});
+  }
+
+  int64_t next_k(int64_t) override { return k_; }
+
+  void after_backward(int64_t i, int64_t k, const std::vector<torch::Tensor>& params,
+                      const torch::Tensor& loss_scale) override {
+    if (i != 0 && i != k - 1) return;
+    torch::NoGradGuard ng;
+    auto sq = grad_sq_norm(params);
+    if (loss_scale.defined()) sq = sq / loss_scale.to(torch::kDouble).pow(2);
+    // The loss of each micro-batch was divided by k: after the first, .grad = g_1 / k.
+    if (i == 0) small_ = sq * static_cast<double>(k * k);
+    if (i == k - 1) big_ = sq;
+    cur_k_ = k;
+  }
+
+  void after_step(int64_t step, const torch::Tensor& found_inf) override {
+    if (cur_k_ >= 2 && small_.defined() && big_.defined()) {
+      torch::Tensor valid;
+      if (found_inf.defined()) valid = found_inf == 0;
+      est_.observe(small_, b_, big_, b_ * static_cast<double>(cur_k_), valid);
+    }
+    if (step % cfg_.interval != 0) return;
+    decide(step);
+  }
+
+  double lr_scale() const override { return lr_scale_; }
+
+  nlohmann::json report() const override {
+    return {{"mode", "adaptive"}, {"k", k_}, {"k_min", k_min_}, {"k_max", cfg_.k_max},
+            {"interval", cfg_.interval}, {"factor", cfg_.factor}, {"ema", cfg_.ema},
+            {"hysteresis", cfg_.hysteresis}, {"lr_response", cfg_.lr_response},
+            {"micro_batch", b_}, {"world_size", world_},
+            {"k_history", k_history_}, {"noise_history", noise_history_}};
+  }
+
+ private:
+  void decide(int64_t step) {
+    if (est_.observations() == 0) return;
+    const double bn = est_.b_noise(), g2 = est_.g2(), tr = est_.trace_sigma();
+    noise_history_.push_back({{"step", step}, {"b_noise", std::isfinite(bn) ? nlohmann::json(bn) : nlohmann::json(nullptr)},
+                              {"g2", g2}, {"trace_sigma", tr}, {"k", k_}});
+    if (!std::isfinite(bn) || bn <= 0) return;
+    const double per_k = b_ * world_;
+    const double current = per_k * static_cast<double>(k_);
+    const double target = cfg_.factor * bn;
+    if (target <= current * (1.0 + cfg_.hysteresis) && target >= current / (1.0 + cfg_.hysteresis)) return;
+    const int64_t next = std::clamp<int64_t>(std::llround(target / per_k), k_min_, cfg_.k_max);
+    if (next == k_) return;
+    k_ = next;
+    k_history_.push_back({{"step", step + 1}, {"k", k_}});
+    const double S = static_cast<double>(k_) / static_cast<double>(k0_);
+    if (cfg_.lr_response == "sqrt") lr_scale_ = std::sqrt(S);
+    else if (cfg_.lr_response == "linear") lr_scale_ = S;
+    else if (cfg_.lr_response == "adascale") {
+      const double sigma2 = tr / (per_k * static_cast<double>(k0_));  // variance of a base-batch gradient
+      lr_scale_ = g2 > 0 ? (sigma2 + g2) / (sigma2 / S + g2) : 1.0;
+    } else lr_scale_ = 1.0;
+  }
+
+  config::AccumulationConfig cfg_;
+  double b_;
+  int world_;
+  NoiseScaleEstimator est_;
+  int64_t k_min_, k_, k0_, cur_k_ = 0;
+  double lr_scale_ = 1.0;
+  torch::Tensor small_, big_;
+  nlohmann::json k_history_ = nlohmann::json::array();
+  nlohmann::json noise_history_ = nlohmann::json::array();
+};
+
+}  // namespace
+
+EFFTRAIN_REGISTER(Accumulation, "adaptive",
+                  "variance-aware k from the gradient noise scale (McCandlish et al.), re-decided every interval steps",
+                  [](const BuildContext& ctx) {
+                    return std::make_unique<Adaptive>(ctx.cfg.accumulation, ctx.cfg.train.batch_size, ctx.world_size,
+                                                      ctx.device);
+                  });
+
+}  // namespace efftrain
