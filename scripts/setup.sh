@@ -82,7 +82,15 @@ print(torch.utils.cmake_prefix_path)
 PY
   }
   prefix=""
-  for py in "${EFFTRAIN_PYTHON:-}" "$EFFTRAIN_CACHE/venv/bin/python3" python3; do
+  # Fast path: the prefix found last time still holds torch 2.11.0 (no Python start-up).
+  if [ -f "$prefix_file" ]; then
+    cached="$(cat "$prefix_file")"
+    if [ -f "$cached/Torch/TorchConfig.cmake" ] &&
+       grep -qs "^__version__ = '$TORCH_VERSION_WANTED" "$cached/../../version.py"; then
+      prefix="$cached"
+    fi
+  fi
+  [ -n "$prefix" ] || for py in "${EFFTRAIN_PYTHON:-}" "$EFFTRAIN_CACHE/venv/bin/python3" python3; do
     [ -n "$py" ] || continue
     command -v "$py" >/dev/null 2>&1 || continue
     if prefix="$(torch_prefix_of "$py")" && [ -n "$prefix" ]; then break; fi

@@ -108,3 +108,10 @@ TEST_CASE("adaptive accumulation runs end to end and reports k and the noise est
   CHECK(a["noise_history"].size() == 6);
   CHECK(j["result"]["samples"].get<int64_t>() >= 30 * 64 * 2);  // k >= 2 with one process
 }
+
+TEST_CASE("the budget placement needs the CUDA allocator and says so on a CPU run") {
+  auto r = run_efftrain("run experiments/smoke/cifar10_resnet_tiny.yaml --set checkpointing.policy=budget "
+                        "--set checkpointing.budget_bytes=1000000");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("budget measures activation memory with the CUDA allocator") != std::string::npos);
+}

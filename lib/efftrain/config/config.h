@@ -107,7 +107,8 @@ struct AccumulationConfig {
 
 struct CheckpointingConfig {
   std::string policy = "none";
-  int64_t every = 0;  // policy every: blocks per segment
+  int64_t every = 0;         // policy every: blocks per segment
+  int64_t budget_bytes = 0;  // policy budget: activation memory budget
 };
 
 struct DistributedConfig {

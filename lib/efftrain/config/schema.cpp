@@ -429,6 +429,8 @@ template <class V> void visit(V& v, AccumulationConfig& c) {
 template <class V> void visit(V& v, CheckpointingConfig& c) {
   v.component("policy", c.policy, "checkpointing", "Which model segments are recomputed in backward.");
   v.field("every", c.every, "policy every: blocks per checkpointed segment.", at_least(0));
+  v.field("budget_bytes", c.budget_bytes,
+          "policy budget: activation memory budget in bytes (measured per block on the CUDA allocator).", at_least(0));
 }
 
 template <class V> void visit(V& v, DistributedConfig& c) {
@@ -481,6 +483,10 @@ void check_consistency(const ExperimentConfig& c, const std::map<std::string, So
   if (c.accumulation.k_min > c.accumulation.k_max)
     throw UserError(where("accumulation.k_min") + ": accumulation.k_min: expected at most k_max (" +
                     std::to_string(c.accumulation.k_max) + "), found " + std::to_string(c.accumulation.k_min));
+  if (c.checkpointing.policy == "budget" && c.checkpointing.budget_bytes < 1)
+    throw UserError(where("checkpointing.budget_bytes") +
+                    ": checkpointing.budget_bytes: expected a byte count >= 1 with policy budget, found " +
+                    std::to_string(c.checkpointing.budget_bytes));
   if (c.checkpointing.policy == "every" && c.checkpointing.every < 1)
     throw UserError(where("checkpointing.every") +
                     ": checkpointing.every: expected an integer >= 1 with policy every, found " +

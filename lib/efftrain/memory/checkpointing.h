@@ -9,6 +9,20 @@
 
 namespace efftrain {
 
+// What one block holds for backward, measured in a probe forward (allocator bytes gained
+// across the block), and the size of its output (kept at a segment boundary anyway).
+struct BlockMemory {
+  int64_t activation_bytes = 0;
+  int64_t output_bytes = 0;
+};
+
+// budget placement: out of segments of `segment_size` blocks, checkpoint the fewest (largest
+// saving first) that bring the activation memory -- what is kept, plus the largest segment
+// recomputed in backward -- under `budget_bytes`. `met` says whether the budget was reached.
+std::vector<std::pair<int64_t, int64_t>> select_budget_segments(const std::vector<BlockMemory>& blocks,
+                                                               int64_t budget_bytes, int64_t segment_size,
+                                                               bool* met = nullptr, int64_t* estimate = nullptr);
+
 class Checkpointing {
  public:
   static constexpr const char* kKind = "checkpointing";
@@ -16,6 +30,12 @@ class Checkpointing {
   // Indices of the model's blocks (0..num_blocks-1) that start a recomputed segment, and the
   // segment lengths; empty = nothing is checkpointed.
   virtual std::vector<std::pair<int64_t, int64_t>> segments(int64_t num_blocks) const = 0;
+  // Placements that need the measured activation memory of each block say so here; the
+  // engine then probes the model and calls segments_for().
+  virtual bool needs_measurement() const { return false; }
+  virtual std::vector<std::pair<int64_t, int64_t>> segments_for(const std::vector<BlockMemory>& measured) const {
+    return segments(static_cast<int64_t>(measured.size()));
+  }
   virtual nlohmann::json report() const = 0;
 };
 

@@ -1,6 +1,8 @@
 // Checkpointing placements: sqrt (segments of ceil(sqrt(L)) blocks) and every(n).
+#include <algorithm>
 #include <cmath>
 
+#include "efftrain/core/error.h"
 #include "efftrain/engine/context.h"
 #include "efftrain/memory/checkpointing.h"
 
@@ -40,6 +42,103 @@ EFFTRAIN_REGISTER(Checkpointing, "sqrt", "recompute every block, in segments of 
 EFFTRAIN_REGISTER(Checkpointing, "every", "recompute every block, in segments of checkpointing.every blocks",
                   [](const BuildContext& ctx) {
                     return std::make_unique<Segments>("every", ctx.cfg.checkpointing.every);
+                  });
+
+}  // namespace efftrain
+
+namespace efftrain {
+
+std::vector<std::pair<int64_t, int64_t>> select_budget_segments(const std::vector<BlockMemory>& blocks,
+                                                               int64_t budget, int64_t size, bool* met,
+                                                               int64_t* estimate) {
+  const int64_t n = static_cast<int64_t>(blocks.size());
+  struct Seg {
+    int64_t first, count, held, saving;
+  };
+  std::vector<Seg> segs;
+  int64_t total = 0;
+  for (int64_t s = 0; s < n; s += size) {
+    Seg g{s, std::min(size, n - s), 0, 0};
+    for (int64_t b = s; b < s + g.count; ++b) g.held += blocks[b].activation_bytes;
+    // Checkpointed, a segment keeps only its output (the next segment's input).
+    g.saving = g.held - blocks[s + g.count - 1].output_bytes;
+    total += g.held;
+    segs.push_back(g);
+  }
+  std::vector<size_t> order(segs.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return segs[a].saving > segs[b].saving; });
+  std::vector<bool> chosen(segs.size(), false);
+  // Peak: everything kept at the end of forward, or -- while backward (last segment first)
+  // recomputes a checkpointed segment -- what the earlier segments keep plus that segment.
+  auto peak = [&] {
+    int64_t kept = 0, worst = 0;
+    for (size_t i = 0; i < segs.size(); ++i) {
+      if (chosen[i]) worst = std::max(worst, kept + segs[i].held);
+      kept += chosen[i] ? segs[i].held - segs[i].saving : segs[i].held;
+    }
+    return std::max(worst, kept);
+  };
+  int64_t est = total;
+  bool ok = est <= budget;
+  for (size_t k = 0; k < order.size() && !ok; ++k) {
+    if (segs[order[k]].saving <= 0) break;
+    chosen[order[k]] = true;
+    est = peak();
+    ok = est <= budget;
+  }
+  if (estimate) *estimate = est;
+  if (met) *met = ok;
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (size_t i = 0; i < segs.size(); ++i)
+    if (chosen[i]) out.emplace_back(segs[i].first, segs[i].count);
+  return out;
+}
+
+namespace {
+
+class Budget : public Checkpointing {
+ public:
+  explicit Budget(int64_t budget) : budget_(budget) {}
+  std::vector<std::pair<int64_t, int64_t>> segments(int64_t) const override { return {}; }
+  bool needs_measurement() const override { return true; }
+  std::vector<std::pair<int64_t, int64_t>> segments_for(const std::vector<BlockMemory>& m) const override {
+    const int64_t n = static_cast<int64_t>(m.size());
+    const int64_t size = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(std::max<int64_t>(n, 1)))));
+    measured_ = m;
+    chosen_ = select_budget_segments(m, budget_, size, &met_, &estimate_);
+    return chosen_;
+  }
+  nlohmann::json report() const override {
+    nlohmann::json segs = nlohmann::json::array(), blocks = nlohmann::json::array();
+    for (const auto& s : chosen_) segs.push_back({{"first_block", s.first}, {"blocks", s.second}});
+    int64_t total = 0;
+    for (const auto& b : measured_) {
+      blocks.push_back(b.activation_bytes);
+      total += b.activation_bytes;
+    }
+    return {{"policy", "budget"}, {"budget_bytes", budget_}, {"blocks", measured_.size()},
+            {"measured_block_activation_bytes", blocks}, {"measured_activation_bytes", total},
+            {"estimated_activation_bytes", estimate_}, {"budget_met", met_}, {"segments", segs}};
+  }
+
+ private:
+  int64_t budget_;
+  mutable std::vector<BlockMemory> measured_;
+  mutable std::vector<std::pair<int64_t, int64_t>> chosen_;
+  mutable bool met_ = false;
+  mutable int64_t estimate_ = 0;
+};
+
+}  // namespace
+
+EFFTRAIN_REGISTER(Checkpointing, "budget",
+                  "the fewest ceil(sqrt(L))-block segments that bring measured activation memory under budget_bytes (CUDA)",
+                  [](const BuildContext& ctx) -> std::unique_ptr<Checkpointing> {
+                    if (!ctx.device.is_cuda())
+                      throw UserError("checkpointing.policy: budget measures activation memory with the CUDA allocator;"
+                                      " this run is on " + ctx.device.str() + " (use sqrt or every)");
+                    return std::make_unique<Budget>(ctx.cfg.checkpointing.budget_bytes);
                   });
 
 }  // namespace efftrain

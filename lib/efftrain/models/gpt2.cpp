@@ -97,6 +97,7 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx) {
   } else if (!c_.sdpa) {
     kernel_ = "plain (materialized masked softmax)";
   }
+  if (block_observer) block_observer(-1, x);
   size_t seg = 0;
   for (int64_t i = 0; i < c_.layers;) {
     if (seg < segments_.size() && segments_[seg].first == i && is_training()) {
@@ -112,6 +113,7 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx) {
       ++seg;
     } else {
       x = blocks_[i]->forward(x);
+      if (block_observer) block_observer(i, x);
       ++i;
     }
   }

@@ -47,6 +47,8 @@ class GptImpl : public torch::nn::Module {
   double block_forward_flops_per_token(int64_t seq_len) const;
   // Which SDPA kernel the last forward used ("flash_attention", "cudnn_attention", ...).
   const std::string& attention_kernel() const { return kernel_; }
+  // Called with (-1, embedding output) and then (i, output of block i) during forward (probes).
+  std::function<void(int64_t, const torch::Tensor&)> block_observer;
   std::string kernel_;
 
  private:

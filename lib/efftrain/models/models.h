@@ -19,6 +19,8 @@ class ImageClassifier : public torch::nn::Module {
   virtual std::vector<double> block_forward_flops(int64_t image_size) const { return {}; }
   // Recompute runs of blocks [first, first + count) in backward.
   void set_checkpoint_segments(std::vector<std::pair<int64_t, int64_t>> segments) { segments_ = std::move(segments); }
+  // Called with (-1, stem output) and then (i, output of block i) during forward (probes).
+  std::function<void(int64_t, const torch::Tensor&)> block_observer;
 
  protected:
   std::vector<std::pair<int64_t, int64_t>> segments_;

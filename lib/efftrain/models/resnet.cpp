@@ -80,6 +80,7 @@ torch::Tensor ResNetImpl::head(torch::Tensor x) {
 
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
   x = stem(x);
+  if (block_observer) block_observer(-1, x);
   size_t seg = 0;
   for (int64_t i = 0; i < num_blocks();) {
     if (seg < segments_.size() && segments_[seg].first == i && is_training()) {
@@ -98,6 +99,7 @@ torch::Tensor ResNetImpl::forward(torch::Tensor x) {
       ++seg;
     } else {
       x = blocks_[i]->forward(x);
+      if (block_observer) block_observer(i, x);
       ++i;
     }
   }

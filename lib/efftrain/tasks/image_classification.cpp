@@ -1,6 +1,7 @@
 #include "efftrain/tasks/image_classification.h"
 
 #include "efftrain/data/cifar10.h"
+#include "efftrain/memory/probe.h"
 
 namespace efftrain {
 
@@ -90,6 +91,29 @@ EvalResult ImageClassificationTask::evaluate() {
   r.value = static_cast<double>(correct.item<int64_t>()) / static_cast<double>(n);
   r.loss = loss_sum.item<double>() / static_cast<double>(n);
   return r;
+}
+
+std::vector<BlockMemory> ImageClassificationTask::probe_block_memory(
+    const std::function<std::shared_ptr<void>()>& scope) {
+  if (model_->num_blocks() == 0) return {};
+  std::vector<torch::Tensor> saved;
+  {
+    torch::NoGradGuard ng;
+    for (auto& b : model_->buffers()) saved.push_back(b.clone());
+  }
+  const auto s = set_.train.images.sizes();
+  auto x = prepare(torch::randint(0, 256, {batch_size_, s[1], s[2], s[3]},
+                                  torch::TensorOptions().device(device_).dtype(torch::kUInt8)));
+  auto blocks = measure_block_memory(
+      device_, [&](BlockObserver o) { model_->block_observer = std::move(o); },
+      [&] {
+        auto guard = scope();
+        auto y = model_->forward(x);  // the graph (and its activations) lives until here
+      });
+  torch::NoGradGuard ng;
+  auto bufs = model_->buffers();
+  for (size_t i = 0; i < bufs.size(); ++i) bufs[i].copy_(saved[i]);
+  return blocks;
 }
 
 double ImageClassificationTask::train_flops_per_sample() const {

@@ -31,6 +31,7 @@ class ImageClassificationTask : public Task {
   void set_checkpoint_segments(const std::vector<std::pair<int64_t, int64_t>>& s) override {
     model_->set_checkpoint_segments(s);
   }
+  std::vector<BlockMemory> probe_block_memory(const std::function<std::shared_ptr<void>()>& scope) override;
 
  private:
   torch::Tensor prepare(const torch::Tensor& u8_on_device);

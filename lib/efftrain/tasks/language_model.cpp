@@ -11,6 +11,7 @@
 #include "efftrain/data/gpt2_tokenizer.h"
 #include "efftrain/data/sampler.h"
 #include "efftrain/engine/context.h"
+#include "efftrain/memory/probe.h"
 #include "efftrain/models/gpt2.h"
 #include "efftrain/tasks/task.h"
 
@@ -162,6 +163,17 @@ class LanguageModelTask : public Task {
   void set_checkpoint_segments(const std::vector<std::pair<int64_t, int64_t>>& s) override {
     model_->set_checkpoint_segments(s);
   }
+  std::vector<BlockMemory> probe_block_memory(const std::function<std::shared_ptr<void>()>& scope) override {
+    auto idx = torch::randint(0, model_->config().vocab, {batch_, T_},
+                              torch::TensorOptions().device(device_).dtype(torch::kLong));
+    return measure_block_memory(
+        device_, [&](BlockObserver o) { model_->block_observer = std::move(o); },
+        [&] {
+          auto guard = scope();
+          auto y = model_->forward(idx);
+        });
+  }
+
   nlohmann::json describe() const override {
     const auto& c = model_->config();
     return {{"layers", c.layers}, {"heads", c.heads}, {"width", c.width}, {"context", c.context},

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "efftrain/core/registry.h"
+#include "efftrain/memory/checkpointing.h"
 
 namespace efftrain {
 
@@ -52,6 +53,12 @@ class Task {
   virtual int64_t num_blocks() const { return 0; }
   virtual std::vector<double> block_forward_flops_per_sample() const { return {}; }
   virtual void set_checkpoint_segments(const std::vector<std::pair<int64_t, int64_t>>& segments) {}
+  // One probe forward (training mode, grad on, a random batch of the real shape, inside
+  // `scope`) that measures each block's activation memory on the device allocator; model
+  // state (BatchNorm statistics) is restored afterwards. Empty when the task has no blocks.
+  virtual std::vector<BlockMemory> probe_block_memory(const std::function<std::shared_ptr<void>()>& scope) {
+    return {};
+  }
   // What the report says about the model and data beyond name, parameters and FLOPs.
   virtual nlohmann::json describe() const { return nlohmann::json::object(); }
 };

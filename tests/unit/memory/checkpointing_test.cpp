@@ -82,3 +82,25 @@ TEST_CASE("checkpoint restores the RNG so dropout masks match in the recompute")
   CHECK(torch::allclose(g_plain, w.grad(), 1e-6, 1e-7));
 }
 
+
+TEST_CASE("budget placement checkpoints the fewest segments, largest saving first") {
+  // 9 blocks, sqrt segments of 3: S0 and S2 hold 300 bytes, S1 600 (block 4 is large); each
+  // block's output is 10 bytes, all a checkpointed segment keeps.
+  std::vector<BlockMemory> blocks(9, BlockMemory{100, 10});
+  blocks[4].activation_bytes = 400;
+  bool met = false;
+  int64_t estimate = 0;
+  CHECK(select_budget_segments(blocks, 2000, 3, &met, &estimate).empty());  // 1200 fits
+  CHECK(met);
+  CHECK(estimate == 1200);
+  // S1 alone: 610 kept; recomputing S1 in backward peaks at 300 (S0) + 600 = 900.
+  CHECK(select_budget_segments(blocks, 1000, 3, &met, &estimate) == Segs{{3, 3}});
+  CHECK(met);
+  CHECK(estimate == 900);
+  // S1 and S0: 320 kept; the recompute of S1 peaks at 10 + 600 = 610.
+  CHECK(select_budget_segments(blocks, 800, 3, &met, &estimate) == Segs{{0, 3}, {3, 3}});
+  CHECK(estimate == 610);
+  // 500 is out of reach (S1's recompute alone needs 600): all three, budget not met.
+  CHECK(select_budget_segments(blocks, 500, 3, &met).size() == 3);
+  CHECK_FALSE(met);
+}

@@ -61,3 +61,24 @@ TEST_CASE("an fp16 run whose gradients always overflow stops as diverged at the 
   CHECK(j["status"] == "diverged");
   CHECK(j["result"]["steps"].get<int64_t>() < 200);
 }
+
+TEST_CASE("budget checkpointing measures the blocks on the GPU and meets a budget", "[gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  auto run = [](const std::string& budget, const std::string& out) {
+    auto r = efftrain::test::run_efftrain(
+        "run experiments/smoke/cifar10_resnet_tiny.yaml --device cuda --set train.max_steps=3 "
+        "--set checkpointing.policy=budget --set checkpointing.budget_bytes=" + budget + " --out " + out + " --overwrite");
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return nlohmann::json::parse(efftrain::test::read_text(out + "/report.json"))["optimizations"]["checkpointing"];
+  };
+  const auto roomy = run("100000000000", "/tmp/efftrain-gpu-budget-a");
+  CHECK(roomy["segments"].empty());
+  CHECK(roomy["budget_met"] == true);
+  CHECK(roomy["measured_block_activation_bytes"].size() == 3);
+  const int64_t total = roomy["measured_activation_bytes"];
+  CHECK(total > 0);
+  const auto tight = run(std::to_string(total * 3 / 4), "/tmp/efftrain-gpu-budget-b");
+  CHECK_FALSE(tight["segments"].empty());
+  CHECK(tight["estimated_activation_bytes"].get<int64_t>() < total);
+}
