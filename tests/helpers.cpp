@@ -1,5 +1,6 @@
 #include "helpers.h"
 
+#include "efftrain/core/error.h"
 #include "efftrain/core/files.h"
 
 #include <sys/wait.h>
@@ -37,6 +38,15 @@ std::string read_text(const std::string& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::string user_error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "(no error)";
 }
 
 std::string shared_data_dir() {

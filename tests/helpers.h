@@ -1,6 +1,7 @@
 // Test helpers: temporary folders, files, and running the built efftrain binary.
 #pragma once
 
+#include <functional>
 #include <string>
 
 namespace efftrain::test {
@@ -30,6 +31,8 @@ struct CommandResult {
 CommandResult run_efftrain(const std::string& args, const std::string& cwd = EFFTRAIN_SOURCE_DIR);
 
 std::string read_text(const std::string& path);
+// The message of the UserError that `f` throws, or "(no error)".
+std::string user_error_of(const std::function<void()>& f);
 // The real data kept beside the checkout (../shared/data), or a copy under .data/data (the GPU
 // machine), or $EFFTRAIN_SHARED_DATA; empty when none exists (tests that need it SKIP).
 std::string shared_data_dir();

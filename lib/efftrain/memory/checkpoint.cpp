@@ -110,4 +110,30 @@ torch::Tensor checkpoint(SegmentFn fn, const torch::Tensor& x, std::vector<torch
   return CheckpointFn::apply(x, h);
 }
 
+torch::Tensor run_blocks(int64_t n, const std::vector<std::pair<int64_t, int64_t>>& segments, bool training,
+                         const std::function<torch::Tensor(int64_t, const torch::Tensor&)>& block,
+                         const std::function<std::vector<torch::Tensor>(int64_t, int64_t)>& buffers_of,
+                         const std::function<void(int64_t, const torch::Tensor&)>& observer, torch::Tensor x) {
+  size_t seg = 0;
+  for (int64_t i = 0; i < n;) {
+    if (training && seg < segments.size() && segments[seg].first == i) {
+      const int64_t first = i, count = segments[seg].second;
+      x = checkpoint(
+          [block, first, count](const torch::Tensor& in) {  // by value: it runs again in backward
+            torch::Tensor h = in;
+            for (int64_t j = first; j < first + count; ++j) h = block(j, h);
+            return h;
+          },
+          x, buffers_of ? buffers_of(first, count) : std::vector<torch::Tensor>{});
+      i += count;
+      ++seg;
+    } else {
+      x = block(i, x);
+      if (observer) observer(i, x);
+      ++i;
+    }
+  }
+  return x;
+}
+
 }  // namespace efftrain

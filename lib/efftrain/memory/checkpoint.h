@@ -18,4 +18,12 @@ using SegmentFn = std::function<torch::Tensor(const torch::Tensor&)>;
 // the recompute. Parameter gradients accumulate into .grad in backward (reentrant).
 torch::Tensor checkpoint(SegmentFn fn, const torch::Tensor& x, std::vector<torch::Tensor> buffers);
 
+// Runs blocks 0..n-1 on x: each segment [first, first + count) in `segments` is recomputed in
+// backward (when `training`), with the buffers `buffers_of(first, count)` restored; other
+// blocks run plainly and are reported to `observer` (i, output) when one is set.
+torch::Tensor run_blocks(int64_t n, const std::vector<std::pair<int64_t, int64_t>>& segments, bool training,
+                         const std::function<torch::Tensor(int64_t, const torch::Tensor&)>& block,
+                         const std::function<std::vector<torch::Tensor>(int64_t, int64_t)>& buffers_of,
+                         const std::function<void(int64_t, const torch::Tensor&)>& observer, torch::Tensor x);
+
 }  // namespace efftrain

@@ -98,25 +98,9 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx) {
     kernel_ = "plain (materialized masked softmax)";
   }
   if (block_observer) block_observer(-1, x);
-  size_t seg = 0;
-  for (int64_t i = 0; i < c_.layers;) {
-    if (seg < segments_.size() && segments_[seg].first == i && is_training()) {
-      const int64_t first = i, count = segments_[seg].second;
-      x = checkpoint(
-          [this, first, count](const torch::Tensor& in) {
-            torch::Tensor h = in;
-            for (int64_t j = first; j < first + count; ++j) h = blocks_[j]->forward(h);
-            return h;
-          },
-          x, {});
-      i += count;
-      ++seg;
-    } else {
-      x = blocks_[i]->forward(x);
-      if (block_observer) block_observer(i, x);
-      ++i;
-    }
-  }
+  x = run_blocks(
+      c_.layers, segments_, is_training(), [this](int64_t i, const torch::Tensor& h) { return blocks_[i]->forward(h); },
+      nullptr, block_observer, x);
   x = ln_f_->forward(x);
   return torch::nn::functional::linear(x, wte_->weight);  // tied output embedding, no bias
 }

@@ -81,28 +81,15 @@ torch::Tensor ResNetImpl::head(torch::Tensor x) {
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
   x = stem(x);
   if (block_observer) block_observer(-1, x);
-  size_t seg = 0;
-  for (int64_t i = 0; i < num_blocks();) {
-    if (seg < segments_.size() && segments_[seg].first == i && is_training()) {
-      const int64_t first = i, count = segments_[seg].second;
-      std::vector<torch::Tensor> buffers;  // BatchNorm running statistics of the segment
-      for (int64_t j = first; j < first + count; ++j)
-        for (auto& b : blocks_[j]->buffers()) buffers.push_back(b);
-      x = checkpoint(
-          [this, first, count](const torch::Tensor& in) {
-            torch::Tensor h = in;
-            for (int64_t j = first; j < first + count; ++j) h = blocks_[j]->forward(h);
-            return h;
-          },
-          x, std::move(buffers));
-      i += count;
-      ++seg;
-    } else {
-      x = blocks_[i]->forward(x);
-      if (block_observer) block_observer(i, x);
-      ++i;
-    }
-  }
+  x = run_blocks(
+      num_blocks(), segments_, is_training(), [this](int64_t i, const torch::Tensor& h) { return blocks_[i]->forward(h); },
+      [this](int64_t first, int64_t count) {  // BatchNorm running statistics of the segment
+        std::vector<torch::Tensor> buffers;
+        for (int64_t j = first; j < first + count; ++j)
+          for (auto& b : blocks_[j]->buffers()) buffers.push_back(b);
+        return buffers;
+      },
+      block_observer, x);
   return head(x);
 }
 

@@ -21,14 +21,7 @@ std::string make_records(int n, int bad_label_at = -1) {
   }
   return s;
 }
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+std::string error_of(const std::function<void()>& f) { return test::user_error_of(f); }
 }  // namespace
 
 TEST_CASE("the CIFAR-10 reader round-trips labels and pixels (R, G, B planes, row-major)") {

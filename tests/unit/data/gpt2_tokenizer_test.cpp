@@ -21,14 +21,7 @@ const data::Gpt2Tokenizer& real() {
   return t;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+std::string error_of(const std::function<void()>& f) { return test::user_error_of(f); }
 
 // A 4-token toy vocabulary: every byte, plus merges "a b" -> "ab" and "ab c" -> "abc".
 std::string toy_vocab(const test::TempDir& d, const std::string& merges = "#version: 0.2\na b\nab c\n") {
