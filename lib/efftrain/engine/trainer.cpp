@@ -70,7 +70,6 @@ TrainResult Trainer::fit() {
     return tc.target && (metric.higher_is_better ? v >= *tc.target : v <= *tc.target);
   };
   bool stop = false;
-  int64_t last_eval_step = -1;
   double last_loss = 0;
 
   for (int64_t step = 1; !stop; ++step) {
@@ -178,7 +177,6 @@ TrainResult Trainer::fit() {
         ev = task.evaluate();
       }
       r.eval_s += seconds_since(e0);
-      last_eval_step = step;
       const double t_after = seconds_since(t0);
       r.final_metric = ev.value;
       if (!r.best_metric || (metric.higher_is_better ? ev.value > *r.best_metric : ev.value < *r.best_metric))
@@ -200,7 +198,6 @@ TrainResult Trainer::fit() {
     }
     if (last) stop = true;
   }
-  (void)last_eval_step;
 
   metrics::synchronize(device_);
   const auto t_end = Clock::now();

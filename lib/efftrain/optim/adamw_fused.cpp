@@ -118,7 +118,7 @@ class FusedAdamW : public Optimizer {
             {"state_bytes", state_bytes()}};
   }
 
-  // For tests: the state of parameter i of group g.
+  // One parameter group: its parameters, their moments and step counts, and its decay.
   struct Group {
     std::vector<torch::Tensor> params, exp_avg, exp_avg_sq, steps;
     double weight_decay;
