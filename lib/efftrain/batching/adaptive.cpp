@@ -9,16 +9,14 @@
 #include "efftrain/batching/accumulation.h"
 #include "efftrain/batching/noise_scale.h"
 #include "efftrain/engine/context.h"
+#include "efftrain/optim/grads.h"
 
 namespace efftrain {
 
 namespace {
 
 torch::Tensor grad_sq_norm(const std::vector<torch::Tensor>& params) {
-  std::vector<torch::Tensor> grads;
-  for (const auto& p : params)
-    if (p.grad().defined()) grads.push_back(p.grad());
-  auto norms = at::_foreach_norm(grads, 2);
+  auto norms = at::_foreach_norm(defined_grads(params), 2);
   return torch::stack(norms).to(torch::kDouble).pow(2).sum();
 }
 

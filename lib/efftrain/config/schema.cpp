@@ -222,27 +222,24 @@ class Reader {
       wrong_type<std::optional<double>>(n, path, lim);
     v = x;
   }
-  static void parse(const Node& n, const std::string& path, std::vector<double>& v,
-                    const Limits& lim) {
-    if (n.kind != Node::Kind::Seq) wrong_type<std::vector<double>>(n, path, lim);
-    std::vector<double> out;
+  template <class T>
+  static void parse_list(const Node& n, const std::string& path, std::vector<T>& v, const Limits& lim,
+                         bool allow_empty) {
+    if (n.kind != Node::Kind::Seq || (!allow_empty && n.seq.empty())) wrong_type<std::vector<T>>(n, path, lim);
+    std::vector<T> out;
     for (size_t i = 0; i < n.seq.size(); ++i) {
-      double x;
+      T x;
       parse(n.seq[i], path + "[" + std::to_string(i) + "]", x, lim);
       out.push_back(x);
     }
     v = out;
   }
-  static void parse(const Node& n, const std::string& path, std::vector<int64_t>& v,
-                    const Limits& lim) {
-    if (n.kind != Node::Kind::Seq || n.seq.empty()) wrong_type<std::vector<int64_t>>(n, path, lim);
-    std::vector<int64_t> out;
-    for (size_t i = 0; i < n.seq.size(); ++i) {
-      int64_t x;
-      parse(n.seq[i], path + "[" + std::to_string(i) + "]", x, lim);
-      out.push_back(x);
-    }
-    v = out;
+  // An empty betas list is reported by check_consistency (it wants exactly two).
+  static void parse(const Node& n, const std::string& path, std::vector<double>& v, const Limits& lim) {
+    parse_list(n, path, v, lim, /*allow_empty=*/true);
+  }
+  static void parse(const Node& n, const std::string& path, std::vector<int64_t>& v, const Limits& lim) {
+    parse_list(n, path, v, lim, /*allow_empty=*/false);
   }
 
   const Node* node_;

@@ -48,7 +48,7 @@ class HostLoader : public ImageLoader {
   ImageBatch next() override {
     std::pair<torch::Tensor, torch::Tensor> host;
     if (threads_.empty()) {
-      auto job = take_job_locked_free();
+      auto job = next_job();
       host = make(job.first, job.second);
     } else {
       std::unique_lock<std::mutex> l(mu_);
@@ -65,7 +65,8 @@ class HostLoader : public ImageLoader {
   std::string kind() const override { return "host"; }
 
  private:
-  std::pair<int64_t, std::vector<int64_t>> take_job_locked_free() {
+  // The next batch number and its indices; callers hold mu_ when worker threads exist.
+  std::pair<int64_t, std::vector<int64_t>> next_job() {
     return {issued_++, sampler_.next_batch()};
   }
 
@@ -93,7 +94,7 @@ class HostLoader : public ImageLoader {
         std::unique_lock<std::mutex> l(mu_);
         cv_.wait(l, [&] { return stop_ || issued_ < consumed_ + opts_.prefetch; });
         if (stop_) return;
-        job = take_job_locked_free();
+        job = next_job();
       }
       try {
         auto batch = make(job.first, job.second);

@@ -79,13 +79,13 @@ RunOutcome run_experiment(const RunOptions& opts) {
   torch::manual_seed(cfg.train.seed);
   BuildContext bctx{cfg, device, /*rank=*/0, /*world_size=*/1};
   Components parts = build_components(bctx);
+  if (cfg.checkpointing.policy != "none" && parts.task->num_blocks() == 0)
+    throw UserError("checkpointing.policy: " + cfg.checkpointing.policy + " needs a model with blocks; task " +
+                    cfg.task.name + " has none (use none)");
   const auto segments = parts.checkpointing->needs_measurement()
                             ? parts.checkpointing->segments_for(parts.task->probe_block_memory(
                                   [&] { return parts.precision->forward_scope(); }))
                             : parts.checkpointing->segments(parts.task->num_blocks());
-  if (cfg.checkpointing.policy != "none" && parts.task->num_blocks() == 0)
-    throw UserError("checkpointing.policy: " + cfg.checkpointing.policy + " needs a model with blocks; task " +
-                    cfg.task.name + " has none (use none)");
   parts.task->set_checkpoint_segments(segments);
   double recompute_flops = 0;
   {

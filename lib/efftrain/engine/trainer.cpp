@@ -7,6 +7,7 @@
 #include "efftrain/core/error.h"
 #include "efftrain/core/log.h"
 #include "efftrain/metrics/device.h"
+#include "efftrain/optim/grads.h"
 
 namespace efftrain {
 
@@ -96,9 +97,7 @@ TrainResult Trainer::fit() {
     torch::Tensor found_inf = precision.unscale_and_check(params);
     if (cfg_.optim.grad_clip > 0) {
       torch::NoGradGuard ng;
-      std::vector<torch::Tensor> grads;
-      for (auto& p : params)
-        if (p.grad().defined()) grads.push_back(p.grad());
+      const auto grads = defined_grads(params);
       auto norms = at::_foreach_norm(grads, 2);
       auto total = at::linalg_vector_norm(at::stack(norms), 2);
       auto coef = (cfg_.optim.grad_clip / (total + 1e-6)).clamp_max(1.0);

@@ -2,6 +2,7 @@
 // dynamic loss scaling without a host sync per step.
 #include "efftrain/core/error.h"
 #include "efftrain/engine/context.h"
+#include "efftrain/optim/grads.h"
 #include "efftrain/precision/autocast.h"
 #include "efftrain/precision/loss_scaler.h"
 #include "efftrain/precision/precision.h"
@@ -20,10 +21,7 @@ class Fp16 : public Precision {
   }
   torch::Tensor scale_loss(const torch::Tensor& loss) override { return scaler_.scale(loss); }
   torch::Tensor unscale_and_check(const std::vector<torch::Tensor>& params) override {
-    std::vector<torch::Tensor> grads;
-    grads.reserve(params.size());
-    for (const auto& p : params) grads.push_back(p.grad());
-    return scaler_.unscale_and_check(grads);
+    return scaler_.unscale_and_check(defined_grads(params));
   }
   void update() override { scaler_.update(); }
   torch::Tensor loss_scale() const override { return scaler_.scale_tensor(); }

@@ -3,7 +3,6 @@
 
 #include "efftrain/data/images.h"
 #include "efftrain/data/loader.h"
-#include "efftrain/data/sampler.h"
 #include "efftrain/engine/context.h"
 #include "efftrain/models/models.h"
 #include "efftrain/tasks/task.h"
