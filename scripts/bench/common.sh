@@ -23,3 +23,16 @@ bench_collect() {
   for n in "$@"; do reports+=("$RUNS/$n/report.json"); done
   python3 "$root/scripts/collect.py" "$out" "$title" "${BENCH_COMMAND:-scripts/gpu-check.sh}" "${reports[@]}"
 }
+
+# bench_precision_grid PREFIX EXPERIMENT [efftrain run args...]: runs fp32/fp16/bf16 x
+# checkpointing none/sqrt as PREFIX_<precision>_<policy>; their names go to GRID_NAMES.
+bench_precision_grid() {
+  local prefix="$1" exp="$2"; shift 2
+  GRID_NAMES=()
+  for p in fp32 fp16 bf16; do
+    for c in none sqrt; do
+      bench_run "${prefix}_${p}_${c}" "$exp" "$@" --set precision.mode=$p --set checkpointing.policy=$c
+      GRID_NAMES+=("${prefix}_${p}_${c}")
+    done
+  done
+}
