@@ -34,6 +34,8 @@ def figures(path):
         "quality_metric": j["quality"]["metric"],
         "eval_examples": (j["quality"]["curve"] or [{}])[-1].get("step"),
         "result": j["result"],
+        "world_size": j["environment"].get("world_size", 1),
+        "ranks": j.get("ranks", []),
     }
     return r
 
@@ -46,6 +48,9 @@ def main():
     for r in runs:
         if base and base["samples_per_s"]:
             r["throughput_ratio_to_first"] = r["samples_per_s"] / base["samples_per_s"]
+        if base and base["samples_per_s"] and r["world_size"] > 1 and base["world_size"] == 1:
+            # Scaling efficiency: N-GPU throughput / (N x 1-GPU throughput), same per-GPU batch.
+            r["scaling_efficiency_vs_first"] = r["samples_per_s"] / (r["world_size"] * base["samples_per_s"])
         if base and base["peak_allocated_bytes"]:
             r["memory_ratio_to_first"] = r["peak_allocated_bytes"] / base["peak_allocated_bytes"]
     doc = {

@@ -63,10 +63,10 @@ std::string source_path(const std::string& relative) {
   return std::string(EFFTRAIN_SOURCE_DIR) + "/" + relative;
 }
 
-CommandResult run_efftrain(const std::string& args, const std::string& cwd) {
+CommandResult run_efftrain(const std::string& args, const std::string& cwd, const std::string& env) {
   TempDir io;
   const std::string out = io.file("stdout"), err = io.file("stderr");
-  const std::string cmd = "cd '" + cwd + "' && '" + std::string(EFFTRAIN_BIN) + "' " + args + " >'" + out +
+  const std::string cmd = "cd '" + cwd + "' && " + env + " '" + std::string(EFFTRAIN_BIN) + "' " + args + " >'" + out +
                           "' 2>'" + err + "' </dev/null";
   const int status = std::system(cmd.c_str());
   CommandResult r;

@@ -27,8 +27,9 @@ struct CommandResult {
 };
 
 // Runs the efftrain binary with `args` (a shell-quoted string) from `cwd` (default: the
-// source tree, so relative experiment paths work).
-CommandResult run_efftrain(const std::string& args, const std::string& cwd = EFFTRAIN_SOURCE_DIR);
+// source tree, so relative experiment paths work); `env` is prepended ("A=1 B=2").
+CommandResult run_efftrain(const std::string& args, const std::string& cwd = EFFTRAIN_SOURCE_DIR,
+                           const std::string& env = "");
 
 std::string read_text(const std::string& path);
 // The message of the UserError that `f` throws, or "(no error)".

@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
   torch::Tensor no_inf = torch::zeros({}, torch::TensorOptions().device(dev));
   for (const std::string name : {"adamw", "adamw_fused"}) {
     auto opt = OptimizerRegistry::create(name, ctx);
-    opt->attach(params);
+    opt->attach(default_param_set(params));
     out[name + "_step_ms"] = time_ms(dev, iters, [&] { opt->step(1e-4, name == "adamw" ? torch::Tensor() : no_inf); });
   }
   out["fused_speedup"] = out["adamw_step_ms"].get<double>() / out["adamw_fused_step_ms"].get<double>();

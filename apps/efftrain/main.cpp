@@ -91,8 +91,9 @@ int main(int argc, char** argv) {
     if (run->parsed()) {
       if (!nproc.empty()) run_opts.overrides.push_back("distributed.world_size=" + nproc);
       if (!device.empty()) run_opts.overrides.push_back("device=" + device);
+      run_opts.worker_argv.assign(argv, argv + argc);
       const RunOutcome outcome = run_experiment(run_opts);
-      std::cout << outcome.report_path << std::endl;
+      if (!outcome.report_path.empty()) std::cout << outcome.report_path << std::endl;
       return outcome.exit_code;
     }
     if (validate->parsed()) {

@@ -43,6 +43,7 @@ struct ModelConfig {
   int64_t context = 1024;
   double dropout = 0.0;
   bool channels_last = false;
+  std::string norm = "batch";      // small CNN: batch | none
   bool zero_init_residual = false;
   std::string attention = "sdpa";  // plain | sdpa
 };
@@ -114,14 +115,17 @@ struct CheckpointingConfig {
 struct DistributedConfig {
   int64_t world_size = 1;
   std::string backend = "auto";  // auto | nccl | gloo
-  std::string grad_sync = "none";
+  std::string grad_sync = "auto";  // auto = none for one process, ddp for more
   double bucket_mb = 25;
+  double timeout_s = 300;          // rendezvous and every collective
+  double stop_grace_s = 10;        // launcher: SIGTERM to SIGKILL when a worker fails
 };
 
 struct OutputConfig {
   std::string dir;            // empty = runs/<name>-<UTC timestamp>
   int64_t log_every = 10;     // optimizer steps between progress lines and metrics.jsonl rows
   double peak_tflops = 0;     // override of the device's dense peak for MFU; 0 = table
+  bool save_model = false;    // write model.pt (final parameters and buffers by name)
 };
 
 struct ExperimentConfig {

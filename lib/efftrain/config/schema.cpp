@@ -358,6 +358,7 @@ template <class V> void visit(V& v, ModelConfig& c) {
   v.field("context", c.context, "Context length (GPT).", at_least(1));
   v.field("dropout", c.dropout, "Dropout probability in training.", between(0, 1));
   v.field("channels_last", c.channels_last, "channels_last memory format (CNNs).");
+  v.one_of("norm", c.norm, {"batch", "none"}, "Small CNN: BatchNorm after each convolution, or none (multi-process exactness tests).");
   v.field("zero_init_residual", c.zero_init_residual, "Zero-init the last BN gamma of each residual block.");
   v.one_of("attention", c.attention, {"plain", "sdpa"},
            "plain: materialized masked softmax; sdpa: scaled_dot_product_attention.");
@@ -434,13 +435,19 @@ template <class V> void visit(V& v, DistributedConfig& c) {
   v.field("world_size", c.world_size, "Number of processes (one per GPU).", between(1, 4096));
   v.one_of("backend", c.backend, {"auto", "nccl", "gloo"}, "Collective backend; auto = nccl on CUDA, gloo on CPU.");
   v.component("grad_sync", c.grad_sync, "grad_sync", "Gradient communication across ranks.");
-  v.field("bucket_mb", c.bucket_mb, "Gradient bucket size in MiB.", positive());
+  v.field("bucket_mb", c.bucket_mb, "Gradient bucket size in MiB (ddp, zero2).", positive());
+  v.field("timeout_s", c.timeout_s,
+          "Seconds the rendezvous waits for every worker, and the timeout of each collective.", positive());
+  v.field("stop_grace_s", c.stop_grace_s,
+          "Launcher: seconds between SIGTERM and SIGKILL when it stops the workers after a failure.", at_least(0));
 }
 
 template <class V> void visit(V& v, OutputConfig& c) {
   v.field("dir", c.dir, "Output folder; empty = runs/<name>-<UTC timestamp>.");
   v.field("log_every", c.log_every, "Optimizer steps between progress lines and metrics.jsonl rows.", at_least(1));
   v.field("peak_tflops", c.peak_tflops, "Dense peak TFLOP/s for MFU; 0 = the built-in device table.", at_least(0));
+  v.field("save_model", c.save_model,
+          "Write model.pt: the final parameters and buffers by name (torch::serialize archive, CPU tensors).");
 }
 
 template <class V> void visit(V& v, ExperimentConfig& c) {
@@ -480,6 +487,9 @@ void check_consistency(const ExperimentConfig& c, const std::map<std::string, So
   if (c.accumulation.k_min > c.accumulation.k_max)
     throw UserError(where("accumulation.k_min") + ": accumulation.k_min: expected at most k_max (" +
                     std::to_string(c.accumulation.k_max) + "), found " + std::to_string(c.accumulation.k_min));
+  if (c.distributed.world_size > 1 && c.distributed.grad_sync == "none")
+    throw UserError(where("distributed.grad_sync") + ": distributed.grad_sync: none cannot run with world size " +
+                    std::to_string(c.distributed.world_size) + "; expected auto, ddp or zero2");
   if (c.checkpointing.policy == "budget" && c.checkpointing.budget_bytes < 1)
     throw UserError(where("checkpointing.budget_bytes") +
                     ": checkpointing.budget_bytes: expected a byte count >= 1 with policy budget, found " +

@@ -24,6 +24,7 @@ std::string& prefix() {
 }  // namespace
 
 void set_prefix(const std::string& p) { prefix() = p; }
+void set_quiet(bool quiet) { logger()->set_level(quiet ? spdlog::level::warn : spdlog::level::info); }
 void info(const std::string& m) { logger()->info("{}{}", prefix(), m); }
 void warn(const std::string& m) { logger()->warn("{}{}", prefix(), m); }
 void error(const std::string& m) { logger()->error("{}{}", prefix(), m); }

@@ -9,6 +9,8 @@ namespace efftrain::log {
 
 // Prefix every line with "[rankN] " (multi-process runs); empty = no prefix.
 void set_prefix(const std::string& prefix);
+// Only warnings and errors (ranks other than 0 of a multi-process run).
+void set_quiet(bool quiet);
 void info(const std::string& message);
 void warn(const std::string& message);
 void error(const std::string& message);

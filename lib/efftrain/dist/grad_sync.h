@@ -1,4 +1,4 @@
-// GradSync: gradient communication across ranks.
+// GradSync: gradient communication across ranks, and which tensors the optimizer updates.
 #pragma once
 
 #include <torch/torch.h>
@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "efftrain/core/registry.h"
+#include "efftrain/optim/optimizer.h"
 
 namespace efftrain {
 
@@ -13,11 +14,19 @@ class GradSync {
  public:
   static constexpr const char* kKind = "grad_sync";
   virtual ~GradSync() = default;
-  virtual void attach(const std::vector<torch::Tensor>& params) = 0;
+  // Binds the model (every rank starts from rank 0's parameters and buffers) and returns what
+  // the optimizer updates: the model's parameters (none, ddp) or this rank's shards (zero2).
+  virtual ParamSet attach(torch::nn::Module& model) = 0;
   // Called before each micro-batch's backward; `last` is true for the one that communicates.
   virtual void before_backward(bool last) = 0;
-  // Waits for the gradient communication of this step to finish.
+  // Waits for this step's communication: afterwards the optimizer tensors hold the global
+  // (rank-averaged) gradient, or this rank's shard of it.
   virtual void finish() = 0;
+  // Sums a device scalar over the ranks that hold different gradient parts (zero2: the
+  // found-inf flag and the squared gradient norm); a no-op where every rank holds all of it.
+  virtual void sum_over_shards(torch::Tensor& t) {}
+  // After the optimizer step (zero2: all-gather the updated parameters).
+  virtual void after_step() {}
   virtual nlohmann::json report() const = 0;
 };
 

@@ -12,6 +12,8 @@
 #include "efftrain/core/files.h"
 #include "efftrain/core/log.h"
 #include "efftrain/core/util.h"
+#include "efftrain/dist/comm.h"
+#include "efftrain/dist/launcher.h"
 #include "efftrain/engine/context.h"
 #include "efftrain/engine/trainer.h"
 #include "efftrain/metrics/device.h"
@@ -26,6 +28,7 @@ namespace {
 std::string choose_out_dir(const config::ExperimentConfig& cfg, const RunOptions& opts,
                            int64_t started) {
   if (!opts.out_dir.empty()) return opts.out_dir;
+  if (const char* d = std::getenv("EFFTRAIN_OUT_DIR"); d && *d) return d;  // set by the launcher
   if (!cfg.output.dir.empty()) return cfg.output.dir;
   return (fs::path("runs") / (cfg.name + "-" + utc_timestamp_compact(started))).string();
 }
@@ -55,29 +58,118 @@ nlohmann::json opt_number(const std::optional<double>& v) {
   return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
 }
 
+// model.pt: every parameter and buffer by its dotted name, as CPU tensors (written atomically).
+void save_model(torch::nn::Module& model, const std::string& path) {
+  torch::serialize::OutputArchive archive;
+  torch::NoGradGuard ng;
+  for (const auto& kv : model.named_parameters()) archive.write(kv.key(), kv.value().detach().cpu());
+  for (const auto& kv : model.named_buffers()) archive.write(kv.key(), kv.value().detach().cpu(), /*is_buffer=*/true);
+  const std::string tmp = path + ".partial";
+  archive.save_to(tmp);
+  files::rename(tmp, path);
+}
+
+// After a failed multi-process job: rank 0's report says which worker failed first; when rank 0
+// could not write one, the launcher writes a short one (not after a bad-input exit).
+void record_failure(const std::string& report_path, const dist::LaunchResult& res,
+                    const config::ExperimentConfig& cfg, const RunOptions& opts) {
+  nlohmann::json failure = {{"rank", res.failed_rank >= 0 ? nlohmann::json(res.failed_rank) : nlohmann::json(nullptr)},
+                            {"exit_code", res.exit_code},
+                            {"signal", res.failed_signal ? nlohmann::json(strsignal(res.failed_signal))
+                                                         : nlohmann::json(nullptr)},
+                            {"interrupted", res.interrupted}};
+  const std::string what = res.failed_rank >= 0
+                               ? "rank " + std::to_string(res.failed_rank) + " failed with exit code " +
+                                     std::to_string(res.exit_code)
+                               : "interrupted (exit code " + std::to_string(res.exit_code) + ")";
+  nlohmann::json j;
+  if (files::exists(report_path)) {
+    j = report::read(report_path);
+    const std::string status = j.value("status", "");
+    if (status == "completed" || status == "target_reached") j["status"] = "failed";
+    if (j["message"].is_null()) j["message"] = what;
+  } else {
+    if (res.exit_code == exit_code::kUser) return;
+    files::make_dirs(fs::path(report_path).parent_path().string());
+    j = {{"schema", report::kSchema},
+         {"status", "failed"},
+         {"message", what + " before rank 0 wrote its report"},
+         {"experiment",
+          {{"name", cfg.name},
+           {"description", cfg.description},
+           {"file", opts.experiment},
+           {"overrides", opts.overrides},
+           {"config", config::to_json(cfg)},
+           {"config_hash", config::config_hash(cfg)}}},
+         {"environment",
+          {{"efftrain_version", report::efftrain_version()},
+           {"git_commit", report::git_commit()},
+           {"world_size", cfg.distributed.world_size},
+           {"hostname", hostname()},
+           {"finished_at", utc_timestamp_iso(unix_time_now())}}}};
+  }
+  j["failure"] = failure;
+  report::write(report_path, j);
+}
+
+// This process starts the workers and waits for them (efftrain's own torchrun).
+RunOutcome launch_workers(const RunOptions& opts, const config::ExperimentConfig& cfg, int64_t started) {
+  const std::string out_dir = choose_out_dir(cfg, opts, started);
+  check_out_dir(out_dir, opts.overwrite);
+  if (opts.worker_argv.empty()) throw std::logic_error("run_experiment: no worker command line to launch");
+  ::setenv("EFFTRAIN_OUT_DIR", out_dir.c_str(), 1);  // every worker agrees on the folder
+  dist::LaunchOptions lo;
+  lo.argv = opts.worker_argv;
+  lo.nproc = static_cast<int>(cfg.distributed.world_size);
+  lo.grace_s = cfg.distributed.stop_grace_s;
+  const dist::LaunchResult res = dist::launch(lo);
+  const std::string report_path = (fs::path(out_dir) / "report.json").string();
+  if (res.exit_code != 0) record_failure(report_path, res, cfg, opts);
+  RunOutcome out;
+  out.exit_code = res.exit_code;
+  if (files::exists(report_path)) {
+    out.report_path = report_path;
+    out.status = report::read(report_path).value("status", "");
+  }
+  return out;
+}
+
 }  // namespace
 
 RunOutcome run_experiment(const RunOptions& opts) {
   const auto wall0 = std::chrono::steady_clock::now();
   const int64_t started = unix_time_now();
-  const config::ExperimentConfig cfg = config::load(opts.experiment, opts.overrides);
-
-  if (cfg.distributed.world_size > 1)
-    throw UserError(opts.experiment + ": distributed.world_size: " + std::to_string(cfg.distributed.world_size) +
-                    " processes requested, but multi-process launch is not part of this build yet; use 1");
+  config::ExperimentConfig cfg = config::load(opts.experiment, opts.overrides);
+  const auto env = dist::worker_env();
+  if (!env && cfg.distributed.world_size > 1) return launch_workers(opts, cfg, started);
+  if (env && env->world_size != cfg.distributed.world_size) {
+    if (env->rank == 0 && cfg.distributed.world_size != 1)
+      log::warn(strf("distributed.world_size is %lld but WORLD_SIZE is %d: the environment decides",
+                     static_cast<long long>(cfg.distributed.world_size), env->world_size));
+    cfg.distributed.world_size = env->world_size;
+  }
+  const int rank = env ? env->rank : 0;
+  const int world = env ? env->world_size : 1;
+  const bool writer = rank == 0;  // only rank 0 writes files
+  if (!writer) log::set_quiet(true);
 
   const std::string out_dir = choose_out_dir(cfg, opts, started);
-  check_out_dir(out_dir, opts.overwrite);
+  if (writer) check_out_dir(out_dir, opts.overwrite);
 
-  const torch::Device device = metrics::resolve_device(cfg.device, 0);
+  const torch::Device device = metrics::resolve_device(cfg.device, env ? env->local_rank : 0);
   if (device.is_cuda()) {
     auto& ctx = at::globalContext();
     ctx.setAllowTF32CuBLAS(cfg.precision.tf32);
     ctx.setAllowTF32CuDNN(cfg.precision.tf32);
     ctx.setBenchmarkCuDNN(true);
   }
+  std::shared_ptr<dist::Comm> comm;
+  if (world > 1) {
+    dist::maybe_fault(rank, "rendezvous");
+    comm = dist::Comm::connect(*env, device, cfg.distributed.backend, cfg.distributed.timeout_s);
+  }
   torch::manual_seed(cfg.train.seed);
-  BuildContext bctx{cfg, device, /*rank=*/0, /*world_size=*/1};
+  BuildContext bctx{cfg, device, rank, world, comm};
   Components parts = build_components(bctx);
   if (cfg.checkpointing.policy != "none" && parts.task->num_blocks() == 0)
     throw UserError("checkpointing.policy: " + cfg.checkpointing.policy + " needs a model with blocks; task " +
@@ -96,8 +188,10 @@ RunOutcome run_experiment(const RunOptions& opts) {
   }
 
   // Input is valid and the data loaded: from here on, files are written.
-  files::make_dirs(out_dir);
-  write_file_atomic((fs::path(out_dir) / "config.yaml").string(), config::to_yaml(cfg));
+  if (writer) {
+    files::make_dirs(out_dir);
+    write_file_atomic((fs::path(out_dir) / "config.yaml").string(), config::to_yaml(cfg));
+  }
   const std::string metrics_partial = (fs::path(out_dir) / "metrics.jsonl.partial").string();
   const std::string metrics_final = (fs::path(out_dir) / "metrics.jsonl").string();
   const std::string report_path = (fs::path(out_dir) / "report.json").string();
@@ -116,7 +210,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
   std::string failure;
   int exit_code = exit_code::kOk;
   {
-    Trainer trainer(cfg, parts, device, metrics_partial);
+    Trainer trainer(cfg, parts, device, writer ? metrics_partial : "", comm);
     try {
       result = trainer.fit();
     } catch (const TrainingFailed& e) {
@@ -128,7 +222,9 @@ RunOutcome run_experiment(const RunOptions& opts) {
       failure = e.what();
     }
   }
-  files::rename(metrics_partial, metrics_final);
+  if (writer) files::rename(metrics_partial, metrics_final);
+  if (writer && cfg.output.save_model && result.status != "failed")
+    save_model(parts.task->model(), (fs::path(out_dir) / "model.pt").string());
   if (result.status == "diverged") exit_code = exit_code::kTrainingFailed;
   if (result.status == "failed") exit_code = exit_code::kInternal;
   if (cfg.train.require_target && !result.time_to_target_s && exit_code == exit_code::kOk) {
@@ -145,6 +241,30 @@ RunOutcome run_experiment(const RunOptions& opts) {
                                         cfg.precision.tf32, cfg.output.peak_tflops);
   const double achieved = train_flops * sps;
   const auto metric = parts.task->metric();
+
+  // Per-rank figures: each rank publishes its own through the store; rank 0 collects them
+  // (not after a failure: a dead rank would never publish).
+  nlohmann::json mine = {{"rank", rank},
+                         {"device_name", info.name},
+                         {"samples_per_s", sps / world},
+                         {"peak_allocated_bytes", mem.allocated},
+                         {"peak_reserved_bytes", mem.reserved},
+                         {"optimizer_state_bytes", parts.optimizer->state_bytes()}};
+  nlohmann::json ranks = nlohmann::json::array({mine});
+  int64_t peak_allocated = mem.allocated, peak_reserved = mem.reserved;
+  if (comm && result.status != "failed") {
+    comm->publish("rank/" + std::to_string(rank), mine.dump());
+    if (writer) {
+      for (int r = 1; r < world; ++r) {
+        auto j = nlohmann::json::parse(comm->fetch("rank/" + std::to_string(r)));
+        peak_allocated = std::max(peak_allocated, j.value("peak_allocated_bytes", int64_t{0}));
+        peak_reserved = std::max(peak_reserved, j.value("peak_reserved_bytes", int64_t{0}));
+        ranks.push_back(j);
+      }
+    }
+    comm->barrier();  // nobody shuts the group down while rank 0 still reads
+  }
+  if (!writer) return {"", result.status, exit_code};
 
   nlohmann::json model = parts.task->describe();
   model["name"] = parts.task->model_name();
@@ -171,7 +291,8 @@ RunOutcome run_experiment(const RunOptions& opts) {
         {"cudnn_version", info.cudnn_version.empty() ? nlohmann::json(nullptr) : nlohmann::json(info.cudnn_version)},
         {"device", device.str()},
         {"device_name", info.name},
-        {"world_size", 1},
+        {"world_size", world},
+        {"backend", comm ? nlohmann::json(comm->backend_name()) : nlohmann::json(nullptr)},
         {"hostname", hostname()},
         {"started_at", utc_timestamp_iso(started)},
         {"finished_at", utc_timestamp_iso(unix_time_now())}}},
@@ -194,13 +315,15 @@ RunOutcome run_experiment(const RunOptions& opts) {
         {"timing", device.is_cuda() ? "host clock with device synchronization at window edges"
                                     : "host clock"}}},
       {"memory",
-       {{"peak_allocated_bytes", mem.allocated},
-        {"peak_reserved_bytes", mem.reserved},
+       {{"peak_allocated_bytes", peak_allocated},
+        {"peak_reserved_bytes", peak_reserved},
+        {"per", world > 1 ? "maximum over ranks" : "process"},
         {"source", mem.source}}},
-      {"mfu", peak.flops_per_s > 0 ? nlohmann::json(achieved / peak.flops_per_s) : nlohmann::json(nullptr)},
+      {"mfu", peak.flops_per_s > 0 ? nlohmann::json(achieved / (peak.flops_per_s * world)) : nlohmann::json(nullptr)},
       {"mfu_detail",
        {{"achieved_flops_per_s", achieved},
-        {"peak_flops_per_s", peak.flops_per_s},
+        {"peak_flops_per_s", peak.flops_per_s * world},
+        {"devices", world},
         {"peak_source", peak.source},
         {"compute_dtype", parts.precision->compute_dtype()}}},
       {"quality",
@@ -223,11 +346,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
            j["recompute_overhead_fraction"] = train_flops > 0 ? recompute_flops / train_flops : 0.0;
            return j;
          }()}}},
-      {"ranks",
-       nlohmann::json::array({{{"rank", 0},
-                               {"samples_per_s", sps},
-                               {"peak_allocated_bytes", mem.allocated},
-                               {"optimizer_state_bytes", parts.optimizer->state_bytes()}}})},
+      {"ranks", ranks},
   };
   report::write(report_path, report);
   if (!failure.empty()) log::error("run failed: " + failure);

@@ -11,6 +11,9 @@ struct RunOptions {
   std::vector<std::string> overrides;  // --set a.b=v (CLI flags become overrides too)
   std::string out_dir;                 // empty = config output.dir, else runs/<name>-<UTC>
   bool overwrite = false;
+  // The command line that started this process: what the launcher re-executes for each worker
+  // when the run needs several processes and this one is not a worker yet.
+  std::vector<std::string> worker_argv;
 };
 
 struct RunOutcome {
@@ -19,8 +22,11 @@ struct RunOutcome {
   int exit_code = 0;
 };
 
-// Runs one experiment in this process. UserError for bad input (nothing written);
-// a failed training run still writes its report and returns exit code 3.
+// Runs one experiment. With distributed.world_size > 1 and no worker environment (RANK,
+// WORLD_SIZE, ...), this process becomes the launcher of that many workers; a worker (started
+// by it, torchrun or Slurm) trains its share and rank 0 writes the files. UserError for bad
+// input (nothing written); a failed training run still writes its report and returns exit
+// code 3; a failed worker makes the job exit with that worker's code.
 RunOutcome run_experiment(const RunOptions& opts);
 
 }  // namespace efftrain

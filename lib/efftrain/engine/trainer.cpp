@@ -6,6 +6,8 @@
 
 #include "efftrain/core/error.h"
 #include "efftrain/core/log.h"
+#include "efftrain/dist/comm.h"
+#include "efftrain/dist/launcher.h"
 #include "efftrain/metrics/device.h"
 #include "efftrain/optim/grads.h"
 
@@ -32,8 +34,8 @@ std::string human_duration(double s) {
 }  // namespace
 
 Trainer::Trainer(const config::ExperimentConfig& cfg, Components& parts, torch::Device device,
-                 std::string metrics_path)
-    : cfg_(cfg), parts_(parts), device_(device) {
+                 std::string metrics_path, std::shared_ptr<dist::Comm> comm)
+    : cfg_(cfg), parts_(parts), device_(device), comm_(std::move(comm)) {
   if (!metrics_path.empty()) metrics_.open(metrics_path, std::ios::out | std::ios::trunc);
 }
 
@@ -50,9 +52,13 @@ TrainResult Trainer::fit() {
   const MetricInfo metric = task.metric();
 
   task.model().train();
+  const int rank = comm_ ? comm_->rank() : 0;
+  const int64_t world = comm_ ? comm_->size() : 1;
+  const ParamSet opt = sync.attach(task.model());  // what the optimizer updates (zero2: shards)
+  optimizer.attach(opt);
   std::vector<torch::Tensor> params = task.model().parameters();
-  optimizer.attach(params);
-  sync.attach(params);
+  // Agreement across ranks at points every rank reaches; a plain value for one process.
+  auto any = [&](bool local) { return comm_ ? comm_->any(local) : local; };
 
   TrainResult r;
   const auto fdev = torch::TensorOptions().device(device_).dtype(torch::kFloat);
@@ -76,6 +82,7 @@ TrainResult Trainer::fit() {
   for (int64_t step = 1; !stop; ++step) {
     // ---------------- one optimizer step ----------------
     const int64_t k = parts_.accumulation->next_k(step);
+    dist::maybe_fault(rank, "step=" + std::to_string(step));
     optimizer.zero_grad();
     torch::Tensor step_loss = torch::zeros({}, fdev);
     for (int64_t i = 0; i < k; ++i) {
@@ -89,22 +96,28 @@ TrainResult Trainer::fit() {
       precision.scale_loss(loss / static_cast<double>(k)).backward();
       parts_.accumulation->after_backward(i, k, params, precision.loss_scale());
       step_loss += loss.detach().to(torch::kFloat) / static_cast<double>(k);
-      r.samples += b.samples;
-      r.tokens += b.tokens;
-      window_samples += b.samples;
+      r.samples += b.samples * world;  // every rank draws the same number
+      r.tokens += b.tokens * world;
+      window_samples += b.samples * world;
     }
     sync.finish();
-    torch::Tensor found_inf = precision.unscale_and_check(params);
+    torch::Tensor found_inf = precision.unscale_and_check(opt.tensors);
+    if (found_inf.defined()) {  // zero2: an overflow in any shard skips the step on every rank
+      sync.sum_over_shards(found_inf);
+      found_inf.clamp_max_(1.0);
+    }
     if (cfg_.optim.grad_clip > 0) {
       torch::NoGradGuard ng;
-      const auto grads = defined_grads(params);
+      const auto grads = defined_grads(opt.tensors);
       auto norms = at::_foreach_norm(grads, 2);
-      auto total = at::linalg_vector_norm(at::stack(norms), 2);
-      auto coef = (cfg_.optim.grad_clip / (total + 1e-6)).clamp_max(1.0);
+      auto total_sq = at::stack(norms).pow(2).sum();
+      sync.sum_over_shards(total_sq);
+      auto coef = (cfg_.optim.grad_clip / (total_sq.sqrt() + 1e-6)).clamp_max(1.0);
       at::_foreach_mul_(grads, coef);
     }
     const double lr = parts_.schedule->lr(step, r.samples) * parts_.accumulation->lr_scale();
     optimizer.step(lr, found_inf);
+    sync.after_step();
     parts_.accumulation->after_step(step, found_inf);
     precision.update();
     nonfinite.logical_or_(step_loss.isfinite().logical_not());
@@ -129,7 +142,7 @@ TrainResult Trainer::fit() {
       steady_step0 = step;
       steady_eval_s = r.eval_s;
     }
-    const bool last_by_time = tc.max_time_s > 0 && now >= tc.max_time_s;
+    const bool last_by_time = tc.max_time_s > 0 && any(now >= tc.max_time_s);
     const bool last = last_by_steps || last_by_time;
 
     if (want_log || last) {
@@ -142,7 +155,7 @@ TrainResult Trainer::fit() {
         r.train_s = now - r.eval_s;
         break;
       }
-      if (nonfinite.item<float>() != 0.f) {
+      if (any(nonfinite.item<float>() != 0.f)) {
         r.status = "diverged";
         r.message = "training loss became NaN or inf by step " + std::to_string(step);
         r.loop_s = now;
@@ -171,9 +184,18 @@ TrainResult Trainer::fit() {
     if (want_eval || last) {
       const auto e0 = Clock::now();
       EvalResult ev;
-      {
+      if (rank == 0) {
         auto scope = precision.forward_scope();
         ev = task.evaluate();
+      }
+      if (comm_) {  // rank 0's result decides for everyone (the same stop on every rank)
+        auto t = torch::tensor({ev.value, ev.loss, static_cast<double>(ev.examples)},
+                               torch::TensorOptions().dtype(torch::kDouble)).to(device_);
+        comm_->broadcast({t}, 0);
+        t = t.cpu();
+        ev.value = t[0].item<double>();
+        ev.loss = t[1].item<double>();
+        ev.examples = static_cast<int64_t>(t[2].item<double>());
       }
       r.eval_s += seconds_since(e0);
       const double t_after = seconds_since(t0);

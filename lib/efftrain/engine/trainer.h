@@ -17,6 +17,10 @@
 
 namespace efftrain {
 
+namespace dist {
+class Comm;
+}
+
 struct Components {
   std::unique_ptr<Task> task;
   std::unique_ptr<Precision> precision;
@@ -31,7 +35,7 @@ struct TrainResult {
   std::string status = "completed";  // completed | target_reached | diverged
   std::string message;
   int64_t steps = 0;
-  int64_t samples = 0;
+  int64_t samples = 0;  // over all ranks
   int64_t tokens = 0;
   double train_s = 0;  // time in training steps, evaluation excluded
   double eval_s = 0;
@@ -50,8 +54,10 @@ struct TrainResult {
 class Trainer {
  public:
   // `metrics_path`: metrics.jsonl stream (one JSON object per logged step); empty = none.
+  // `comm`: the process group of a multi-process run (null for one process); only rank 0
+  // evaluates and writes metrics, and every stop decision is agreed across ranks.
   Trainer(const config::ExperimentConfig& cfg, Components& parts, torch::Device device,
-          std::string metrics_path);
+          std::string metrics_path, std::shared_ptr<dist::Comm> comm = nullptr);
   TrainResult fit();
 
  private:
@@ -61,6 +67,7 @@ class Trainer {
   Components& parts_;
   torch::Device device_;
   std::ofstream metrics_;
+  std::shared_ptr<dist::Comm> comm_;
 };
 
 }  // namespace efftrain

@@ -30,7 +30,8 @@ class ImageClassifier : public torch::nn::Module {
 // the first), channels width, 2*width, ..., then global average pooling and a linear head.
 class SmallCnnImpl : public ImageClassifier {
  public:
-  SmallCnnImpl(int64_t in_channels, int64_t width, int64_t depth, int64_t classes);
+  // batch_norm = false: conv3x3 (with bias)-ReLU, no normalization.
+  SmallCnnImpl(int64_t in_channels, int64_t width, int64_t depth, int64_t classes, bool batch_norm = true);
   torch::Tensor forward(torch::Tensor x) override;
   double forward_flops(int64_t image_size) const override;
 

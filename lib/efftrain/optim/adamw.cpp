@@ -10,10 +10,11 @@ class AdamW : public Optimizer {
  public:
   explicit AdamW(const config::OptimConfig& c) : cfg_(c) {}
 
-  void attach(const std::vector<torch::Tensor>& params) override {
-    params_ = params;
+  // Weight decay applies to every tensor, as torch.optim.AdamW with one parameter group.
+  void attach(const ParamSet& params) override {
+    params_ = params.tensors;
     opt_ = std::make_unique<torch::optim::AdamW>(
-        params, torch::optim::AdamWOptions(cfg_.lr)
+        params_, torch::optim::AdamWOptions(cfg_.lr)
                     .betas({cfg_.betas[0], cfg_.betas[1]})
                     .eps(cfg_.eps)
                     .weight_decay(cfg_.weight_decay));

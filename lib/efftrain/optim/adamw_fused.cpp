@@ -14,12 +14,12 @@ class FusedAdamW : public Optimizer {
  public:
   explicit FusedAdamW(const config::OptimConfig& c) : cfg_(c) {}
 
-  void attach(const std::vector<torch::Tensor>& params) override {
+  void attach(const ParamSet& params) override {
     groups_.clear();
     Group decay{{}, {}, {}, {}, cfg_.weight_decay}, no_decay{{}, {}, {}, {}, 0.0};
-    for (const auto& p : params) {
-      if (!p.requires_grad()) continue;
-      Group& g = p.dim() >= 2 ? decay : no_decay;
+    for (size_t i = 0; i < params.tensors.size(); ++i) {
+      const auto& p = params.tensors[i];
+      Group& g = params.decay[i] ? decay : no_decay;
       g.params.push_back(p);
       g.exp_avg.push_back(torch::zeros_like(p, torch::MemoryFormat::Preserve));
       g.exp_avg_sq.push_back(torch::zeros_like(p, torch::MemoryFormat::Preserve));

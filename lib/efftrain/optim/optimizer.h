@@ -9,12 +9,27 @@
 
 namespace efftrain {
 
+// The tensors an optimizer updates and, per tensor, whether weight decay applies.
+struct ParamSet {
+  std::vector<torch::Tensor> tensors;
+  std::vector<bool> decay;
+};
+
+// Decay for matrices and convolution kernels; none for biases, norms and other 1-D tensors.
+inline ParamSet default_param_set(const std::vector<torch::Tensor>& params) {
+  ParamSet s;
+  s.tensors = params;
+  for (const auto& p : params) s.decay.push_back(p.dim() >= 2);
+  return s;
+}
+
 class Optimizer {
  public:
   static constexpr const char* kKind = "optimizer";
   virtual ~Optimizer() = default;
-  // Binds the parameters to optimize (called once, after the model is on its device).
-  virtual void attach(const std::vector<torch::Tensor>& params) = 0;
+  // Binds the tensors to optimize (called once, after the model is on its device): the model's
+  // parameters, or this rank's shards of them (zero2).
+  virtual void attach(const ParamSet& params) = 0;
   // One update at learning rate `lr`. `found_inf` (a device flag, may be undefined) skips it.
   virtual void step(double lr, const torch::Tensor& found_inf) = 0;
   virtual void zero_grad() = 0;

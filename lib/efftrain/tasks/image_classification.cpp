@@ -1,5 +1,6 @@
 #include "efftrain/tasks/image_classification.h"
 
+#include "efftrain/core/error.h"
 #include "efftrain/data/cifar10.h"
 #include "efftrain/memory/probe.h"
 
@@ -146,6 +147,8 @@ std::unique_ptr<Task> make_resnet(const BuildContext& ctx, int64_t width, std::v
   } else {
     set = data::load_cifar10(t.data.root);
   }
+  if (t.model.norm != "batch")
+    throw UserError("task.model.norm: " + t.model.norm + " is for the small CNN (synthetic_cnn); ResNet uses batch");
   torch::manual_seed(ctx.cfg.train.seed);
   auto model = std::make_shared<models::ResNetImpl>(3, width, std::move(blocks), 10, t.model.zero_init_residual);
   return std::make_unique<ImageClassificationTask>(ctx, name, std::move(set), model);
@@ -156,7 +159,7 @@ std::unique_ptr<Task> make_synthetic_cnn(const BuildContext& ctx) {
   auto set = data::make_synthetic_images(t.data);
   torch::manual_seed(ctx.cfg.train.seed);
   auto model = std::make_shared<models::SmallCnnImpl>(t.data.channels, t.model.width, t.model.depth,
-                                                      t.data.classes);
+                                                      t.data.classes, t.model.norm == "batch");
   return std::make_unique<ImageClassificationTask>(ctx, "small_cnn", std::move(set), model);
 }
 }  // namespace

@@ -26,7 +26,7 @@ TEST_CASE("adamw_fused matches torch::optim::AdamW with the same groups over 20 
   auto w1 = w.clone().requires_grad_(), b1 = b.clone().requires_grad_();
   auto w2 = w.clone().requires_grad_(), b2 = b.clone().requires_grad_();
   auto fused = OptimizerRegistry::create("adamw_fused", ctx);
-  fused->attach({w1, b1});
+  fused->attach(default_param_set({w1, b1}));
   std::vector<torch::optim::OptimizerParamGroup> groups;
   groups.emplace_back(std::vector<torch::Tensor>{w2}, std::make_unique<torch::optim::AdamWOptions>(
                                                           torch::optim::AdamWOptions(1e-2).weight_decay(0.1)));
@@ -55,8 +55,8 @@ TEST_CASE("adamw_fused: a step with found-inf set changes nothing, step count in
   const auto g1 = torch::randn({4, 4}), g_bad = torch::randn({4, 4}), g3 = torch::randn({4, 4});
   auto p = init.clone().requires_grad_(), q = init.clone().requires_grad_();
   auto skipping = OptimizerRegistry::create("adamw_fused", ctx), clean = OptimizerRegistry::create("adamw_fused", ctx);
-  skipping->attach({p});
-  clean->attach({q});
+  skipping->attach(default_param_set({p}));
+  clean->attach(default_param_set({q}));
   p.mutable_grad() = g1.clone();
   q.mutable_grad() = g1.clone();
   skipping->step(1e-2, torch::zeros({}));
@@ -82,8 +82,8 @@ TEST_CASE("both optimizers save and load their state: a restored optimizer conti
     const auto init = torch::randn({6, 3});
     auto p = init.clone().requires_grad_(), q = torch::zeros({6, 3}).requires_grad_();
     auto a = OptimizerRegistry::create(name, ctx), b = OptimizerRegistry::create(name, ctx);
-    a->attach({p});
-    b->attach({q});
+    a->attach(default_param_set({p}));
+    b->attach(default_param_set({q}));
     std::vector<torch::Tensor> grads;
     for (int i = 0; i < 10; ++i) grads.push_back(torch::randn({6, 3}));
     for (int i = 0; i < 5; ++i) {

@@ -1,0 +1,85 @@
+// Gradient buckets for ddp and zero2 (internal to dist/). Parameters are grouped, in reverse
+// registration order (roughly the order backward produces their gradients), into buckets of
+// about `bucket_bytes` of one dtype. A post hook on each
+// parameter's AccumulateGrad node copies its gradient into the bucket's flat buffer on the
+// micro-batch that communicates; a full bucket is handed to `launch` in bucket order (the same
+// order on every rank), so communication overlaps the rest of backward.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+
+#include "efftrain/dist/comm.h"
+#include "efftrain/dist/grad_sync.h"
+
+namespace efftrain::dist {
+
+struct Bucket {
+  std::vector<size_t> params;    // indices into GradBuckets::params()
+  std::vector<int64_t> offsets;  // element offset of each parameter in the flat buffer
+  int64_t numel = 0;             // elements of the parameters
+  int64_t padded = 0;            // buffer length: numel rounded up to a multiple of `pad`
+  torch::Tensor flat;            // the gradient buffer of this step
+  Work work;
+  // This step's progress.
+  std::vector<char> copied;
+  int64_t remaining = 0;
+  bool launched = false;
+};
+
+class GradBuckets {
+ public:
+  // `launch(bucket)` starts the bucket's collective on bucket.flat (already divided by the
+  // world size) and returns its work. Flat buffers are allocated on first use and kept until
+  // release_buffers() (zero2 releases them after every step).
+  GradBuckets(std::shared_ptr<Comm> comm, torch::nn::Module& model, double bucket_bytes, int64_t pad,
+              std::function<Work(Bucket&)> launch);
+
+  const std::vector<torch::Tensor>& params() const { return params_; }
+  std::vector<Bucket>& buckets() { return buckets_; }
+  // A view of parameter i's slot in `flat`, with the parameter's own sizes and strides.
+  torch::Tensor slot(const torch::Tensor& flat, const Bucket& b, size_t j) const;
+  // The same memory as a plain tensor, not an autograd view: usable as a parameter's .grad
+  // (optimizers detach_() and reset grads, which views refuse).
+  torch::Tensor alias(const torch::Tensor& flat, const Bucket& b, size_t j) const;
+
+  void arm(bool last);
+  // Launches what the hooks did not (unused parameters get zeros) and waits for every bucket.
+  void finish();
+  void release_buffers();
+  int64_t launched_from_hooks() const { return from_hooks_; }
+  int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
+  nlohmann::json describe() const;
+
+ private:
+  void on_grad(size_t i);
+  void launch_in_order();
+  void start(Bucket& b);
+
+  std::shared_ptr<Comm> comm_;
+  std::vector<torch::Tensor> params_;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // kept alive: they carry the hooks
+  std::vector<std::pair<size_t, size_t>> where_;                      // param -> (bucket, position)
+  std::vector<Bucket> buckets_;
+  double bucket_bytes_;
+  std::function<Work(Bucket&)> launch_;
+  std::mutex mu_;
+  bool armed_ = false;
+  size_t next_ = 0;
+  int64_t from_hooks_ = 0;
+};
+
+// Elements [offset, offset + numel of `sizes`) of the 1-D `flat` with the given sizes and strides,
+// as a plain tensor sharing its memory, not an autograd view: usable as a .grad (optimizers
+// detach_() grads, which views refuse).
+torch::Tensor plain_alias(const torch::Tensor& flat, int64_t offset, at::IntArrayRef sizes, at::IntArrayRef strides);
+
+// The model's trainable parameters without duplicates (tied weights appear once).
+std::vector<torch::Tensor> unique_parameters(torch::nn::Module& model);
+// Every rank takes rank 0's parameters and buffers.
+void broadcast_model(Comm& comm, torch::nn::Module& model);
+
+}  // namespace efftrain::dist

@@ -1,0 +1,69 @@
+// dist::Comm: this process's place in a multi-process job (torchrun's environment contract),
+// the TCPStore rendezvous, and the collectives of its process group (NCCL on CUDA, Gloo on CPU).
+#pragma once
+
+#include <torch/torch.h>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace efftrain::dist {
+
+// What torchrun (or efftrain's own launcher, or a Slurm wrapper) tells a worker.
+struct WorkerEnv {
+  int rank = 0;
+  int local_rank = 0;
+  int world_size = 1;
+  int local_world_size = 1;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;
+};
+
+// The worker environment when RANK and WORLD_SIZE are set, else nullopt (a plain process).
+// A malformed or inconsistent variable is a UserError naming it.
+std::optional<WorkerEnv> worker_env();
+
+using Work = c10::intrusive_ptr<c10d::Work>;
+
+class Comm {
+ public:
+  // Rendezvous through a c10d::TCPStore at MASTER_ADDR:MASTER_PORT (rank 0 serves it) and a
+  // process group for `device`: "nccl", "gloo" or "auto" (nccl on CUDA, gloo on CPU). Throws
+  // std::runtime_error with a clear message when the others do not arrive within `timeout_s`,
+  // which is also the timeout of every collective.
+  static std::shared_ptr<Comm> connect(const WorkerEnv& env, torch::Device device, const std::string& backend,
+                                       double timeout_s);
+  ~Comm();  // shuts the process group down
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const std::string& backend_name() const { return backend_name_; }
+
+  // Asynchronous collectives on dense tensors of the group's device; keep the tensors alive and
+  // untouched until wait(). On CUDA, wait() orders the current stream after the collective.
+  Work all_reduce_sum(torch::Tensor t);                               // in place
+  Work reduce_scatter_sum(torch::Tensor out, torch::Tensor in);       // in.numel() == size * out.numel()
+  Work all_gather(torch::Tensor out, torch::Tensor in);               // out.numel() == size * in.numel()
+  void broadcast(std::vector<torch::Tensor> tensors, int root);       // blocking
+  void barrier();
+  // Host-side agreement at points every rank reaches (a tiny all-reduce).
+  bool any(bool local);
+  double sum(double local);
+  // Small strings through the rendezvous store (per-rank report figures).
+  void publish(const std::string& key, const std::string& value);
+  std::string fetch(const std::string& key);
+
+ private:
+  Comm() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int rank_ = 0, size_ = 1;
+  std::string backend_name_;
+  torch::Device device_{torch::kCPU};
+};
+
+}  // namespace efftrain::dist

@@ -1,0 +1,3 @@
+// efftrain: declarations for ProcessGroupGloo.hpp only (see ../README.md).
+#pragma once
+#include "gloo/context.h"

@@ -1,0 +1,2 @@
+// efftrain: declarations for ProcessGroupGloo.hpp only (see ../../README.md).
+#pragma once

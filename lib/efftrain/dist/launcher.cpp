@@ -1,0 +1,246 @@
+#include "efftrain/dist/launcher.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <optional>
+#include <thread>
+
+#include "efftrain/core/error.h"
+
+namespace efftrain::dist {
+
+namespace {
+
+volatile sig_atomic_t g_signal = 0;
+void on_signal(int sig) { g_signal = sig; }
+
+struct Worker {
+  pid_t pid = -1;
+  int fd = -1;             // read end of its stdout+stderr
+  std::string pending;     // partial line
+  bool running = true;
+  int status = 0;
+};
+
+void emit(int rank, const std::string& line) {
+  std::string s = "[rank " + std::to_string(rank) + "] " + line + "\n";
+  ssize_t off = 0;
+  while (off < static_cast<ssize_t>(s.size())) {
+    const ssize_t n = ::write(STDOUT_FILENO, s.data() + off, s.size() - off);
+    if (n <= 0) break;
+    off += n;
+  }
+}
+
+void note(const std::string& msg) { std::fprintf(stderr, "efftrain launch: %s\n", msg.c_str()); }
+
+// Reads what the worker wrote; returns false at end of file.
+bool drain(int rank, Worker& w) {
+  char buf[8192];
+  const ssize_t n = ::read(w.fd, buf, sizeof buf);
+  if (n <= 0) {
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+    if (!w.pending.empty()) emit(rank, w.pending);
+    w.pending.clear();
+    ::close(w.fd);
+    w.fd = -1;
+    return false;
+  }
+  w.pending.append(buf, static_cast<size_t>(n));
+  size_t start = 0, nl;
+  while ((nl = w.pending.find('\n', start)) != std::string::npos) {
+    emit(rank, w.pending.substr(start, nl - start));
+    start = nl + 1;
+  }
+  w.pending.erase(0, start);
+  return true;
+}
+
+std::string describe(int status) {
+  if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return std::string("was killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
+                                  strsignal(WTERMSIG(status)) + ")";
+  return "ended";
+}
+
+}  // namespace
+
+int free_port() {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (s < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ::close(s);
+    throw std::runtime_error(std::string("cannot find a free port: ") + std::strerror(errno));
+  }
+  ::close(s);
+  return ntohs(a.sin_port);
+}
+
+LaunchResult launch(const LaunchOptions& opts) {
+  std::string addr = opts.master_addr;
+  if (addr.empty()) addr = std::getenv("MASTER_ADDR") ? std::getenv("MASTER_ADDR") : "127.0.0.1";
+  int port = opts.master_port;
+  if (port == 0 && std::getenv("MASTER_PORT")) port = std::atoi(std::getenv("MASTER_PORT"));
+  if (port == 0) port = free_port();
+
+  struct sigaction sa{}, old_int{}, old_term{};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  g_signal = 0;
+
+  std::vector<Worker> workers(static_cast<size_t>(opts.nproc));
+  std::fflush(nullptr);
+  for (int r = 0; r < opts.nproc; ++r) {
+    int fds[2];
+    if (::pipe(fds) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+    const pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {
+      ::setpgid(0, 0);                      // its own process group: stopping it stops its children too
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the launcher
+      ::dup2(fds[1], STDOUT_FILENO);
+      ::dup2(fds[1], STDERR_FILENO);
+      ::close(fds[0]);
+      ::close(fds[1]);
+      ::signal(SIGINT, SIG_DFL);
+      ::signal(SIGTERM, SIG_DFL);
+      const auto set = [](const char* k, const std::string& v) { ::setenv(k, v.c_str(), 1); };
+      set("RANK", std::to_string(r));
+      set("LOCAL_RANK", std::to_string(r));
+      set("WORLD_SIZE", std::to_string(opts.nproc));
+      set("LOCAL_WORLD_SIZE", std::to_string(opts.nproc));
+      set("GROUP_RANK", "0");
+      set("ROLE_RANK", std::to_string(r));
+      set("ROLE_WORLD_SIZE", std::to_string(opts.nproc));
+      set("MASTER_ADDR", addr);
+      set("MASTER_PORT", std::to_string(port));
+      set("TORCHELASTIC_RESTART_COUNT", "0");
+      set("TORCHELASTIC_MAX_RESTARTS", "0");
+      if (!std::getenv("OMP_NUM_THREADS"))  // as torchrun: the cores shared out, not oversubscribed
+        set("OMP_NUM_THREADS", std::to_string(std::max<long>(1, ::sysconf(_SC_NPROCESSORS_ONLN) / opts.nproc)));
+      std::vector<char*> args;
+      for (const auto& a : opts.argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      ::execv(opts.program.empty() ? "/proc/self/exe" : opts.program.c_str(), args.data());
+      std::fprintf(stderr, "efftrain launch: cannot start worker %d: %s\n", r, std::strerror(errno));
+      ::_exit(127);
+    }
+    ::setpgid(pid, pid);  // also here: no race with the signals below
+    ::close(fds[1]);
+    ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+    ::fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    workers[r].pid = pid;
+    workers[r].fd = fds[0];
+  }
+  note("started " + std::to_string(opts.nproc) + " workers, rendezvous at " + addr + ":" + std::to_string(port));
+
+  LaunchResult res;
+  using Clock = std::chrono::steady_clock;
+  std::optional<Clock::time_point> kill_at, drain_until;
+  auto stop_all = [&](const std::string& why) {
+    if (kill_at) return;
+    note(why + "; stopping the other workers (SIGTERM, SIGKILL after " + std::to_string(static_cast<int>(opts.grace_s)) +
+         " s)");
+    for (auto& w : workers)
+      if (w.running) ::kill(-w.pid, SIGTERM);
+    kill_at = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(opts.grace_s * 1000));
+  };
+
+  while (true) {
+    std::vector<pollfd> pfds;
+    std::vector<int> ranks;
+    for (int r = 0; r < opts.nproc; ++r)
+      if (workers[r].fd >= 0) {
+        pfds.push_back({workers[r].fd, POLLIN, 0});
+        ranks.push_back(r);
+      }
+    bool any_running = false;
+    for (const auto& w : workers) any_running |= w.running;
+    if (!any_running && !drain_until) drain_until = Clock::now() + std::chrono::seconds(2);
+    // Every worker has ended: read what is left, but not forever (a leftover child of a
+    // worker may hold its pipe open).
+    if (!any_running && (pfds.empty() || Clock::now() > *drain_until)) break;
+    if (!pfds.empty()) {
+      const int n = ::poll(pfds.data(), pfds.size(), 100);
+      if (n > 0)
+        for (size_t i = 0; i < pfds.size(); ++i)
+          if (pfds[i].revents & (POLLIN | POLLHUP | POLLERR)) drain(ranks[i], workers[ranks[i]]);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    for (int r = 0; r < opts.nproc; ++r) {
+      auto& w = workers[r];
+      if (!w.running) continue;
+      int status = 0;
+      if (::waitpid(w.pid, &status, WNOHANG) != w.pid) continue;
+      w.running = false;
+      w.status = status;
+      const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      if (!ok && res.failed_rank < 0 && !res.interrupted) {
+        res.failed_rank = r;
+        res.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        res.failed_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+        stop_all("rank " + std::to_string(r) + " (pid " + std::to_string(w.pid) + ") " + describe(status));
+      }
+    }
+    if (g_signal && !res.interrupted) {
+      res.interrupted = true;
+      if (res.failed_rank < 0) res.exit_code = 128 + g_signal;
+      stop_all(std::string("received ") + strsignal(g_signal));
+    }
+    if (kill_at && Clock::now() > *kill_at) {
+      for (auto& w : workers)
+        if (w.running) ::kill(-w.pid, SIGKILL);
+      kill_at = Clock::now() + std::chrono::hours(24);
+    }
+  }
+  for (auto& w : workers) {
+    if (w.fd >= 0) ::close(w.fd);
+    ::kill(-w.pid, SIGKILL);  // leftovers of the worker's process group, if any
+  }
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
+  return res;
+}
+
+void maybe_fault(int rank, const std::string& point) {
+  const char* spec = std::getenv("EFFTRAIN_FAULT");
+  if (!spec || !*spec) return;
+  const std::string s = spec;
+  const auto colon = s.find(':'), at = s.find('@');
+  if (colon == std::string::npos || at == std::string::npos || at < colon)
+    throw UserError("EFFTRAIN_FAULT: expected RANK:ACTION@POINT (e.g. 1:exit=7@step=3), found '" + s + "'");
+  if (std::atoi(s.substr(0, colon).c_str()) != rank || s.substr(at + 1) != point) return;
+  const std::string action = s.substr(colon + 1, at - colon - 1);
+  std::fprintf(stderr, "efftrain: EFFTRAIN_FAULT: rank %d: %s at %s\n", rank, action.c_str(), point.c_str());
+  std::fflush(nullptr);
+  if (action.rfind("exit=", 0) == 0) std::_Exit(std::atoi(action.c_str() + 5));
+  if (action == "kill") ::raise(SIGKILL);
+  if (action == "hang")
+    while (true) ::pause();
+  throw UserError("EFFTRAIN_FAULT: unknown action '" + action + "' (exit=N, kill or hang)");
+}
+
+}  // namespace efftrain::dist

@@ -1,0 +1,127 @@
+// grad_sync zero2 (ZeRO stage 2): parameters are flattened into buckets and each bucket is
+// split evenly across ranks. Backward hooks reduce-scatter each bucket to the shard owners as it
+// fills; each rank then holds only its gradient shard and an FP32 master copy of its parameter
+// shard, which is what the optimizer updates (so its state exists only for the shard). The
+// optimizer sees the shard as runs of elements with one weight-decay setting each (views of the
+// master). After the step the updated shards are all-gathered back into the model's parameters.
+#include "efftrain/core/error.h"
+#include "efftrain/dist/buckets.h"
+#include "efftrain/engine/context.h"
+
+namespace efftrain::dist {
+
+namespace {
+
+class Zero2 : public GradSync {
+ public:
+  Zero2(std::shared_ptr<Comm> comm, double bucket_bytes) : comm_(std::move(comm)), bucket_bytes_(bucket_bytes) {}
+
+  ParamSet attach(torch::nn::Module& model) override {
+    broadcast_model(*comm_, model);
+    const int64_t world = comm_->size(), rank = comm_->rank();
+    buckets_ = std::make_unique<GradBuckets>(comm_, model, bucket_bytes_, /*pad=*/world, [this](Bucket& b) {
+      const size_t i = static_cast<size_t>(&b - buckets_->buckets().data());
+      return comm_->reduce_scatter_sum(grad_shards_[i], b.flat);
+    });
+    ParamSet set;
+    torch::NoGradGuard ng;
+    const auto& params = buckets_->params();
+    for (auto& b : buckets_->buckets()) {
+      const auto& p0 = params[b.params[0]];
+      const int64_t shard = b.padded / world, lo = rank * shard;
+      auto flat = torch::zeros({b.padded}, p0.options().dtype(torch::kFloat));
+      for (size_t j = 0; j < b.params.size(); ++j) buckets_->slot(flat, b, j).copy_(params[b.params[j]]);
+      masters_.push_back(flat.narrow(0, lo, shard).clone());
+      grad_shards_.push_back(torch::zeros({shard}, p0.options()));
+      shard_elements_ += shard;
+      // Runs of this shard's elements with one decay setting (parameters with >= 2 dims decay).
+      for (size_t j = 0; j < b.params.size(); ++j) {
+        const int64_t a = std::max(b.offsets[j], lo), e = std::min(b.offsets[j] + params[b.params[j]].numel(), lo + shard);
+        if (a >= e) continue;
+        const bool decay = params[b.params[j]].dim() >= 2;
+        if (!runs_.empty() && runs_.back().bucket == masters_.size() - 1 && runs_.back().decay == decay &&
+            runs_.back().start + runs_.back().length == a - lo)
+          runs_.back().length += e - a;
+        else
+          runs_.push_back({masters_.size() - 1, a - lo, e - a, decay});
+      }
+    }
+    for (const auto& r : runs_) {
+      set.tensors.push_back(plain_alias(masters_[r.bucket], r.start, {r.length}, {1}));
+      set.decay.push_back(r.decay);
+    }
+    views_ = set.tensors;
+    return set;
+  }
+
+  void before_backward(bool last) override { buckets_->arm(last); }
+
+  void finish() override {
+    buckets_->finish();
+    buckets_->release_buffers();  // the full-size gradient buckets are not kept
+    for (size_t i = 0; i < runs_.size(); ++i)
+      views_[i].mutable_grad() = plain_alias(grad_shards_[runs_[i].bucket], runs_[i].start, {runs_[i].length}, {1});
+    for (const auto& p : buckets_->params()) p.mutable_grad().reset();
+    ++steps_;
+  }
+
+  void sum_over_shards(torch::Tensor& t) override { comm_->all_reduce_sum(t)->wait(); }
+
+  void after_step() override {
+    torch::NoGradGuard ng;
+    const auto& params = buckets_->params();
+    auto& buckets = buckets_->buckets();
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      auto& b = buckets[i];
+      auto full = torch::empty({b.padded}, masters_[i].options());
+      comm_->all_gather(full, masters_[i])->wait();
+      for (size_t j = 0; j < b.params.size(); ++j)
+        params[b.params[j]].copy_(buckets_->slot(full, b, j));
+    }
+  }
+
+  nlohmann::json report() const override {
+    const int64_t elem = masters_.empty() ? 4 : masters_[0].element_size();
+    nlohmann::json j = {{"name", "zero2"},
+                        {"world_size", comm_->size()},
+                        {"backend", comm_->backend_name()},
+                        {"collective", "reduce_scatter per bucket in backward, all_gather of parameters after the step"},
+                        {"optimizer_steps", steps_},
+                        {"shard_elements", shard_elements_},
+                        {"optimizer_tensors", runs_.size()},
+                        {"master_shard_bytes", shard_elements_ * elem},
+                        {"gradient_shard_bytes", shard_elements_ * elem},
+                        {"buckets_launched_during_backward", buckets_->launched_from_hooks()}};
+    j.update(buckets_->describe());
+    return j;
+  }
+
+ private:
+  std::shared_ptr<Comm> comm_;
+  double bucket_bytes_;
+  std::unique_ptr<GradBuckets> buckets_;
+  std::vector<torch::Tensor> masters_, grad_shards_;
+  struct Run {  // elements [start, start + length) of masters_[bucket], one decay setting
+    size_t bucket;
+    int64_t start, length;
+    bool decay;
+  };
+  std::vector<Run> runs_;
+  std::vector<torch::Tensor> views_;  // what the optimizer updates, one per run
+  int64_t shard_elements_ = 0;
+  int64_t steps_ = 0;
+};
+
+}  // namespace
+
+EFFTRAIN_REGISTER(GradSync, "zero2",
+                  "ZeRO stage 2: bucketed reduce-scatter in backward; gradients, FP32 master weights and optimizer "
+                  "state sharded across ranks",
+                  [](const BuildContext& ctx) -> std::unique_ptr<GradSync> {
+                    if (!ctx.comm)
+                      throw UserError("distributed.grad_sync: zero2 needs more than one process (world size 1); "
+                                      "use none or auto");
+                    return std::make_unique<Zero2>(ctx.comm, ctx.cfg.distributed.bucket_mb * 1024 * 1024);
+                  });
+
+}  // namespace efftrain::dist

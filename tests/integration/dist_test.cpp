@@ -1,0 +1,226 @@
+// Multi-process training on the CPU (Gloo), through the efftrain binary and its launcher:
+// ddp equals one process with the same global batch, zero2 equals ddp with 1/N of the
+// optimizer state per rank, and a failing or missing worker ends the job without hanging.
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/generators/catch_generators.hpp>
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "helpers.h"
+
+using namespace efftrain::test;
+
+namespace {
+
+struct Run {
+  nlohmann::json report;
+  std::map<std::string, torch::Tensor> params;
+};
+
+std::map<std::string, torch::Tensor> load_model(const std::string& path) {
+  torch::serialize::InputArchive a;
+  a.load_from(path);
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& k : a.keys()) {
+    torch::Tensor t;
+    a.read(k, t);
+    out[k] = t;
+  }
+  return out;
+}
+
+Run train(const std::string& args) {
+  TempDir d;
+  const auto r = run_efftrain(args + " --set output.save_model=true --out '" + d.file("run") + "'");
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  return {nlohmann::json::parse(read_text(d.file("run/report.json"))), load_model(d.file("run/model.pt"))};
+}
+
+// ||a - b|| / ||a|| over every parameter.
+double relative_difference(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
+  double num = 0, den = 0;
+  for (const auto& [k, t] : a) {
+    REQUIRE(b.count(k) == 1);
+    num += (t - b.at(k)).pow(2).sum().item<double>();
+    den += t.pow(2).sum().item<double>();
+  }
+  return std::sqrt(num / den);
+}
+
+// AdamW's first steps move each element by about lr * sign(gradient); an element whose
+// gradient is ~0 can flip sign on a last-bit difference in the summation order. eps = 1 makes
+// the update proportional to the gradient, so these comparisons see the communication, not
+// that amplification.
+const std::string kExact = " --set optim.eps=1.0 --set optim.lr=0.3 --set train.eval_every=0 --set train.max_steps=10";
+const std::string kCnn = "run experiments/quickstart.yaml --device cpu --set task.model.norm=none" + kExact;
+const std::string kGpt = "run experiments/smoke/wikitext2_gpt_tiny.yaml" + kExact;
+
+std::string batch(int global, int nproc) { return " --set train.batch_size=" + std::to_string(global / nproc); }
+
+}  // namespace
+
+TEST_CASE("ddp over 2 and 3 processes equals one process with the same global batch (tiny CNN)") {
+  const auto one = train(kCnn + batch(96, 1));
+  CHECK(one.report["optimizations"]["grad_sync"]["name"] == "none");
+  for (int n : {2, 3}) {
+    const auto many = train(kCnn + batch(96, n) + " --nproc " + std::to_string(n));
+    const auto& sync = many.report["optimizations"]["grad_sync"];
+    CHECK(sync["name"] == "ddp");  // grad_sync auto
+    CHECK(sync["world_size"] == n);
+    CHECK(sync["backend"] == "gloo");
+    CHECK(many.report["result"]["samples"] == one.report["result"]["samples"]);
+    CHECK(many.report["ranks"].size() == static_cast<size_t>(n));
+    const double diff = relative_difference(one.params, many.params);
+    INFO("processes " << n << ", relative difference " << diff);
+    CHECK(diff < 1e-6);
+    CHECK(relative_difference(one.params, train(kCnn + batch(96, 1)).params) == 0.0);  // runs repeat exactly
+  }
+}
+
+TEST_CASE("ddp over 2 and 3 processes equals one process with the same global batch (tiny GPT)") {
+  const auto one = train(kGpt + batch(12, 1) + " --set optim.name=adamw_fused");
+  for (int n : {2, 3}) {
+    const auto many = train(kGpt + batch(12, n) + " --set optim.name=adamw_fused --nproc " + std::to_string(n));
+    const double diff = relative_difference(one.params, many.params);
+    INFO("processes " << n << ", relative difference " << diff);
+    CHECK(diff < 1e-6);
+  }
+}
+
+TEST_CASE("zero2 equals ddp and holds 1/N of the optimizer state per rank") {
+  const int n = GENERATE(2, 3);
+  for (const char* opt : {"adamw", "adamw_fused"}) {
+    INFO("optimizer " << opt << ", processes " << n);
+    const std::string common = kGpt + batch(12, n) + " --nproc " + std::to_string(n) + " --set optim.name=" + opt +
+                               " --set distributed.bucket_mb=0.02";
+    const auto ddp = train(common + " --set distributed.grad_sync=ddp");
+    const auto zero = train(common + " --set distributed.grad_sync=zero2");
+    CHECK(zero.report["optimizations"]["grad_sync"]["name"] == "zero2");
+    const double diff = relative_difference(ddp.params, zero.params);
+    INFO("relative difference " << diff);
+    CHECK(diff < 1e-6);
+    const auto& ranks = zero.report["ranks"];
+    REQUIRE(ranks.size() == static_cast<size_t>(n));
+    const double full = ddp.report["ranks"][0]["optimizer_state_bytes"].get<double>();
+    const double bucket = 0.02 * 1024 * 1024 * 2;  // one bucket of both moments
+    for (const auto& r : ranks) {
+      const double mine = r["optimizer_state_bytes"].get<double>();
+      INFO("rank " << r["rank"] << ": " << mine << " bytes of " << full);
+      CHECK(std::abs(mine - full / n) <= bucket);
+      CHECK(mine < 0.6 * full);
+    }
+  }
+}
+
+TEST_CASE("with gradient accumulation only the last micro-batch communicates, and ddp stays exact") {
+  const auto one = train(kCnn + batch(48, 1) + " --set accumulation.mode=fixed --set accumulation.k=2");
+  const auto two = train(kCnn + batch(48, 2) + " --nproc 2 --set accumulation.mode=fixed --set accumulation.k=2");
+  const auto& sync = two.report["optimizations"]["grad_sync"];
+  // One all-reduce per bucket per optimizer step (10 steps), not per micro-batch.
+  CHECK(sync["buckets_launched_during_backward"].get<int>() == 10 * sync["buckets"].get<int>());
+  CHECK(relative_difference(one.params, two.params) < 1e-6);
+}
+
+TEST_CASE("a worker that exits with code 7 ends the job with exit 7 and a failed report naming it") {
+  TempDir d;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run_efftrain("run experiments/quickstart.yaml --device cpu --nproc 2 --set train.max_steps=200 --out '" +
+                                  d.file("run") + "'",
+                              EFFTRAIN_SOURCE_DIR, "EFFTRAIN_FAULT=1:exit=7@step=3");
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 7);
+  CHECK(s < 15);
+  CHECK(r.err.find("rank 1") != std::string::npos);
+  const auto j = nlohmann::json::parse(read_text(d.file("run/report.json")));
+  CHECK(j["status"] == "failed");
+  CHECK(j["failure"]["rank"] == 1);
+  CHECK(j["failure"]["exit_code"] == 7);
+}
+
+TEST_CASE("a worker killed by SIGKILL ends the job with exit 137") {
+  TempDir d;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run_efftrain("run experiments/quickstart.yaml --device cpu --nproc 2 --set train.max_steps=200 --out '" +
+                                  d.file("run") + "'",
+                              EFFTRAIN_SOURCE_DIR, "EFFTRAIN_FAULT=0:kill@step=3");
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 137);
+  CHECK(s < 15);
+  const auto j = nlohmann::json::parse(read_text(d.file("run/report.json")));  // written by the launcher
+  CHECK(j["status"] == "failed");
+  CHECK(j["failure"]["rank"] == 0);
+  CHECK(j["failure"]["signal"].get<std::string>().find("Kill") != std::string::npos);
+}
+
+TEST_CASE("a worker that never reaches the rendezvous ends the job with a timeout error") {
+  TempDir d;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run_efftrain("run experiments/quickstart.yaml --device cpu --nproc 2 --set distributed.timeout_s=3 "
+                              "--set distributed.stop_grace_s=1 --out '" + d.file("run") + "'",
+                              EFFTRAIN_SOURCE_DIR, "EFFTRAIN_FAULT=1:hang@rendezvous");
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO(r.out << r.err);
+  CHECK(r.exit_code != 0);
+  CHECK(s < 20);
+  CHECK(r.out.find("rendezvous") != std::string::npos);
+  CHECK(r.out.find("distributed.timeout_s") != std::string::npos);
+}
+
+TEST_CASE("a process with a malformed worker environment is refused with exit 2") {
+  const auto r = run_efftrain("run experiments/quickstart.yaml --device cpu", EFFTRAIN_SOURCE_DIR,
+                              "RANK=one WORLD_SIZE=2 MASTER_PORT=29500");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("RANK") != std::string::npos);
+  const auto r2 = run_efftrain("run experiments/quickstart.yaml --device cpu", EFFTRAIN_SOURCE_DIR, "RANK=0");
+  CHECK(r2.exit_code == 2);
+  CHECK(r2.err.find("WORLD_SIZE") != std::string::npos);
+}
+
+TEST_CASE("grad_sync none with several processes is a config error") {
+  const auto r = run_efftrain("validate experiments/quickstart.yaml --set distributed.world_size=2 "
+                              "--set distributed.grad_sync=none");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("distributed.grad_sync") != std::string::npos);
+}
+
+TEST_CASE("gpu: ddp and zero2 over NCCL on two GPUs equal one GPU", "[gpu]") {
+  if (torch::cuda::device_count() < 2) SKIP("needs two GPUs");
+  const std::string gpt = kGpt + " --device cuda --set optim.name=adamw_fused";
+  const auto one = train(gpt + batch(12, 1));
+  for (const char* sync : {"ddp", "zero2"}) {
+    const auto two = train(gpt + batch(12, 2) + " --nproc 2 --set distributed.grad_sync=" + sync);
+    CHECK(two.report["optimizations"]["grad_sync"]["backend"] == "nccl");
+    CHECK(two.report["environment"]["world_size"] == 2);
+    const double diff = relative_difference(one.params, two.params);
+    INFO(sync << ": relative difference " << diff);
+    CHECK(diff < 1e-5);  // different per-GPU batch shapes pick different kernels
+  }
+}
+
+TEST_CASE("gpu: the same binary runs unchanged under torchrun", "[gpu]") {
+  if (torch::cuda::device_count() < 2) SKIP("needs two GPUs");
+  if (std::system("command -v torchrun >/dev/null 2>&1") != 0) SKIP("torchrun is not on PATH");
+  TempDir d;
+  const std::string cmd = "cd '" EFFTRAIN_SOURCE_DIR "' && torchrun --no-python --nproc-per-node 2 '" EFFTRAIN_BIN
+                          "' run experiments/smoke/wikitext2_gpt_tiny.yaml --device cuda --set train.max_steps=20 "
+                          "--set distributed.grad_sync=zero2 --out '" + d.file("run") + "' > '" + d.file("log") +
+                          "' 2>&1";
+  const int status = std::system(cmd.c_str());
+  INFO(read_text(d.file("log")));
+  REQUIRE(status == 0);
+  const auto j = nlohmann::json::parse(read_text(d.file("run/report.json")));
+  CHECK(j["status"] == "completed");
+  CHECK(j["environment"]["world_size"] == 2);
+  CHECK(j["optimizations"]["grad_sync"]["name"] == "zero2");
+  CHECK(j["ranks"].size() == 2);
+  // No leaked process group at exit.
+  CHECK(read_text(d.file("log")).find("has NOT been destroyed") == std::string::npos);
+}

@@ -1,0 +1,85 @@
+// The launcher on plain shell workers: torchrun's environment, the first failure's exit code,
+// and how fast the rest are stopped.
+#include <catch2/catch_test_macros.hpp>
+
+#include <chrono>
+#include <cstdlib>
+
+#include "efftrain/dist/launcher.h"
+#include "helpers.h"
+
+using namespace efftrain;
+using namespace efftrain::test;
+
+namespace {
+dist::LaunchResult launch_sh(int n, const std::string& script, double grace_s = 10) {
+  dist::LaunchOptions o;
+  o.program = "/bin/sh";
+  o.argv = {"sh", "-c", script};
+  o.nproc = n;
+  o.grace_s = grace_s;
+  return dist::launch(o);
+}
+double seconds(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+TEST_CASE("each worker sees torchrun's environment") {
+  TempDir d;
+  ::unsetenv("MASTER_ADDR");
+  ::unsetenv("MASTER_PORT");
+  const auto r = launch_sh(3, "env > '" + d.path() + "'/env.$RANK");
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(r.failed_rank == -1);
+  std::string port;
+  for (int rank = 0; rank < 3; ++rank) {
+    const std::string env = read_text(d.file("env." + std::to_string(rank)));
+    const std::string rs = std::to_string(rank);
+    CHECK(env.find("\nRANK=" + rs + "\n") != std::string::npos);
+    CHECK(env.find("\nLOCAL_RANK=" + rs + "\n") != std::string::npos);
+    CHECK(env.find("\nWORLD_SIZE=3\n") != std::string::npos);
+    CHECK(env.find("\nLOCAL_WORLD_SIZE=3\n") != std::string::npos);
+    CHECK(env.find("\nMASTER_ADDR=127.0.0.1\n") != std::string::npos);
+    const auto at = env.find("\nMASTER_PORT=");
+    REQUIRE(at != std::string::npos);
+    const std::string p = env.substr(at + 13, env.find('\n', at + 1) - at - 13);
+    CHECK(std::atoi(p.c_str()) > 0);
+    if (rank == 0) port = p;
+    CHECK(p == port);  // one rendezvous port for all
+  }
+}
+
+TEST_CASE("a worker exiting with code 7 stops the job with exit 7") {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = launch_sh(3, "if [ \"$RANK\" = 1 ]; then sleep 0.5; exit 7; fi; sleep 60");
+  CHECK(r.exit_code == 7);
+  CHECK(r.failed_rank == 1);
+  CHECK(seconds(t0) < 15);
+}
+
+TEST_CASE("a worker killed by SIGKILL stops the job with exit 137") {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = launch_sh(2, "if [ \"$RANK\" = 0 ]; then sleep 0.5; kill -9 $$; fi; sleep 60");
+  CHECK(r.exit_code == 128 + 9);
+  CHECK(r.failed_rank == 0);
+  CHECK(r.failed_signal == 9);
+  CHECK(seconds(t0) < 15);
+}
+
+TEST_CASE("a worker that ignores SIGTERM is killed after the grace period") {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = launch_sh(2, "if [ \"$RANK\" = 1 ]; then sleep 0.3; exit 3; fi; trap '' TERM; sleep 60 & wait; sleep 60",
+                           /*grace_s=*/1);
+  CHECK(r.exit_code == 3);
+  const double s = seconds(t0);
+  CHECK(s >= 1.0);
+  CHECK(s < 15);
+}
+
+TEST_CASE("a job whose workers all succeed exits 0") {
+  const auto r = launch_sh(2, "exit 0");
+  CHECK(r.exit_code == 0);
+  CHECK(r.failed_rank == -1);
+  CHECK_FALSE(r.interrupted);
+}
