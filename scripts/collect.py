@@ -68,7 +68,8 @@ def main():
     for r in runs:
         print(f"  {r['name']:<{w}}  {r['status']:<14} {r['samples_per_s']:>10.1f} samples/s  "
               f"{r['tokens_per_s']:>10.0f} tok/s  peak {r['peak_allocated_bytes'] / 2**30:6.2f} GiB  "
-              f"x{r.get('throughput_ratio_to_first', 0):.3f}")
+              f"x{r.get('throughput_ratio_to_first', 0):.3f}"
+              + (f"  scaling {r['scaling_efficiency_vs_first']:.1%}" if "scaling_efficiency_vs_first" in r else ""))
     for m in missing:
         print(f"  MISSING {m}")
 

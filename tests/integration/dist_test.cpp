@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -127,6 +128,38 @@ TEST_CASE("with gradient accumulation only the last micro-batch communicates, an
   CHECK(relative_difference(one.params, two.params) < 1e-6);
 }
 
+TEST_CASE("activation checkpointing under ddp and zero2 gives the gradients of the plain run") {
+  const auto one = train(kGpt + batch(12, 1));
+  for (const char* sync : {"ddp", "zero2"}) {
+    const auto two = train(kGpt + batch(12, 2) + " --nproc 2 --set checkpointing.policy=sqrt --set distributed.grad_sync=" +
+                           sync);
+    CHECK(two.report["optimizations"]["checkpointing"]["segments"].size() == 1);
+    const double diff = relative_difference(one.params, two.params);
+    INFO(sync << ": relative difference " << diff);
+    CHECK(diff < 1e-6);
+  }
+}
+
+TEST_CASE("adaptive accumulation over 2 processes estimates the noise scale from local and global gradients") {
+  const auto two = train("run experiments/smoke/wikitext2_gpt_tiny.yaml --nproc 2 --set train.batch_size=4 "
+                         "--set train.max_steps=24 --set accumulation.mode=adaptive --set accumulation.k=1 "
+                         "--set accumulation.k_min=1 --set accumulation.k_max=8 --set accumulation.interval=4");
+  const auto& acc = two.report["optimizations"]["accumulation"];
+  CHECK(acc["world_size"] == 2);
+  CHECK(acc["k_min"] == 1);  // one process would need k >= 2
+  CHECK(acc["estimate_from"].get<std::string>().find("global") != std::string::npos);
+  REQUIRE(acc["noise_history"].size() == 6);
+  int finite = 0;
+  for (const auto& h : acc["noise_history"])
+    if (h["b_noise"].is_number() && h["b_noise"].get<double>() > 0) ++finite;
+  CHECK(finite >= 1);
+  for (const auto& h : acc["k_history"]) {
+    CHECK(h["k"].get<int>() >= 1);
+    CHECK(h["k"].get<int>() <= 8);
+  }
+  CHECK(two.report["result"]["steps"] == 24);
+}
+
 TEST_CASE("a worker that exits with code 7 ends the job with exit 7 and a failed report naming it") {
   TempDir d;
   const auto t0 = std::chrono::steady_clock::now();
@@ -223,4 +256,61 @@ TEST_CASE("gpu: the same binary runs unchanged under torchrun", "[gpu]") {
   CHECK(j["ranks"].size() == 2);
   // No leaked process group at exit.
   CHECK(read_text(d.file("log")).find("has NOT been destroyed") == std::string::npos);
+}
+
+TEST_CASE("a zero2 checkpoint (model, one optimizer file per rank, manifest) continues the run exactly") {
+  // A fixed batch and a constant learning rate: 10 + 10 steps from the checkpoint must equal
+  // 20 steps in one go, which needs every rank's optimizer shard (moments and step counts).
+  const std::string base = kCnn + batch(96, 2) + " --nproc 2 --set distributed.grad_sync=zero2 "
+                           "--set task.data.input_path=fixed --set optim.name=adamw_fused";
+  const auto whole = train(base + " --set train.max_steps=20");
+  TempDir d;
+  auto r = run_efftrain(base + " --set output.save_checkpoint=true --out '" + d.file("first") + "'");
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  const std::string ckpt = d.file("first/checkpoint");
+  const auto manifest = nlohmann::json::parse(read_text(ckpt + "/manifest.json"));
+  CHECK(manifest["format"] == "efftrain.checkpoint/1");
+  CHECK(manifest["world_size"] == 2);
+  CHECK(manifest["steps"] == 10);
+  CHECK(manifest["files"].size() == 3);
+  const auto second = train(base + " --set train.init_from='" + ckpt + "'");
+  const double diff = relative_difference(whole.params, second.params);
+  INFO("relative difference " << diff);
+  CHECK(diff < 1e-6);
+  const auto fresh = train(base);  // without the optimizer state it would not match
+  CHECK(relative_difference(whole.params, fresh.params) > 1e-3);
+
+  // Another world size is refused before anything is written.
+  const auto three = run_efftrain(kCnn + batch(96, 3) + " --nproc 3 --set distributed.grad_sync=zero2 "
+                                  "--set optim.name=adamw_fused --set train.init_from='" + ckpt + "' --out '" +
+                                  d.file("three") + "'");
+  CHECK(three.exit_code == 2);
+  CHECK(three.err.find("manifest.json") != std::string::npos);
+  CHECK(three.err.find("saved by 2 process(es); this run has 3") != std::string::npos);
+  CHECK(read_text(d.file("three/report.json")).empty());
+}
+
+TEST_CASE("SIGTERM to the launcher stops every worker and the job exits 143") {
+  TempDir d;
+  const std::string out = d.file("run");
+  // The workers are the launcher's children: note their pids, stop the launcher, and check
+  // that none of them is left.
+  const std::string script = "cd '" EFFTRAIN_SOURCE_DIR "' && '" EFFTRAIN_BIN
+                             "' run experiments/quickstart.yaml --device cpu --nproc 2 --set train.max_steps=1000000 "
+                             "--out '" + out + "' > '" + d.file("log") + "' 2>&1 & pid=$!; sleep 4; pgrep -P $pid > '" +
+                             d.file("kids") + "'; kill -TERM $pid; wait $pid; echo $? > '" + d.file("rc") +
+                             "'; sleep 1; for k in $(cat '" + d.file("kids") + "'); do kill -0 $k 2>/dev/null && "
+                             "echo $k; done > '" + d.file("left") + "'; true";
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(std::system(script.c_str()) == 0);
+  INFO(read_text(d.file("log")));
+  CHECK(std::atoi(read_text(d.file("rc")).c_str()) == 143);
+  const std::string kids = read_text(d.file("kids"));
+  CHECK(std::count(kids.begin(), kids.end(), '\n') == 2);
+  CHECK(read_text(d.file("left")).empty());  // no worker left behind
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 20);
+  const auto j = nlohmann::json::parse(read_text(out + "/report.json"));
+  CHECK(j["status"] == "failed");
+  CHECK(j["failure"]["interrupted"] == true);
 }

@@ -19,6 +19,11 @@ class Accumulation {
   // `loss_scale` (a device scalar, or undefined for no scaling).
   virtual void after_backward(int64_t i, int64_t k, const std::vector<torch::Tensor>& params,
                               const torch::Tensor& loss_scale) {}
+  // Multi-process runs: whether after_sync wants the squared norm of the global gradient.
+  virtual bool wants_global_norm() const { return false; }
+  // After the gradient sync of a step: the squared norm of the rank-averaged gradient (device
+  // scalar, still scaled by `loss_scale`), the same on every rank.
+  virtual void after_sync(const torch::Tensor& global_sq, const torch::Tensor& loss_scale) {}
   // After the optimizer step; `found_inf` (device flag, may be undefined) marks a skipped step.
   virtual void after_step(int64_t step, const torch::Tensor& found_inf) {}
   // Multiplier of the scheduled learning rate (the response to a batch change).

@@ -3,11 +3,15 @@
 // extra backward, no gradient copies); every `interval` steps k is re-decided so that the
 // global batch (micro-batch x k x world size) tracks factor x B_noise, within [k_min, k_max],
 // changing only when the target leaves a +-hysteresis band around the current batch.
-// With one process the estimate needs two micro-batches, so k stays >= 2 there.
+// With one process the estimate needs two micro-batches, so k stays >= 2 there. With N
+// processes it pairs the local gradient (b*k examples, |g|^2 averaged over the ranks) with the
+// global one (b*k*N, after the sync), so k may be 1, and every rank sees the same estimate and
+// makes the same decision.
 #include <cmath>
 
 #include "efftrain/batching/accumulation.h"
 #include "efftrain/batching/noise_scale.h"
+#include "efftrain/dist/comm.h"
 #include "efftrain/engine/context.h"
 #include "efftrain/optim/grads.h"
 
@@ -19,11 +23,17 @@ torch::Tensor grad_sq_norm(const std::vector<torch::Tensor>& params) {
   auto norms = at::_foreach_norm(defined_grads(params), 2);
   return torch::stack(norms).to(torch::kDouble).pow(2).sum();
 }
+torch::Tensor unscaled(const torch::Tensor& sq, const torch::Tensor& loss_scale) {
+  return loss_scale.defined() ? sq / loss_scale.to(torch::kDouble).pow(2) : sq;
+}
 
 class Adaptive : public Accumulation {
  public:
-  Adaptive(const config::AccumulationConfig& c, int64_t micro_batch, int world, torch::Device device)
-      : cfg_(c), b_(static_cast<double>(micro_batch)), world_(world), est_(c.ema, device) {
+  Adaptive(const config::AccumulationConfig& c, int64_t micro_batch, std::shared_ptr<dist::Comm> comm,
+           torch::Device device)
+      : cfg_(c), b_(static_cast<double>(micro_batch)), world_(comm ? comm->size() : 1), comm_(std::move(comm)),
+        est_(c.ema, device) {
+    const int world = world_;
     k_min_ = world > 1 ? c.k_min : std::max<int64_t>(c.k_min, 2);
     k_ = std::clamp(c.k, k_min_, std::max(k_min_, c.k_max));
     k0_ = k_;
@@ -34,22 +44,36 @@ class Adaptive : public Accumulation {
 
   void after_backward(int64_t i, int64_t k, const std::vector<torch::Tensor>& params,
                       const torch::Tensor& loss_scale) override {
+    cur_k_ = k;
+    if (comm_) {  // the local accumulated gradient, |g|^2 averaged over the ranks
+      if (i != k - 1) return;
+      torch::NoGradGuard ng;
+      auto sq = unscaled(grad_sq_norm(params), loss_scale);
+      comm_->all_reduce_sum(sq)->wait();
+      small_ = sq / static_cast<double>(world_);
+      return;
+    }
     if (i != 0 && i != k - 1) return;
     torch::NoGradGuard ng;
-    auto sq = grad_sq_norm(params);
-    if (loss_scale.defined()) sq = sq / loss_scale.to(torch::kDouble).pow(2);
+    auto sq = unscaled(grad_sq_norm(params), loss_scale);
     // The loss of each micro-batch was divided by k: after the first, .grad = g_1 / k.
     if (i == 0) small_ = sq * static_cast<double>(k * k);
     if (i == k - 1) big_ = sq;
-    cur_k_ = k;
+  }
+
+  bool wants_global_norm() const override { return comm_ != nullptr; }
+  void after_sync(const torch::Tensor& global_sq, const torch::Tensor& loss_scale) override {
+    big_ = unscaled(global_sq, loss_scale);
   }
 
   void after_step(int64_t step, const torch::Tensor& found_inf) override {
-    if (cur_k_ >= 2 && small_.defined() && big_.defined()) {
-      torch::Tensor valid;
-      if (found_inf.defined()) valid = found_inf == 0;
-      est_.observe(small_, b_, big_, b_ * static_cast<double>(cur_k_), valid);
-    }
+    torch::Tensor valid;
+    if (found_inf.defined()) valid = found_inf == 0;
+    const double k = static_cast<double>(cur_k_);
+    if (comm_ && small_.defined() && big_.defined())
+      est_.observe(small_, b_ * k, big_, b_ * k * world_, valid);
+    else if (!comm_ && cur_k_ >= 2 && small_.defined() && big_.defined())
+      est_.observe(small_, b_, big_, b_ * k, valid);
     if (step % cfg_.interval != 0) return;
     decide(step);
   }
@@ -61,6 +85,8 @@ class Adaptive : public Accumulation {
             {"interval", cfg_.interval}, {"factor", cfg_.factor}, {"ema", cfg_.ema},
             {"hysteresis", cfg_.hysteresis}, {"lr_response", cfg_.lr_response},
             {"micro_batch", b_}, {"world_size", world_},
+            {"estimate_from", comm_ ? "local (micro-batch x k) and global (x world size) gradients"
+                                    : "first micro-batch and accumulated gradients"},
             {"k_history", k_history_}, {"noise_history", noise_history_}};
   }
 
@@ -91,6 +117,7 @@ class Adaptive : public Accumulation {
   config::AccumulationConfig cfg_;
   double b_;
   int world_;
+  std::shared_ptr<dist::Comm> comm_;
   NoiseScaleEstimator est_;
   int64_t k_min_, k_, k0_, cur_k_ = 0;
   double lr_scale_ = 1.0;
@@ -104,7 +131,7 @@ class Adaptive : public Accumulation {
 EFFTRAIN_REGISTER(Accumulation, "adaptive",
                   "variance-aware k from the gradient noise scale (McCandlish et al.), re-decided every interval steps",
                   [](const BuildContext& ctx) {
-                    return std::make_unique<Adaptive>(ctx.cfg.accumulation, ctx.cfg.train.batch_size, ctx.world_size,
+                    return std::make_unique<Adaptive>(ctx.cfg.accumulation, ctx.cfg.train.batch_size, ctx.comm,
                                                       ctx.device);
                   });
 

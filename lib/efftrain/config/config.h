@@ -64,6 +64,7 @@ struct TrainConfig {
   bool require_target = false;     // exit 3 when the target was not reached
   uint64_t seed = 0;
   int64_t timing_warmup_steps = 3; // steps excluded from throughput
+  std::string init_from;           // checkpoint folder: start from its model and optimizer state
 };
 
 struct OptimConfig {
@@ -126,6 +127,7 @@ struct OutputConfig {
   int64_t log_every = 10;     // optimizer steps between progress lines and metrics.jsonl rows
   double peak_tflops = 0;     // override of the device's dense peak for MFU; 0 = table
   bool save_model = false;    // write model.pt (final parameters and buffers by name)
+  bool save_checkpoint = false;  // write checkpoint/: model.pt, one optimizer file per rank, manifest.json
 };
 
 struct ExperimentConfig {

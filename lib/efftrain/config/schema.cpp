@@ -380,6 +380,9 @@ template <class V> void visit(V& v, TrainConfig& c) {
   v.field("require_target", c.require_target, "Fail (exit 3) when the target was not reached.");
   v.field("seed", c.seed, "Seed for initialization, data order and augmentation.");
   v.field("timing_warmup_steps", c.timing_warmup_steps, "Steps left out of the throughput figures.", at_least(0));
+  v.field("init_from", c.init_from,
+          "Checkpoint folder (output.save_checkpoint) to start from: its model and this rank's optimizer state; the "
+          "world size must match. Step count, schedule and data order start over.");
 }
 
 template <class V> void visit(V& v, OptimConfig& c) {
@@ -448,6 +451,9 @@ template <class V> void visit(V& v, OutputConfig& c) {
   v.field("peak_tflops", c.peak_tflops, "Dense peak TFLOP/s for MFU; 0 = the built-in device table.", at_least(0));
   v.field("save_model", c.save_model,
           "Write model.pt: the final parameters and buffers by name (torch::serialize archive, CPU tensors).");
+  v.field("save_checkpoint", c.save_checkpoint,
+          "Write checkpoint/ at the end: model.pt, rank<r>.optimizer.pt per rank (zero2: that rank's shard) and "
+          "manifest.json.");
 }
 
 template <class V> void visit(V& v, ExperimentConfig& c) {

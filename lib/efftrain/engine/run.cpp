@@ -14,6 +14,7 @@
 #include "efftrain/core/util.h"
 #include "efftrain/dist/comm.h"
 #include "efftrain/dist/launcher.h"
+#include "efftrain/engine/checkpoint.h"
 #include "efftrain/engine/context.h"
 #include "efftrain/engine/trainer.h"
 #include "efftrain/metrics/device.h"
@@ -56,17 +57,6 @@ Components build_components(const BuildContext& ctx) {
 
 nlohmann::json opt_number(const std::optional<double>& v) {
   return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
-}
-
-// model.pt: every parameter and buffer by its dotted name, as CPU tensors (written atomically).
-void save_model(torch::nn::Module& model, const std::string& path) {
-  torch::serialize::OutputArchive archive;
-  torch::NoGradGuard ng;
-  for (const auto& kv : model.named_parameters()) archive.write(kv.key(), kv.value().detach().cpu());
-  for (const auto& kv : model.named_buffers()) archive.write(kv.key(), kv.value().detach().cpu(), /*is_buffer=*/true);
-  const std::string tmp = path + ".partial";
-  archive.save_to(tmp);
-  files::rename(tmp, path);
 }
 
 // After a failed multi-process job: rank 0's report says which worker failed first; when rank 0
@@ -116,6 +106,8 @@ void record_failure(const std::string& report_path, const dist::LaunchResult& re
 RunOutcome launch_workers(const RunOptions& opts, const config::ExperimentConfig& cfg, int64_t started) {
   const std::string out_dir = choose_out_dir(cfg, opts, started);
   check_out_dir(out_dir, opts.overwrite);
+  if (!cfg.train.init_from.empty())
+    check_checkpoint(cfg.train.init_from, cfg, static_cast<int>(cfg.distributed.world_size));
   if (opts.worker_argv.empty()) throw std::logic_error("run_experiment: no worker command line to launch");
   ::setenv("EFFTRAIN_OUT_DIR", out_dir.c_str(), 1);  // every worker agrees on the folder
   dist::LaunchOptions lo;
@@ -153,8 +145,9 @@ RunOutcome run_experiment(const RunOptions& opts) {
   const bool writer = rank == 0;  // only rank 0 writes files
   if (!writer) log::set_quiet(true);
 
-  const std::string out_dir = choose_out_dir(cfg, opts, started);
+  std::string out_dir = choose_out_dir(cfg, opts, started);
   if (writer) check_out_dir(out_dir, opts.overwrite);
+  if (!cfg.train.init_from.empty()) check_checkpoint(cfg.train.init_from, cfg, world);
 
   const torch::Device device = metrics::resolve_device(cfg.device, env ? env->local_rank : 0);
   if (device.is_cuda()) {
@@ -167,6 +160,9 @@ RunOutcome run_experiment(const RunOptions& opts) {
   if (world > 1) {
     dist::maybe_fault(rank, "rendezvous");
     comm = dist::Comm::connect(*env, device, cfg.distributed.backend, cfg.distributed.timeout_s);
+    // Rank 0's folder for everyone (under torchrun each rank would pick its own timestamp).
+    if (writer) comm->publish("out_dir", out_dir);
+    else out_dir = comm->fetch("out_dir");
   }
   torch::manual_seed(cfg.train.seed);
   BuildContext bctx{cfg, device, rank, world, comm};
@@ -225,6 +221,9 @@ RunOutcome run_experiment(const RunOptions& opts) {
   if (writer) files::rename(metrics_partial, metrics_final);
   if (writer && cfg.output.save_model && result.status != "failed")
     save_model(parts.task->model(), (fs::path(out_dir) / "model.pt").string());
+  if (cfg.output.save_checkpoint && result.status != "failed")
+    save_checkpoint((fs::path(out_dir) / "checkpoint").string(), parts.task->model(), *parts.optimizer, cfg, rank, world,
+                    comm.get(), result.steps, result.samples);
   if (result.status == "diverged") exit_code = exit_code::kTrainingFailed;
   if (result.status == "failed") exit_code = exit_code::kInternal;
   if (cfg.train.require_target && !result.time_to_target_s && exit_code == exit_code::kOk) {

@@ -8,6 +8,7 @@
 #include "efftrain/core/log.h"
 #include "efftrain/dist/comm.h"
 #include "efftrain/dist/launcher.h"
+#include "efftrain/engine/checkpoint.h"
 #include "efftrain/metrics/device.h"
 #include "efftrain/optim/grads.h"
 
@@ -54,8 +55,10 @@ TrainResult Trainer::fit() {
   task.model().train();
   const int rank = comm_ ? comm_->rank() : 0;
   const int64_t world = comm_ ? comm_->size() : 1;
+  if (!cfg_.train.init_from.empty()) load_model(task.model(), cfg_.train.init_from + "/model.pt");
   const ParamSet opt = sync.attach(task.model());  // what the optimizer updates (zero2: shards)
   optimizer.attach(opt);
+  if (!cfg_.train.init_from.empty()) optimizer.load(optimizer_file(cfg_.train.init_from, rank));
   std::vector<torch::Tensor> params = task.model().parameters();
   // Agreement across ranks at points every rank reaches; a plain value for one process.
   auto any = [&](bool local) { return comm_ ? comm_->any(local) : local; };
@@ -101,6 +104,12 @@ TrainResult Trainer::fit() {
       window_samples += b.samples * world;
     }
     sync.finish();
+    if (parts_.accumulation->wants_global_norm()) {
+      torch::NoGradGuard ng;
+      auto sq = torch::stack(at::_foreach_norm(defined_grads(opt.tensors), 2)).to(torch::kDouble).pow(2).sum();
+      sync.sum_over_shards(sq);
+      parts_.accumulation->after_sync(sq, precision.loss_scale());
+    }
     torch::Tensor found_inf = precision.unscale_and_check(opt.tensors);
     if (found_inf.defined()) {  // zero2: an overflow in any shard skips the step on every rank
       sync.sum_over_shards(found_inf);
