@@ -119,6 +119,15 @@ TEST_CASE("zero2 equals ddp and holds 1/N of the optimizer state per rank") {
   }
 }
 
+TEST_CASE("gradient clipping by global norm is the same under zero2 (norm summed over shards) as under ddp") {
+  const std::string common = kGpt + batch(12, 2) + " --nproc 2 --set optim.name=adamw_fused --set optim.grad_clip=0.05";
+  const auto ddp = train(common + " --set distributed.grad_sync=ddp");
+  const auto zero = train(common + " --set distributed.grad_sync=zero2");
+  const auto unclipped = train(kGpt + batch(12, 2) + " --nproc 2 --set optim.name=adamw_fused");
+  CHECK(relative_difference(ddp.params, zero.params) < 1e-6);
+  CHECK(relative_difference(ddp.params, unclipped.params) > 1e-4);  // the clip did act
+}
+
 TEST_CASE("with gradient accumulation only the last micro-batch communicates, and ddp stays exact") {
   const auto one = train(kCnn + batch(48, 1) + " --set accumulation.mode=fixed --set accumulation.k=2");
   const auto two = train(kCnn + batch(48, 2) + " --nproc 2 --set accumulation.mode=fixed --set accumulation.k=2");
@@ -141,9 +150,12 @@ TEST_CASE("activation checkpointing under ddp and zero2 gives the gradients of t
 }
 
 TEST_CASE("adaptive accumulation over 2 processes estimates the noise scale from local and global gradients") {
+  const auto sync = GENERATE(std::string("ddp"), std::string("zero2"));
+  INFO(sync);
   const auto two = train("run experiments/smoke/wikitext2_gpt_tiny.yaml --nproc 2 --set train.batch_size=4 "
                          "--set train.max_steps=24 --set accumulation.mode=adaptive --set accumulation.k=1 "
-                         "--set accumulation.k_min=1 --set accumulation.k_max=8 --set accumulation.interval=4");
+                         "--set accumulation.k_min=1 --set accumulation.k_max=8 --set accumulation.interval=4 "
+                         "--set distributed.grad_sync=" + sync);
   const auto& acc = two.report["optimizations"]["accumulation"];
   CHECK(acc["world_size"] == 2);
   CHECK(acc["k_min"] == 1);  // one process would need k >= 2
@@ -207,6 +219,21 @@ TEST_CASE("a worker that never reaches the rendezvous ends the job with a timeou
   CHECK(r.out.find("distributed.timeout_s") != std::string::npos);
 }
 
+TEST_CASE("a worker that hangs in training ends the job through the collective timeout") {
+  TempDir d;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run_efftrain("run experiments/quickstart.yaml --device cpu --nproc 2 --set train.max_steps=200 "
+                              "--set distributed.timeout_s=3 --set distributed.stop_grace_s=1 --out '" + d.file("run") + "'",
+                              EFFTRAIN_SOURCE_DIR, "EFFTRAIN_FAULT=1:hang@step=3");
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO(r.out << r.err);
+  CHECK(r.exit_code != 0);
+  CHECK(s < 20);
+  const auto j = nlohmann::json::parse(read_text(d.file("run/report.json")));
+  CHECK(j["status"] == "failed");
+  CHECK(j["failure"]["rank"] == 0);  // rank 0's collective timed out first; rank 1 was then stopped
+}
+
 TEST_CASE("a process with a malformed worker environment is refused with exit 2") {
   const auto r = run_efftrain("run experiments/quickstart.yaml --device cpu", EFFTRAIN_SOURCE_DIR,
                               "RANK=one WORLD_SIZE=2 MASTER_PORT=29500");
@@ -236,6 +263,22 @@ TEST_CASE("gpu: ddp and zero2 over NCCL on two GPUs equal one GPU", "[gpu]") {
     INFO(sync << ": relative difference " << diff);
     CHECK(diff < 1e-5);  // different per-GPU batch shapes pick different kernels
   }
+}
+
+TEST_CASE("gpu: fp16 under zero2 skips the same overflowing steps as ddp and ends equal", "[gpu]") {
+  if (torch::cuda::device_count() < 2) SKIP("needs two GPUs");
+  // 2^40 overflows at first: the scale halves until the gradients fit; an overflow in any
+  // shard must skip the step on every rank.
+  const std::string gpt = kGpt + " --device cuda --set optim.name=adamw_fused --set precision.mode=fp16 "
+                          "--set precision.initial_scale_power=40 --set precision.hysteresis=1 --nproc 2" + batch(12, 2);
+  const auto ddp = train(gpt + " --set distributed.grad_sync=ddp");
+  const auto zero = train(gpt + " --set distributed.grad_sync=zero2");
+  const auto& pd = ddp.report["optimizations"]["precision"];
+  const auto& pz = zero.report["optimizations"]["precision"];
+  CHECK(pd["overflows"].get<int>() > 0);
+  CHECK(pz["overflows"] == pd["overflows"]);
+  CHECK(pz["final_scale"] == pd["final_scale"]);
+  CHECK(relative_difference(ddp.params, zero.params) < 1e-5);
 }
 
 TEST_CASE("gpu: the same binary runs unchanged under torchrun", "[gpu]") {

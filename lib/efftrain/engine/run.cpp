@@ -215,7 +215,10 @@ RunOutcome run_experiment(const RunOptions& opts) {
     } catch (const std::exception& e) {
       result.status = "failed";
       result.message = e.what();
-      failure = e.what();
+      if (world > 1)  // most often a collective that lost its peer or ran past its timeout
+        result.message = strf("rank %d of %d (distributed.timeout_s %g): ", rank, world, cfg.distributed.timeout_s) +
+                         result.message;
+      failure = result.message;
     }
   }
   if (writer) files::rename(metrics_partial, metrics_final);
