@@ -116,7 +116,8 @@ struct CheckpointingConfig {
 struct DistributedConfig {
   int64_t world_size = 1;
   std::string backend = "auto";  // auto | nccl | gloo
-  std::string grad_sync = "auto";  // auto = none for one process, ddp for more
+  std::string grad_sync = "auto";  // auto = none for one process, auto_sync for more
+  std::string auto_sync = "ddp";   // what auto means with several processes: ddp | zero2
   double bucket_mb = 25;
   double timeout_s = 300;          // rendezvous and every collective
   double stop_grace_s = 10;        // launcher: SIGTERM to SIGKILL when a worker fails

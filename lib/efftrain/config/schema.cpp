@@ -438,6 +438,8 @@ template <class V> void visit(V& v, DistributedConfig& c) {
   v.field("world_size", c.world_size, "Number of processes (one per GPU).", between(1, 4096));
   v.one_of("backend", c.backend, {"auto", "nccl", "gloo"}, "Collective backend; auto = nccl on CUDA, gloo on CPU.");
   v.component("grad_sync", c.grad_sync, "grad_sync", "Gradient communication across ranks.");
+  v.one_of("auto_sync", c.auto_sync, {"ddp", "zero2"},
+           "What grad_sync auto uses with several processes (one process: none).");
   v.field("bucket_mb", c.bucket_mb, "Gradient bucket size in MiB (ddp, zero2).", positive());
   v.field("timeout_s", c.timeout_s,
           "Seconds the rendezvous waits for every worker, and the timeout of each collective.", positive());

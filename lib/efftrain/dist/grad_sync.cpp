@@ -1,4 +1,4 @@
-// grad_sync none (one process) and auto (none or ddp by world size).
+// grad_sync none (one process) and auto (none, or distributed.auto_sync, by world size).
 #include "efftrain/dist/grad_sync.h"
 
 #include "efftrain/core/error.h"
@@ -27,9 +27,9 @@ EFFTRAIN_REGISTER(GradSync, "none", "no gradient communication (world size 1)",
                     return std::make_unique<NoSync>();
                   });
 
-EFFTRAIN_REGISTER(GradSync, "auto", "none for one process, ddp for more",
+EFFTRAIN_REGISTER(GradSync, "auto", "none for one process, distributed.auto_sync (ddp or zero2) for more",
                   [](const BuildContext& ctx) -> std::unique_ptr<GradSync> {
-                    return GradSyncRegistry::create(ctx.world_size > 1 ? "ddp" : "none", ctx);
+                    return GradSyncRegistry::create(ctx.world_size > 1 ? ctx.cfg.distributed.auto_sync : "none", ctx);
                   });
 
 }  // namespace efftrain

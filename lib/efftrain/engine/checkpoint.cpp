@@ -12,6 +12,14 @@ namespace efftrain {
 
 namespace fs = std::filesystem;
 
+namespace {
+// The grad sync that actually runs (auto resolved).
+std::string effective_sync(const config::ExperimentConfig& cfg, int world) {
+  if (cfg.distributed.grad_sync != "auto") return cfg.distributed.grad_sync;
+  return world > 1 ? cfg.distributed.auto_sync : "none";
+}
+}  // namespace
+
 void save_model(torch::nn::Module& model, const std::string& path) {
   torch::serialize::OutputArchive archive;
   torch::NoGradGuard ng;
@@ -60,7 +68,7 @@ void save_checkpoint(const std::string& dir, torch::nn::Module& model, const Opt
   for (int r = 0; r < world; ++r) files_list.push_back(fs::path(optimizer_file(dir, r)).filename().string());
   const nlohmann::json manifest = {{"format", kCheckpointFormat},
                                    {"world_size", world},
-                                   {"grad_sync", cfg.distributed.grad_sync},
+                                   {"grad_sync", effective_sync(cfg, world)},
                                    {"optimizer", cfg.optim.name},
                                    {"task", cfg.task.name},
                                    {"config_hash", config::config_hash(cfg)},
@@ -90,9 +98,10 @@ void check_checkpoint(const std::string& dir, const config::ExperimentConfig& cf
     if (m.value(key, "") != want)
       throw UserError(path + ": " + key + " is " + m.value(key, "") + ", this run uses " + want);
   }
-  const bool saved_sharded = m.value("grad_sync", "") == "zero2", sharded = cfg.distributed.grad_sync == "zero2";
+  const std::string sync = effective_sync(cfg, world);
+  const bool saved_sharded = m.value("grad_sync", "") == "zero2", sharded = sync == "zero2";
   if (saved_sharded != sharded)
-    throw UserError(path + ": grad_sync " + m.value("grad_sync", "") + " and " + cfg.distributed.grad_sync +
+    throw UserError(path + ": grad_sync " + m.value("grad_sync", "") + " and " + sync +
                     " keep different optimizer state (sharded or whole)");
   for (int r = 0; r < world; ++r)
     if (!files::exists(optimizer_file(dir, r))) throw UserError(optimizer_file(dir, r) + ": missing (named by " + path + ")");
