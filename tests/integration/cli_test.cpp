@@ -205,7 +205,29 @@ TEST_CASE("compare prints a Markdown table with ratios to the first report") {
   CHECK_THAT(r.out, ContainsSubstring("| run | status |"));
   CHECK_THAT(r.out, ContainsSubstring("samples/s"));
   CHECK_THAT(r.out, ContainsSubstring("x)"));
-  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 4);
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 4 + 1 + 4);  // per report, blank line, per configuration
+  CHECK_THAT(r.out, ContainsSubstring("| configuration | runs |"));
+}
+
+TEST_CASE("compare groups seeds into one configuration with median and spread, against the first") {
+  TempDir d;
+  const std::string common = "run experiments/quickstart.yaml --device cpu --set train.max_steps=30 --set train.eval_every=15";
+  for (const char* seed : {"0", "1", "2"})
+    REQUIRE(run_efftrain(common + " --set train.seed=" + seed + " --out '" + d.file(std::string("base") + seed) + "'")
+                .exit_code == 0);
+  REQUIRE(run_efftrain(common + " --set precision.mode=bf16 --out '" + d.file("bf16") + "'").exit_code == 0);
+  auto r = run_efftrain("compare '" + d.file("base0/report.json") + "' '" + d.file("base1/report.json") + "' '" +
+                        d.file("base2/report.json") + "' '" + d.file("bf16/report.json") + "'");
+  REQUIRE(r.exit_code == 0);
+  const auto at = r.out.find("| configuration |");
+  REQUIRE(at != std::string::npos);
+  const std::string grouped = r.out.substr(at);
+  CHECK(std::count(grouped.begin(), grouped.end(), '\n') == 4);  // header, rule, two configurations
+  // Labelled by name and overrides (the seed left out); three seeds in one row, with a spread.
+  CHECK_THAT(grouped, ContainsSubstring("| quickstart train.max_steps=30 train.eval_every=15 device=cpu | 3 | "));
+  CHECK_THAT(grouped, ContainsSubstring("–"));
+  CHECK_THAT(grouped, ContainsSubstring("precision.mode=bf16 device=cpu | 1 | "));
+  CHECK_THAT(grouped, ContainsSubstring("| 1.00x |"));  // the first configuration against itself
 }
 
 TEST_CASE("docs/config-reference.md is what validate --reference prints") {

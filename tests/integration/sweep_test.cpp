@@ -26,7 +26,9 @@ TEST_CASE("sweep runs the override matrix for every seed, marks failed runs and 
   CHECK(read_text(d.file("sweep/quickstart__optim.lr=0.003__seed=1/report.json")).find("\"seed\": 1") !=
         std::string::npos);
   const std::string table = read_text(d.file("sweep/compare.md"));
-  CHECK(std::count(table.begin(), table.end(), '\n') == 4);  // header, rule, the two completed runs
+  const std::string per_run = table.substr(0, table.find("\n\n") + 1);
+  CHECK(std::count(per_run.begin(), per_run.end(), '\n') == 4);  // header, rule, the two completed runs
+  CHECK(table.find(" | 2 | ") != std::string::npos);  // the two seeds of lr 0.003 as one configuration
 }
 
 TEST_CASE("sweep refuses bad arguments with exit 2") {

@@ -1,7 +1,9 @@
 #include "efftrain/metrics/report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <sstream>
 
 #include "efftrain/core/error.h"
@@ -51,6 +53,99 @@ std::string fmt_ratio(std::optional<double> v, std::optional<double> base) {
   std::snprintf(buf, sizeof buf, " (%.2fx)", *v / *base);
   return buf;
 }
+
+// ---- by configuration: seeds grouped, median [min-max], against the first configuration ----
+struct Stat {
+  std::vector<double> v;
+  std::optional<double> median() const {
+    if (v.empty()) return std::nullopt;
+    auto w = v;
+    std::sort(w.begin(), w.end());
+    const size_t n = w.size();
+    return n % 2 ? w[n / 2] : 0.5 * (w[n / 2 - 1] + w[n / 2]);
+  }
+  std::string str(const char* f, double scale = 1) const {
+    auto m = median();
+    if (!m) return "—";
+    std::string s = fmt_num(*m * scale, f);
+    if (v.size() > 1) {
+      const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+      s += " [" + fmt_num(*lo * scale, f) + "–" + fmt_num(*hi * scale, f) + "]";
+    }
+    return s;
+  }
+};
+
+struct Group {
+  std::string label;
+  int seeds = 0;
+  int reached = 0;
+  double world = 1;
+  Stat sps, mem, ttt, metric;
+  bool higher_is_better = true;
+};
+
+std::string by_configuration(const std::vector<nlohmann::json>& reports) {
+  std::vector<std::string> order;
+  std::map<std::string, Group> groups;
+  for (const auto& j : reports) {
+    nlohmann::json cfg = j.value("/experiment/config"_json_pointer, nlohmann::json::object());
+    if (cfg.contains("train")) cfg["train"].erase("seed");
+    if (cfg.contains("output")) cfg["output"].erase("dir");
+    const std::string key = cfg.dump();
+    if (!groups.count(key)) {
+      order.push_back(key);
+      Group g;
+      g.label = j.value("/experiment/name"_json_pointer, std::string("?"));
+      for (const auto& o : j.value("/experiment/overrides"_json_pointer, nlohmann::json::array()))
+        if (o.is_string() && o.get<std::string>().rfind("train.seed=", 0) != 0) g.label += " " + o.get<std::string>();
+      g.world = number_at(j, "/environment/world_size").value_or(1);
+      g.higher_is_better = j.value("/quality/higher_is_better"_json_pointer, true);
+      groups[key] = g;
+    }
+    Group& g = groups[key];
+    ++g.seeds;
+    const std::string status = j.value("status", "");
+    if (status == "failed" || status == "diverged") continue;
+    if (auto v = number_at(j, "/throughput/samples_per_s")) g.sps.v.push_back(*v);
+    if (auto v = number_at(j, "/memory/peak_allocated_bytes")) g.mem.v.push_back(*v);
+    if (auto v = number_at(j, "/quality/final")) g.metric.v.push_back(*v);
+    if (auto v = number_at(j, "/result/time_to_target_s")) {
+      g.ttt.v.push_back(*v);
+      ++g.reached;
+    }
+  }
+  const Group& b = groups[order.front()];
+  std::ostringstream out;
+  out << "| configuration | runs | samples/s | throughput gain | peak alloc (MiB) | memory reduction | "
+         "time to target (s) | time-to-target reduction | final metric | quality delta | scaling efficiency |\n"
+      << "|---|---|---|---|---|---|---|---|---|---|---|\n";
+  auto ratio = [](std::optional<double> a, std::optional<double> c, const char* f) {
+    return a && c && *c != 0 ? fmt_num(*a / *c, f) : std::string("—");
+  };
+  for (const auto& key : order) {
+    const Group& g = groups[key];
+    const auto sps = g.sps.median(), bsps = b.sps.median();
+    const auto mem = g.mem.median(), bmem = b.mem.median();
+    const auto ttt = g.ttt.median(), bttt = b.ttt.median();
+    const auto met = g.metric.median(), bmet = b.metric.median();
+    std::string reduction = "—", delta = "—", scaling = "—";
+    if (mem && bmem && *bmem > 0) reduction = fmt_num(100.0 * (1.0 - *mem / *bmem), "%.1f%%");
+    if (met && bmet && *bmet != 0) {
+      // Positive = better, whichever way the metric goes.
+      const double d = (*met - *bmet) / std::fabs(*bmet) * (g.higher_is_better ? 1 : -1);
+      delta = fmt_num(100.0 * d, "%+.2f%%");
+    }
+    if (sps && bsps && *bsps > 0 && g.world != b.world)
+      scaling = fmt_num(100.0 * *sps / (g.world / b.world * *bsps), "%.1f%%");
+    out << "| " << g.label << " | " << g.seeds << " | " << g.sps.str("%.1f") << " | " << ratio(sps, bsps, "%.2fx")
+        << " | " << g.mem.str("%.1f", 1.0 / (1024 * 1024)) << " | " << reduction << " | " << g.ttt.str("%.2f")
+        << (g.reached < g.seeds ? " (" + std::to_string(g.reached) + "/" + std::to_string(g.seeds) + " reached)" : "")
+        << " | " << ratio(bttt, ttt, "%.2fx") << " | " << g.metric.str("%.4f") << " | " << delta << " | " << scaling
+        << " |\n";
+  }
+  return out.str();
+}
 }  // namespace
 
 std::string compare_markdown(const std::vector<std::string>& paths,
@@ -89,6 +184,7 @@ std::string compare_markdown(const std::vector<std::string>& paths,
     }
     out << "\n";
   }
+  out << "\n" << by_configuration(reports);
   return out.str();
 }
 

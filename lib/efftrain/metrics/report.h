@@ -15,7 +15,11 @@ void write(const std::string& path, const nlohmann::json& report);
 // Reads and checks the schema; UserError naming the file when it is not a report.
 nlohmann::json read(const std::string& path);
 
-// Markdown table of the key figures of each report, with ratios to the first.
+// Markdown: a table of the key figures of each report, with ratios to the first; then a table
+// by configuration (reports that differ only in train.seed grouped): median [min-max] over the
+// runs, and against the first configuration the throughput gain, peak-memory reduction,
+// time-to-target reduction, quality delta (positive = better) and scaling efficiency (when the
+// world size differs).
 std::string compare_markdown(const std::vector<std::string>& paths,
                              const std::vector<nlohmann::json>& reports);
 
