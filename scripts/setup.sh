@@ -5,7 +5,10 @@
 #  - LibTorch 2.11.0: a python3 that already imports torch 2.11.0 is used as is; otherwise the
 #    torch==2.11.0 wheel goes into a virtualenv under $EFFTRAIN_CACHE (default ~/.cache/efftrain).
 #    A user-provided Torch_DIR or CMAKE_PREFIX_PATH (LibTorch zip) skips this step.
-# Prints nothing on success when nothing had to be done. Writes $EFFTRAIN_CACHE/torch-prefix.
+#  - matplotlib for scripts/plot.py, best effort (into that virtualenv when it exists): a machine
+#    without it (the GPU machine has no network) builds and tests as before, without plots.
+# Prints nothing on success when nothing had to be done. Writes $EFFTRAIN_CACHE/torch-prefix and
+# $EFFTRAIN_CACHE/plot-python (a python3 that imports matplotlib).
 set -euo pipefail
 
 EFFTRAIN_CACHE="${EFFTRAIN_CACHE:-$HOME/.cache/efftrain}"
@@ -104,5 +107,24 @@ PY
   fi
   if [ ! -f "$prefix_file" ] || [ "$(cat "$prefix_file")" != "$prefix" ]; then
     echo "$prefix" > "$prefix_file.tmp" && mv "$prefix_file.tmp" "$prefix_file"
+  fi
+fi
+
+# matplotlib (scripts/plot.py): best effort, once per machine ($EFFTRAIN_CACHE/no-matplotlib
+# remembers that it could not be had; delete it to try again).
+plot_file="$EFFTRAIN_CACHE/plot-python"
+if [ ! -f "$EFFTRAIN_CACHE/no-matplotlib" ] && { [ ! -s "$plot_file" ] || ! [ -x "$(cat "$plot_file")" ]; }; then
+  rm -f "$plot_file"
+  for py in "$EFFTRAIN_CACHE/venv/bin/python3" "$(command -v python3 || true)"; do
+    if [ -x "$py" ] && "$py" -c 'import matplotlib' 2>/dev/null; then echo "$py" > "$plot_file"; break; fi
+  done
+  if [ ! -s "$plot_file" ]; then
+    if [ -x "$EFFTRAIN_CACHE/venv/bin/pip" ] && say "installing matplotlib into $EFFTRAIN_CACHE/venv (scripts/plot.py)" &&
+       "$EFFTRAIN_CACHE/venv/bin/pip" install -q matplotlib >/dev/null 2>&1; then
+      echo "$EFFTRAIN_CACHE/venv/bin/python3" > "$plot_file"
+    else
+      say "no matplotlib on this machine: scripts/plot.py will not work here"
+      touch "$EFFTRAIN_CACHE/no-matplotlib"
+    fi
   fi
 fi
