@@ -22,6 +22,5 @@ for r in "$sweep"/*/report.json; do
 import json, sys
 j = json.load(open(sys.argv[1]))
 j["experiment"].pop("config", None)
-j["quality"]["curve"] = j["quality"].get("curve", [])
 json.dump(j, open(sys.argv[2], "w"), indent=1)' "$r" "$out/seed_reports/$(basename "$(dirname "$r")").json"
 done
