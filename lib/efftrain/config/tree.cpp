@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <set>
@@ -74,6 +75,9 @@ Node convert(const YAML::Node& y, const std::string& file) {
       n.kind = Node::Kind::Scalar;
       n.scalar = y.Scalar();
       n.quoted = (y.Tag() == "!");
+      // An escape in a quoted scalar ("\x85") can make bytes that are not UTF-8.
+      if (invalid_utf8_offset(n.scalar) != std::string::npos)
+        throw UserError(n.src.str() + ": the value is not UTF-8 text (after YAML escapes)");
       break;
     case YAML::NodeType::Sequence:
       n.kind = Node::Kind::Seq;
@@ -87,6 +91,8 @@ Node convert(const YAML::Node& y, const std::string& file) {
           throw UserError(ks.str() + ": keys must be plain names, found a " +
                           (kv.first.IsMap() ? "map" : "list"));
         const std::string key = kv.first.Scalar();
+        if (invalid_utf8_offset(key) != std::string::npos)
+          throw UserError(ks.str() + ": the key is not UTF-8 text (after YAML escapes)");
         if (n.find(key)) throw UserError(ks.str() + ": " + key + ": duplicate key");
         Node child = convert(kv.second, file);
         if (child.kind == Node::Kind::Null) child.src = ks;  // `key:` with nothing after it
@@ -169,7 +175,17 @@ Node load_recursive(const std::string& path, std::vector<std::string>& stack,
 
 }  // namespace
 
+// Config text is UTF-8: keys and values end up in JSON reports and in messages.
+static void require_utf8(const std::string& text, const std::string& what) {
+  if (const auto bad = invalid_utf8_offset(text); bad != std::string::npos) {
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02x", static_cast<unsigned char>(text[bad]));
+    throw UserError(what + ": not UTF-8 text (byte " + std::to_string(bad) + " is " + hex + ")");
+  }
+}
+
 Node parse_yaml(const std::string& text, const std::string& file) {
+  require_utf8(text, file);
   try {
     return convert(YAML::Load(text), file);
   } catch (const YAML::Exception& e) {
@@ -197,6 +213,7 @@ void merge_into(Node& base, const Node& over) {
 }
 
 void apply_override(Node& root, const std::string& assignment) {
+  require_utf8(assignment, "--set");
   Source src;
   src.file = "--set " + assignment;
   const auto eq = assignment.find('=');

@@ -18,6 +18,10 @@ void write_file_atomic(const std::string& path, std::string_view contents);
 // Reads a whole file; throws UserError naming the path when it cannot be read.
 std::string read_file(const std::string& path, const std::string& what = "file");
 
+// The byte offset of the first byte that is not part of well-formed UTF-8 (overlong forms,
+// surrogates and code points above U+10FFFF included), or npos when `s` is valid.
+std::size_t invalid_utf8_offset(std::string_view s);
+
 // Edit distance, and the closest candidate within a small distance (empty when none is close).
 std::size_t edit_distance(std::string_view a, std::string_view b);
 std::string closest_match(std::string_view word, const std::vector<std::string>& candidates);

@@ -184,6 +184,8 @@ Gpt2Tokenizer Gpt2Tokenizer::from_files(const std::string& vocab_json, const std
     v = nlohmann::json::parse(vtext);
   } catch (const nlohmann::json::parse_error& e) {
     throw UserError(vocab_json + ": not valid JSON (byte " + std::to_string(e.byte) + ")");
+  } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double (fuzzer finding)
+    throw UserError(vocab_json + ": not usable JSON (" + e.what() + ")");
   }
   if (!v.is_object() || v.empty()) throw UserError(vocab_json + ": expected a JSON object of token -> id");
   t.id_to_token_.assign(v.size(), std::string());

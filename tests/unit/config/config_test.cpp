@@ -142,3 +142,20 @@ TEST_CASE("the config reference lists every section and key") {
                         "`distributed.grad_sync`", "`task.data.root`", "`output.peak_tflops`"})
     CHECK_THAT(md, ContainsSubstring(k));
 }
+
+TEST_CASE("config text that is not UTF-8 is a user error naming the file or the override (fuzzer finding)") {
+  test::TempDir d;
+  const std::string bad = d.write("bad.yaml", std::string(kMinimal) + "description: caf\xe9\n");
+  CHECK_THAT(error_of(bad), ContainsSubstring("bad.yaml: not UTF-8 text (byte 52 is 0xe9)"));
+  const std::string ok = d.write("ok.yaml", kMinimal);
+  CHECK_THAT(error_of(ok, {"description=caf\xc3"}), ContainsSubstring("--set: not UTF-8 text"));
+  CHECK(error_of(ok, {"description=caf\xc3\xa9"}) == "(no error)");
+  // Inputs the config fuzzer (tests/fuzz/config_fuzz.cpp) found: they passed validation and
+  // then threw from the JSON writer (the second through bytes yaml-cpp made of NULs).
+  CHECK_THAT(error_of(test::source_path("tests/fuzz/regressions/config-invalid-utf8.yaml")),
+             ContainsSubstring("not UTF-8 text"));
+  CHECK_THAT(error_of(test::source_path("tests/fuzz/regressions/config-escape-not-utf8.yaml")),
+             ContainsSubstring("not UTF-8 text"));
+  const std::string escaped = d.write("escaped.yaml", std::string(kMinimal) + "description: \"caf\\xe9\"\n");
+  CHECK(error_of(escaped) == "(no error)");  // YAML's \xe9 is U+00E9, written as UTF-8
+}

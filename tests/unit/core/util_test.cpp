@@ -74,3 +74,17 @@ TEST_CASE("files: make_dirs, is_empty_dir, remove_tree, absolute") {
   files::remove_tree(dir.file("a"));  // missing is fine
   CHECK(files::absolute(dir.path() + "/./x/../y") == files::absolute(dir.path()) + "/y");
 }
+
+TEST_CASE("invalid_utf8_offset finds the first byte that is not well-formed UTF-8") {
+  using efftrain::invalid_utf8_offset;
+  constexpr auto ok = std::string_view::npos;
+  CHECK(invalid_utf8_offset("") == ok);
+  CHECK(invalid_utf8_offset("plain ascii") == ok);
+  CHECK(invalid_utf8_offset("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80") == ok);
+  CHECK(invalid_utf8_offset("ab\x97") == 2);              // lone continuation byte
+  CHECK(invalid_utf8_offset("a\xc3") == 1);               // truncated sequence
+  CHECK(invalid_utf8_offset("\xc0\xaf") == 0);            // overlong '/'
+  CHECK(invalid_utf8_offset("\xed\xa0\x80") == 0);        // surrogate U+D800
+  CHECK(invalid_utf8_offset("\xf4\x90\x80\x80") == 0);    // above U+10FFFF
+  CHECK(invalid_utf8_offset("x\xe2\x28\xa1") == 1);       // bad continuation
+}

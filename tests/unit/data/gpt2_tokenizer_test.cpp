@@ -151,3 +151,21 @@ TEST_CASE("token cache: reused while unchanged, rebuilt when the text or the voc
   CHECK(rebuilt);
   CHECK(other.size() > changed.size());
 }
+
+TEST_CASE("GPT-2 tokenizer: a vocabulary with a number too large for a double is a user error (fuzzer finding)") {
+  test::TempDir d;
+  // tests/fuzz/regressions/tokenizer-*.bin: mode byte, vocab.json text, NUL, merges.txt text.
+  const std::string input = test::read_text(test::source_path("tests/fuzz/regressions/tokenizer-vocab-number-overflow.bin"));
+  REQUIRE(input.size() > 1);
+  const std::string rest = input.substr(1);
+  const auto zero = rest.find('\0');
+  const std::string vocab = d.write("vocab.json", rest.substr(0, zero));
+  const std::string merges = d.write("merges.txt", zero == std::string::npos ? "" : rest.substr(zero + 1));
+  std::string message = "(no error)";
+  try {
+    data::Gpt2Tokenizer::from_files(vocab, merges);
+  } catch (const UserError& e) {
+    message = e.what();
+  }
+  CHECK_THAT(message, ContainsSubstring("vocab.json: not usable JSON"));
+}
