@@ -150,6 +150,22 @@ void GradBuckets::release_buffers() {
   for (auto& b : buckets_) b.flat = torch::Tensor();
 }
 
+void BucketedSync::make_buckets(torch::nn::Module& model, int64_t pad, std::function<Work(Bucket&)> launch) {
+  broadcast_model(*comm_, model);
+  buckets_ = std::make_unique<GradBuckets>(comm_, model, bucket_bytes_, pad, std::move(launch));
+}
+
+nlohmann::json BucketedSync::base_report(const char* name, const char* collective) const {
+  nlohmann::json j = {{"name", name},
+                      {"world_size", comm_->size()},
+                      {"backend", comm_->backend_name()},
+                      {"collective", collective},
+                      {"optimizer_steps", steps_},
+                      {"buckets_launched_during_backward", buckets_->launched_from_hooks()}};
+  j.update(buckets_->describe());
+  return j;
+}
+
 nlohmann::json GradBuckets::describe() const {
   nlohmann::json sizes = nlohmann::json::array();
   for (const auto& b : buckets_) sizes.push_back(b.numel);

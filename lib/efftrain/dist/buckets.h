@@ -12,8 +12,10 @@
 #include <memory>
 #include <mutex>
 
+#include "efftrain/core/error.h"
 #include "efftrain/dist/comm.h"
 #include "efftrain/dist/grad_sync.h"
+#include "efftrain/engine/context.h"
 
 namespace efftrain::dist {
 
@@ -76,6 +78,33 @@ class GradBuckets {
 // as a plain tensor sharing its memory, not an autograd view: usable as a .grad (optimizers
 // detach_() grads, which views refuse).
 torch::Tensor plain_alias(const torch::Tensor& flat, int64_t offset, at::IntArrayRef sizes, at::IntArrayRef strides);
+
+// What ddp and zero2 share: the process group, the gradient buckets, and the common part of
+// their report.
+class BucketedSync : public GradSync {
+ public:
+  BucketedSync(std::shared_ptr<Comm> comm, double bucket_bytes)
+      : comm_(std::move(comm)), bucket_bytes_(bucket_bytes) {}
+  void before_backward(bool last) override { buckets_->arm(last); }
+
+ protected:
+  // Every rank takes rank 0's model; then the buckets (padded to a multiple of `pad`).
+  void make_buckets(torch::nn::Module& model, int64_t pad, std::function<Work(Bucket&)> launch);
+  nlohmann::json base_report(const char* name, const char* collective) const;
+
+  std::shared_ptr<Comm> comm_;
+  double bucket_bytes_;
+  std::unique_ptr<GradBuckets> buckets_;
+  int64_t steps_ = 0;
+};
+
+// The registry factory of a bucketed sync: several processes only.
+template <class Sync>
+std::unique_ptr<GradSync> make_bucketed_sync(const BuildContext& ctx, const std::string& name) {
+  if (!ctx.comm)
+    throw UserError("distributed.grad_sync: " + name + " needs more than one process (world size 1); use none or auto");
+  return std::make_unique<Sync>(ctx.comm, ctx.cfg.distributed.bucket_mb * 1024 * 1024);
+}
 
 // The model's trainable parameters without duplicates (tied weights appear once).
 std::vector<torch::Tensor> unique_parameters(torch::nn::Module& model);

@@ -4,22 +4,19 @@
 // shard, which is what the optimizer updates (so its state exists only for the shard). The
 // optimizer sees the shard as runs of elements with one weight-decay setting each (views of the
 // master). After the step the updated shards are all-gathered back into the model's parameters.
-#include "efftrain/core/error.h"
 #include "efftrain/dist/buckets.h"
-#include "efftrain/engine/context.h"
 
 namespace efftrain::dist {
 
 namespace {
 
-class Zero2 : public GradSync {
+class Zero2 : public BucketedSync {
  public:
-  Zero2(std::shared_ptr<Comm> comm, double bucket_bytes) : comm_(std::move(comm)), bucket_bytes_(bucket_bytes) {}
+  using BucketedSync::BucketedSync;
 
   ParamSet attach(torch::nn::Module& model) override {
-    broadcast_model(*comm_, model);
     const int64_t world = comm_->size(), rank = comm_->rank();
-    buckets_ = std::make_unique<GradBuckets>(comm_, model, bucket_bytes_, /*pad=*/world, [this](Bucket& b) {
+    make_buckets(model, /*pad=*/world, [this](Bucket& b) {
       const size_t i = static_cast<size_t>(&b - buckets_->buckets().data());
       return comm_->reduce_scatter_sum(grad_shards_[i], b.flat);
     });
@@ -54,8 +51,6 @@ class Zero2 : public GradSync {
     return set;
   }
 
-  void before_backward(bool last) override { buckets_->arm(last); }
-
   void finish() override {
     buckets_->finish();
     buckets_->release_buffers();  // the full-size gradient buckets are not kept
@@ -82,24 +77,16 @@ class Zero2 : public GradSync {
 
   nlohmann::json report() const override {
     const int64_t elem = masters_.empty() ? 4 : masters_[0].element_size();
-    nlohmann::json j = {{"name", "zero2"},
-                        {"world_size", comm_->size()},
-                        {"backend", comm_->backend_name()},
-                        {"collective", "reduce_scatter per bucket in backward, all_gather of parameters after the step"},
-                        {"optimizer_steps", steps_},
-                        {"shard_elements", shard_elements_},
-                        {"optimizer_tensors", runs_.size()},
-                        {"master_shard_bytes", shard_elements_ * elem},
-                        {"gradient_shard_bytes", shard_elements_ * elem},
-                        {"buckets_launched_during_backward", buckets_->launched_from_hooks()}};
-    j.update(buckets_->describe());
+    nlohmann::json j =
+        base_report("zero2", "reduce_scatter per bucket in backward, all_gather of parameters after the step");
+    j.update({{"shard_elements", shard_elements_},
+              {"optimizer_tensors", runs_.size()},
+              {"master_shard_bytes", shard_elements_ * elem},
+              {"gradient_shard_bytes", shard_elements_ * elem}});
     return j;
   }
 
  private:
-  std::shared_ptr<Comm> comm_;
-  double bucket_bytes_;
-  std::unique_ptr<GradBuckets> buckets_;
   std::vector<torch::Tensor> masters_, grad_shards_;
   struct Run {  // elements [start, start + length) of masters_[bucket], one decay setting
     size_t bucket;
@@ -109,7 +96,6 @@ class Zero2 : public GradSync {
   std::vector<Run> runs_;
   std::vector<torch::Tensor> views_;  // what the optimizer updates, one per run
   int64_t shard_elements_ = 0;
-  int64_t steps_ = 0;
 };
 
 }  // namespace
@@ -117,11 +103,6 @@ class Zero2 : public GradSync {
 EFFTRAIN_REGISTER(GradSync, "zero2",
                   "ZeRO stage 2: bucketed reduce-scatter in backward; gradients, FP32 master weights and optimizer "
                   "state sharded across ranks",
-                  [](const BuildContext& ctx) -> std::unique_ptr<GradSync> {
-                    if (!ctx.comm)
-                      throw UserError("distributed.grad_sync: zero2 needs more than one process (world size 1); "
-                                      "use none or auto");
-                    return std::make_unique<Zero2>(ctx.comm, ctx.cfg.distributed.bucket_mb * 1024 * 1024);
-                  });
+                  [](const BuildContext& ctx) { return make_bucketed_sync<Zero2>(ctx, "zero2"); });
 
 }  // namespace efftrain::dist
