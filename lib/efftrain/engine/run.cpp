@@ -59,6 +59,16 @@ nlohmann::json opt_number(const std::optional<double>& v) {
   return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
 }
 
+// The report's "experiment" object: what ran, as given and as resolved.
+nlohmann::json experiment_section(const config::ExperimentConfig& cfg, const RunOptions& opts) {
+  return {{"name", cfg.name},
+          {"description", cfg.description},
+          {"file", opts.experiment},
+          {"overrides", opts.overrides},
+          {"config", config::to_json(cfg)},
+          {"config_hash", config::config_hash(cfg)}};
+}
+
 // After a failed multi-process job: rank 0's report says which worker failed first; when rank 0
 // could not write one, the launcher writes a short one (not after a bad-input exit).
 void record_failure(const std::string& report_path, const dist::LaunchResult& res,
@@ -84,13 +94,7 @@ void record_failure(const std::string& report_path, const dist::LaunchResult& re
     j = {{"schema", report::kSchema},
          {"status", "failed"},
          {"message", what + " before rank 0 wrote its report"},
-         {"experiment",
-          {{"name", cfg.name},
-           {"description", cfg.description},
-           {"file", opts.experiment},
-           {"overrides", opts.overrides},
-           {"config", config::to_json(cfg)},
-           {"config_hash", config::config_hash(cfg)}}},
+         {"experiment", experiment_section(cfg, opts)},
          {"environment",
           {{"efftrain_version", report::efftrain_version()},
            {"git_commit", report::git_commit()},
@@ -278,13 +282,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
       {"schema", report::kSchema},
       {"status", result.status},
       {"message", result.message.empty() ? nlohmann::json(nullptr) : nlohmann::json(result.message)},
-      {"experiment",
-       {{"name", cfg.name},
-        {"description", cfg.description},
-        {"file", opts.experiment},
-        {"overrides", opts.overrides},
-        {"config", config::to_json(cfg)},
-        {"config_hash", config::config_hash(cfg)}}},
+      {"experiment", experiment_section(cfg, opts)},
       {"environment",
        {{"efftrain_version", report::efftrain_version()},
         {"git_commit", report::git_commit()},
