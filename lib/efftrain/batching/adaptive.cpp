@@ -20,8 +20,7 @@ namespace efftrain {
 namespace {
 
 torch::Tensor grad_sq_norm(const std::vector<torch::Tensor>& params) {
-  auto norms = at::_foreach_norm(defined_grads(params), 2);
-  return torch::stack(norms).to(torch::kDouble).pow(2).sum();
+  return squared_norm(defined_grads(params), torch::kDouble);
 }
 torch::Tensor unscaled(const torch::Tensor& sq, const torch::Tensor& loss_scale) {
   return loss_scale.defined() ? sq / loss_scale.to(torch::kDouble).pow(2) : sq;

@@ -106,7 +106,7 @@ TrainResult Trainer::fit() {
     sync.finish();
     if (parts_.accumulation->wants_global_norm()) {
       torch::NoGradGuard ng;
-      auto sq = torch::stack(at::_foreach_norm(defined_grads(opt.tensors), 2)).to(torch::kDouble).pow(2).sum();
+      auto sq = squared_norm(defined_grads(opt.tensors), torch::kDouble);
       sync.sum_over_shards(sq);
       parts_.accumulation->after_sync(sq, precision.loss_scale());
     }
@@ -118,8 +118,7 @@ TrainResult Trainer::fit() {
     if (cfg_.optim.grad_clip > 0) {
       torch::NoGradGuard ng;
       const auto grads = defined_grads(opt.tensors);
-      auto norms = at::_foreach_norm(grads, 2);
-      auto total_sq = at::stack(norms).pow(2).sum();
+      auto total_sq = squared_norm(grads);
       sync.sum_over_shards(total_sq);
       auto coef = (cfg_.optim.grad_clip / (total_sq.sqrt() + 1e-6)).clamp_max(1.0);
       at::_foreach_mul_(grads, coef);
