@@ -17,7 +17,7 @@ flags=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
 
 build() {  # name sources...
   local name="$1"; shift
-  if [ ! -x "$out/$name" ] || [ -n "$(find "$@" tests/fuzz/*.cpp lib/efftrain -newer "$out/$name" -print -quit)" ]; then
+  if [ ! -x "$out/$name" ] || [ -n "$(find "$@" tests/fuzz/*.cpp tests/fuzz/*.h lib/efftrain -newer "$out/$name" -print -quit)" ]; then
     echo "fuzz: building $name"
     "$cxx" "${flags[@]}" "$@" "${common[@]}" -o "$out/$name" -lyaml-cpp
   fi

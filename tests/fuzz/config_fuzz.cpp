@@ -13,16 +13,10 @@
 #include "efftrain/config/config.h"
 #include "efftrain/core/error.h"
 #include "efftrain/core/registry.h"
+#include "fuzz_files.h"
 
 namespace {
 std::string g_dir;
-
-void write(const std::string& path, const std::string& text) {
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) std::abort();
-  std::fwrite(text.data(), 1, text.size(), f);
-  std::fclose(f);
-}
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -39,9 +33,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
                             {"checkpointing", "sqrt"}, {"checkpointing", "every"},    {"checkpointing", "budget"}};
   for (const auto& n : names) efftrain::catalog::add(n[0], n[1], "");
   // Files that `base:` may name.
-  write(g_dir + "/base.yaml", "optim: {lr: 1.0e-3}\ntrain: {batch_size: 8}\n");
-  write(g_dir + "/loop_a.yaml", "base: [loop_b.yaml]\n");
-  write(g_dir + "/loop_b.yaml", "base: [loop_a.yaml]\n");
+  efftrain::fuzz::write_file(g_dir + "/base.yaml", "optim: {lr: 1.0e-3}\ntrain: {batch_size: 8}\n");
+  efftrain::fuzz::write_file(g_dir + "/loop_a.yaml", "base: [loop_b.yaml]\n");
+  efftrain::fuzz::write_file(g_dir + "/loop_b.yaml", "base: [loop_a.yaml]\n");
   return 0;
 }
 
@@ -61,7 +55,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   const std::string path = g_dir + "/exp.yaml";
-  write(path, text);
+  efftrain::fuzz::write_file(path, text);
   try {
     const auto cfg = efftrain::config::load(path, overrides);
     (void)efftrain::config::to_yaml(cfg);

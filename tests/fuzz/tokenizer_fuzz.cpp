@@ -11,17 +11,11 @@
 
 #include "efftrain/core/error.h"
 #include "efftrain/data/gpt2_tokenizer.h"
+#include "fuzz_files.h"
 
 namespace {
 std::optional<efftrain::data::Gpt2Tokenizer> g_tok;
 std::string g_dir;
-
-void write(const std::string& path, const std::string& text) {
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) std::abort();
-  std::fwrite(text.data(), 1, text.size(), f);
-  std::fclose(f);
-}
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -48,8 +42,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   const auto zero = rest.find('\0');
-  write(g_dir + "/vocab.json", rest.substr(0, zero));
-  write(g_dir + "/merges.txt", zero == std::string::npos ? "" : rest.substr(zero + 1));
+  efftrain::fuzz::write_file(g_dir + "/vocab.json", rest.substr(0, zero));
+  efftrain::fuzz::write_file(g_dir + "/merges.txt", zero == std::string::npos ? "" : rest.substr(zero + 1));
   try {
     auto tok = efftrain::data::Gpt2Tokenizer::from_files(g_dir + "/vocab.json", g_dir + "/merges.txt");
     (void)tok.encode("hello world", true, "probe");
