@@ -64,6 +64,19 @@ const std::string kGpt = "run experiments/smoke/wikitext2_gpt_tiny.yaml" + kExac
 
 std::string batch(int global, int nproc) { return " --set train.batch_size=" + std::to_string(global / nproc); }
 
+// A 2-process quickstart run into out/run with EFFTRAIN_FAULT=`fault`, and how long it took.
+struct FaultRun {
+  CommandResult result;
+  double seconds;
+};
+FaultRun run_with_fault(const TempDir& out, const std::string& settings, const std::string& fault) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = run_efftrain("run experiments/quickstart.yaml --device cpu --nproc 2 " + settings + " --out '" +
+                            out.file("run") + "'",
+                        EFFTRAIN_SOURCE_DIR, "EFFTRAIN_FAULT=" + fault);
+  return {r, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+}
+
 }  // namespace
 
 TEST_CASE("ddp over 2 and 3 processes equals one process with the same global batch (tiny CNN)") {
@@ -174,11 +187,7 @@ TEST_CASE("adaptive accumulation over 2 processes estimates the noise scale from
 
 TEST_CASE("a worker that exits with code 7 ends the job with exit 7 and a failed report naming it") {
   TempDir d;
-  const auto t0 = std::chrono::steady_clock::now();
-  const auto r = run_efftrain("run experiments/quickstart.yaml --device cpu --nproc 2 --set train.max_steps=200 --out '" +
-                                  d.file("run") + "'",
-                              EFFTRAIN_SOURCE_DIR, "EFFTRAIN_FAULT=1:exit=7@step=3");
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto [r, s] = run_with_fault(d, "--set train.max_steps=200", "1:exit=7@step=3");
   INFO(r.out << r.err);
   CHECK(r.exit_code == 7);
   CHECK(s < 15);
@@ -191,11 +200,7 @@ TEST_CASE("a worker that exits with code 7 ends the job with exit 7 and a failed
 
 TEST_CASE("a worker killed by SIGKILL ends the job with exit 137") {
   TempDir d;
-  const auto t0 = std::chrono::steady_clock::now();
-  const auto r = run_efftrain("run experiments/quickstart.yaml --device cpu --nproc 2 --set train.max_steps=200 --out '" +
-                                  d.file("run") + "'",
-                              EFFTRAIN_SOURCE_DIR, "EFFTRAIN_FAULT=0:kill@step=3");
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto [r, s] = run_with_fault(d, "--set train.max_steps=200", "0:kill@step=3");
   INFO(r.out << r.err);
   CHECK(r.exit_code == 137);
   CHECK(s < 15);
@@ -207,11 +212,8 @@ TEST_CASE("a worker killed by SIGKILL ends the job with exit 137") {
 
 TEST_CASE("a worker that never reaches the rendezvous ends the job with a timeout error") {
   TempDir d;
-  const auto t0 = std::chrono::steady_clock::now();
-  const auto r = run_efftrain("run experiments/quickstart.yaml --device cpu --nproc 2 --set distributed.timeout_s=3 "
-                              "--set distributed.stop_grace_s=1 --out '" + d.file("run") + "'",
-                              EFFTRAIN_SOURCE_DIR, "EFFTRAIN_FAULT=1:hang@rendezvous");
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto [r, s] =
+      run_with_fault(d, "--set distributed.timeout_s=3 --set distributed.stop_grace_s=1", "1:hang@rendezvous");
   INFO(r.out << r.err);
   CHECK(r.exit_code != 0);
   CHECK(s < 20);
@@ -221,11 +223,8 @@ TEST_CASE("a worker that never reaches the rendezvous ends the job with a timeou
 
 TEST_CASE("a worker that hangs in training ends the job through the collective timeout") {
   TempDir d;
-  const auto t0 = std::chrono::steady_clock::now();
-  const auto r = run_efftrain("run experiments/quickstart.yaml --device cpu --nproc 2 --set train.max_steps=200 "
-                              "--set distributed.timeout_s=3 --set distributed.stop_grace_s=1 --out '" + d.file("run") + "'",
-                              EFFTRAIN_SOURCE_DIR, "EFFTRAIN_FAULT=1:hang@step=3");
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto [r, s] = run_with_fault(
+      d, "--set train.max_steps=200 --set distributed.timeout_s=3 --set distributed.stop_grace_s=1", "1:hang@step=3");
   INFO(r.out << r.err);
   CHECK(r.exit_code != 0);
   CHECK(s < 20);
