@@ -37,6 +37,12 @@ int main(int argc, char** argv) {
   run->add_option("--device", device, "cpu, cuda or auto; same as the config key device");
   run->add_option("--out", run_opts.out_dir, "Output folder (default: runs/<name>-<UTC timestamp>)");
   run->add_flag("--overwrite", run_opts.overwrite, "Allow writing into a non-empty output folder");
+  run->add_option("--resume", run_opts.resume,
+                  "Continue from a checkpoint folder, a run folder (its newest checkpoint), or auto (the newest "
+                  "valid one in the output folder; none: start)");
+  run->add_option("--max-restarts", run_opts.max_restarts,
+                  "Restart every worker from the newest checkpoint after a failure, up to this many times")
+      ->check(CLI::NonNegativeNumber);
   run->footer("Example: efftrain run experiments/quickstart.yaml --set optim.lr=3e-4 --out runs/lr3e-4");
 
   std::string validate_file;

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "helpers.h"
+#include "model_files.h"
 
 using namespace efftrain::test;
 
@@ -23,35 +24,12 @@ struct Run {
   std::map<std::string, torch::Tensor> params;
 };
 
-std::map<std::string, torch::Tensor> load_model(const std::string& path) {
-  torch::serialize::InputArchive a;
-  a.load_from(path);
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& k : a.keys()) {
-    torch::Tensor t;
-    a.read(k, t);
-    out[k] = t;
-  }
-  return out;
-}
-
 Run train(const std::string& args) {
   TempDir d;
   const auto r = run_efftrain(args + " --set output.save_model=true --out '" + d.file("run") + "'");
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
-  return {nlohmann::json::parse(read_text(d.file("run/report.json"))), load_model(d.file("run/model.pt"))};
-}
-
-// ||a - b|| / ||a|| over every parameter.
-double relative_difference(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
-  double num = 0, den = 0;
-  for (const auto& [k, t] : a) {
-    REQUIRE(b.count(k) == 1);
-    num += (t - b.at(k)).pow(2).sum().item<double>();
-    den += t.pow(2).sum().item<double>();
-  }
-  return std::sqrt(num / den);
+  return {nlohmann::json::parse(read_text(d.file("run/report.json"))), load_tensors(d.file("run/model.pt"))};
 }
 
 // AdamW's first steps move each element by about lr * sign(gradient); an element whose
@@ -310,13 +288,14 @@ TEST_CASE("a zero2 checkpoint (model, one optimizer file per rank, manifest) con
   auto r = run_efftrain(base + " --set output.save_checkpoint=true --out '" + d.file("first") + "'");
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
-  const std::string ckpt = d.file("first/checkpoint");
+  const std::string ckpt = d.file("first/checkpoints/step-00000010");
   const auto manifest = nlohmann::json::parse(read_text(ckpt + "/manifest.json"));
-  CHECK(manifest["format"] == "efftrain.checkpoint/1");
+  CHECK(manifest["format"] == "efftrain.checkpoint/2");
   CHECK(manifest["world_size"] == 2);
-  CHECK(manifest["steps"] == 10);
-  CHECK(manifest["files"].size() == 3);
-  const auto second = train(base + " --set train.init_from='" + ckpt + "'");
+  CHECK(manifest["step"] == 10);
+  CHECK(manifest["files"].size() == 5);  // model, and per rank the optimizer shard and the resume state
+  // A run folder names its newest checkpoint.
+  const auto second = train(base + " --set train.init_from='" + d.file("first") + "'");
   const double diff = relative_difference(whole.params, second.params);
   INFO("relative difference " << diff);
   CHECK(diff < 1e-6);

@@ -26,6 +26,10 @@ class Accumulation {
   virtual void after_sync(const torch::Tensor& global_sq, const torch::Tensor& loss_scale) {}
   // After the optimizer step; `found_inf` (device flag, may be undefined) marks a skipped step.
   virtual void after_step(int64_t step, const torch::Tensor& found_inf) {}
+  // Resume: the state that shapes the rest of the run, written into and read from this
+  // component's own archive of a checkpoint. Default: none.
+  virtual void save_state(torch::serialize::OutputArchive& out) const {}
+  virtual void load_state(torch::serialize::InputArchive& in) {}
   // Multiplier of the scheduled learning rate (the response to a batch change).
   virtual double lr_scale() const { return 1.0; }
   virtual nlohmann::json report() const = 0;

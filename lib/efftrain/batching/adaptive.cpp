@@ -13,6 +13,7 @@
 #include "efftrain/batching/noise_scale.h"
 #include "efftrain/dist/comm.h"
 #include "efftrain/engine/context.h"
+#include "efftrain/engine/state.h"
 #include "efftrain/optim/grads.h"
 
 namespace efftrain {
@@ -78,6 +79,19 @@ class Adaptive : public Accumulation {
   }
 
   double lr_scale() const override { return lr_scale_; }
+  void save_state(torch::serialize::OutputArchive& out) const override {
+    est_.save(out);
+    state::write_json(out, "decision", {{"k", k_}, {"lr_scale", lr_scale_}, {"k_history", k_history_},
+                                        {"noise_history", noise_history_}});
+  }
+  void load_state(torch::serialize::InputArchive& in) override {
+    est_.load(in);
+    const auto d = state::read_json(in, "decision");
+    k_ = d.at("k").get<int64_t>();
+    lr_scale_ = d.at("lr_scale").get<double>();
+    k_history_ = d.at("k_history");
+    noise_history_ = d.at("noise_history");
+  }
 
   nlohmann::json report() const override {
     return {{"mode", "adaptive"}, {"k", k_}, {"k_min", k_min_}, {"k_max", cfg_.k_max},

@@ -2,6 +2,8 @@
 
 #include <limits>
 
+#include "efftrain/engine/state.h"
+
 namespace efftrain {
 
 NoiseScaleEstimator::NoiseScaleEstimator(double ema, torch::Device device) : beta_(ema) {
@@ -28,6 +30,20 @@ void NoiseScaleEstimator::observe(const torch::Tensor& small_sq, double b, const
   tr_.mul_(1.0 - one_minus).add_(one_minus * tr);
   weight_.mul_(1.0 - one_minus).add_(one_minus);
   n_.add_(keep.to(torch::kLong));
+}
+
+void NoiseScaleEstimator::save(torch::serialize::OutputArchive& out) const {
+  out.write("g2", g2_);
+  out.write("trace", tr_);
+  out.write("weight", weight_);
+  out.write("n", n_);
+}
+
+void NoiseScaleEstimator::load(torch::serialize::InputArchive& in) {
+  state::read_into(in, "g2", g2_);
+  state::read_into(in, "trace", tr_);
+  state::read_into(in, "weight", weight_);
+  state::read_into(in, "n", n_);
 }
 
 double NoiseScaleEstimator::g2() const {

@@ -24,6 +24,9 @@ class NoiseScaleEstimator {
   double trace_sigma() const;
   double b_noise() const;  // tr(Sigma) / |G|^2; +inf when |G|^2 <= 0
   int64_t observations() const { return n_.item<int64_t>(); }
+  // Resume: the EMA sums and the count.
+  void save(torch::serialize::OutputArchive& out) const;
+  void load(torch::serialize::InputArchive& in);
 
  private:
   double beta_;

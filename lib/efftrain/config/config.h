@@ -128,7 +128,10 @@ struct OutputConfig {
   int64_t log_every = 10;     // optimizer steps between progress lines and metrics.jsonl rows
   double peak_tflops = 0;     // override of the device's dense peak for MFU; 0 = table
   bool save_model = false;    // write model.pt (final parameters and buffers by name)
-  bool save_checkpoint = false;  // write checkpoint/: model.pt, one optimizer file per rank, manifest.json
+  bool save_checkpoint = false;      // a checkpoint at the end of training
+  int64_t checkpoint_every_steps = 0;  // and every N optimizer steps; 0 = never
+  double checkpoint_every_min = 0;     // and every M minutes of the training loop; 0 = never
+  int64_t keep_checkpoints = 3;        // the newest K are kept; 0 = all
 };
 
 struct ExperimentConfig {

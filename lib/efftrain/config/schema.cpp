@@ -381,7 +381,7 @@ template <class V> void visit(V& v, TrainConfig& c) {
   v.field("seed", c.seed, "Seed for initialization, data order and augmentation.");
   v.field("timing_warmup_steps", c.timing_warmup_steps, "Steps left out of the throughput figures.", at_least(0));
   v.field("init_from", c.init_from,
-          "Checkpoint folder (output.save_checkpoint) to start from: its model and this rank's optimizer state; the "
+          "Checkpoint folder (or a run folder: its newest checkpoint) to start from: its model and this rank's optimizer state; the "
           "world size must match. Step count, schedule and data order start over.");
 }
 
@@ -454,8 +454,16 @@ template <class V> void visit(V& v, OutputConfig& c) {
   v.field("save_model", c.save_model,
           "Write model.pt: the final parameters and buffers by name (torch::serialize archive, CPU tensors).");
   v.field("save_checkpoint", c.save_checkpoint,
-          "Write checkpoint/ at the end: model.pt, rank<r>.optimizer.pt per rank (zero2: that rank's shard) and "
-          "manifest.json.");
+          "Write a checkpoint at the end of training (checkpoints/step-<N>/: model.pt, per rank the optimizer state "
+          "and the resume state, manifest.json with SHA-256 of every file).");
+  v.field("checkpoint_every_steps", c.checkpoint_every_steps,
+          "Also write a checkpoint every this many optimizer steps; 0 = never.", at_least(0));
+  v.field("checkpoint_every_min", c.checkpoint_every_min,
+          "Also write a checkpoint every this many minutes of the training loop (checked every 10 steps); 0 = never.",
+          at_least(0));
+  v.field("keep_checkpoints", c.keep_checkpoints,
+          "Keep the newest this many checkpoints (older ones are deleted after a new one is complete); 0 = all.",
+          at_least(0));
 }
 
 template <class V> void visit(V& v, ExperimentConfig& c) {

@@ -4,7 +4,9 @@
 // crash. Pure path arithmetic (std::filesystem::path, operator/, parent_path) is safe.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace efftrain::files {
 
@@ -17,6 +19,12 @@ void make_dirs(const std::string& path);
 // rm -rf; a missing path is fine.
 void remove_tree(const std::string& path);
 void rename(const std::string& from, const std::string& to);
+// fsync of a file or a folder (a folder: makes renames inside it durable).
+void sync(const std::string& path);
+// Bytes of a file; -1 when it does not exist.
+int64_t size_of(const std::string& path);
+// The entry names of a folder, sorted (empty when it is missing).
+std::vector<std::string> list_dir(const std::string& path);
 // The absolute, normalized form (symlinks resolved when the path exists).
 std::string absolute(const std::string& path);
 // A new, empty folder under $TMPDIR (or /tmp) named prefix-XXXXXX.

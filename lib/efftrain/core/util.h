@@ -8,8 +8,22 @@
 
 namespace efftrain {
 
-// SHA-256 of bytes, as 64 lowercase hex characters.
+// SHA-256, streaming: update() with bytes, then hex() once (64 lowercase hex characters).
+class Sha256 {
+ public:
+  Sha256& update(std::string_view data);
+  std::string hex();
+
+ private:
+  void block(const unsigned char* p);
+  uint32_t h_[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  unsigned char buf_[64] = {};
+  size_t used_ = 0;
+  uint64_t bytes_ = 0;
+};
 std::string sha256_hex(std::string_view data);
+// SHA-256 of a file's bytes (read in 1 MiB pieces); UserError naming the file when unreadable.
+std::string sha256_file(const std::string& path);
 
 // Writes `contents` to `path` through a temporary file in the same folder, fsync and rename,
 // so a reader never sees a half-written file. Throws std::runtime_error on I/O failure.

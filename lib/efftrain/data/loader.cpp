@@ -64,6 +64,15 @@ class HostLoader : public ImageLoader {
   }
   std::string kind() const override { return "host"; }
 
+  void seek(int64_t batch) override {
+    std::lock_guard<std::mutex> l(mu_);
+    sampler_.seek(batch);
+    issued_ = consumed_ = batch;
+    ready_.clear();
+    ++generation_;  // batches being made for the old position are dropped when they arrive
+    cv_.notify_all();
+  }
+
  private:
   // The next batch number and its indices; callers hold mu_ when worker threads exist.
   std::pair<int64_t, std::vector<int64_t>> next_job() {
@@ -90,16 +99,18 @@ class HostLoader : public ImageLoader {
     at::set_num_threads(1);  // the loader's parallelism is its threads
     while (true) {
       std::pair<int64_t, std::vector<int64_t>> job;
+      int64_t generation = 0;
       {
         std::unique_lock<std::mutex> l(mu_);
         cv_.wait(l, [&] { return stop_ || issued_ < consumed_ + opts_.prefetch; });
         if (stop_) return;
         job = next_job();
+        generation = generation_;
       }
       try {
         auto batch = make(job.first, job.second);
         std::lock_guard<std::mutex> l(mu_);
-        ready_[job.first] = std::move(batch);
+        if (generation == generation_) ready_[job.first] = std::move(batch);
       } catch (...) {
         std::lock_guard<std::mutex> l(mu_);
         error_ = std::current_exception();
@@ -116,7 +127,7 @@ class HostLoader : public ImageLoader {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<int64_t, std::pair<torch::Tensor, torch::Tensor>> ready_;
-  int64_t issued_ = 0, consumed_ = 0;
+  int64_t issued_ = 0, consumed_ = 0, generation_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
   std::vector<std::thread> threads_;
@@ -127,7 +138,8 @@ class DeviceLoader : public ImageLoader {
  public:
   DeviceLoader(const ImageSplit& train, const LoaderOptions& o, torch::Device device)
       : opts_(o), device_(device), sampler_(train.labels.size(0), o.batch_size, o.seed, o.rank, o.world_size),
-        gen_(make_generator(device, o.seed * 7919 + static_cast<uint64_t>(o.rank) + 1)) {
+        gen_(device.is_cuda() ? at::cuda::detail::createCUDAGenerator(device.index())
+                              : at::detail::createCPUGenerator()) {
     images_ = train.images.to(device);
     labels_ = train.labels.to(device);
   }
@@ -142,6 +154,10 @@ class DeviceLoader : public ImageLoader {
     pos_ += opts_.batch_size;
     auto images = images_.index_select(0, idx);
     if (opts_.augment) {
+      {  // the batch's own stream (host-side: seed and a zero offset), as the host loader's
+        std::lock_guard<std::mutex> l(gen_.mutex());
+        gen_.set_current_seed(batch_seed(opts_, batch_));
+      }
       const int64_t B = opts_.batch_size;
       auto lopts = torch::TensorOptions().device(device_).dtype(torch::kLong);
       auto oy = torch::randint(0, 2 * opts_.pad + 1, {B}, gen_, lopts);
@@ -149,23 +165,26 @@ class DeviceLoader : public ImageLoader {
       auto flip = torch::rand({B}, gen_, torch::TensorOptions().device(device_)) < 0.5;
       images = crop_flip(images, opts_.pad, oy, ox, flip);
     }
+    ++batch_;
     return {images, labels_.index_select(0, idx)};
   }
   std::string kind() const override { return "device"; }
 
- private:
-  static torch::Generator make_generator(torch::Device d, uint64_t seed) {
-    torch::Generator g = d.is_cuda() ? at::cuda::detail::createCUDAGenerator(d.index())
-                                     : at::detail::createCPUGenerator();
-    g.set_current_seed(seed);
-    return g;
+  void seek(int64_t batch) override {
+    const int64_t per_epoch = sampler_.batches_per_epoch();
+    epoch_ = batch / per_epoch;
+    order_ = torch::tensor(sampler_.rank_indices(epoch_), torch::kLong).to(device_);
+    pos_ = (batch % per_epoch) * opts_.batch_size;
+    batch_ = batch;
   }
+
+ private:
   LoaderOptions opts_;
   torch::Device device_;
   EpochSampler sampler_;
   torch::Generator gen_;
   torch::Tensor images_, labels_, order_;
-  int64_t epoch_ = -1, pos_ = 0;
+  int64_t epoch_ = -1, pos_ = 0, batch_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -181,6 +200,7 @@ class FixedLoader : public ImageLoader {
     batch_.labels = torch::randint(0, classes, {o.batch_size}, gen, torch::kLong).to(device);
   }
   ImageBatch next() override { return batch_; }
+  void seek(int64_t) override {}
   std::string kind() const override { return "fixed"; }
 
  private:

@@ -6,7 +6,7 @@
 //           gather, crop and flip run there (no host work per step).
 //   fixed:  one random batch on the device, reused every step (measures the model alone).
 // Batches depend only on (seed, rank, batch number): the same on every run, whatever the
-// thread timing.
+// thread timing, so seek() can continue a stream exactly.
 #pragma once
 
 #include <torch/torch.h>
@@ -43,6 +43,9 @@ class ImageLoader {
  public:
   virtual ~ImageLoader() = default;
   virtual ImageBatch next() = 0;
+  // The next next() returns batch number `batch` (0-based over epochs), as if the batches
+  // before it had been drawn: the data position of a resumed run.
+  virtual void seek(int64_t batch) = 0;
   virtual std::string kind() const = 0;
 };
 

@@ -58,6 +58,12 @@ std::vector<int64_t> EpochSampler::rank_indices(int64_t e) const {
   return mine;
 }
 
+void EpochSampler::seek(int64_t batches) {
+  epoch_ = batches / batches_per_epoch();
+  order_ = rank_indices(epoch_);
+  pos_ = (batches % batches_per_epoch()) * batch_;
+}
+
 std::vector<int64_t> EpochSampler::next_batch() {
   if (epoch_ < 0 || pos_ + batch_ > static_cast<int64_t>(order_.size())) {
     ++epoch_;

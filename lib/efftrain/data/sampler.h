@@ -18,6 +18,9 @@ class EpochSampler {
                int world_size = 1, bool shuffle = true);
   // Indices of the next batch; a new epoch starts (reshuffled) when this one is used up.
   std::vector<int64_t> next_batch();
+  // Positions the sampler so that the next batch is batch number `batches` (0-based, counted
+  // over epochs): what a resumed run needs to continue mid-epoch.
+  void seek(int64_t batches);
   int64_t epoch() const { return epoch_; }
   int64_t batches_per_epoch() const { return per_rank_ / batch_; }
   // This rank's indices for epoch `e`, in order.

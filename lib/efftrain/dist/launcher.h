@@ -17,6 +17,8 @@ struct LaunchOptions {
   std::string master_addr;              // empty = MASTER_ADDR from the environment, else 127.0.0.1
   int master_port = 0;                  // 0 = MASTER_PORT from the environment, else a free port
   double grace_s = 10;                  // SIGTERM -> SIGKILL
+  int restart_count = 0;                // TORCHELASTIC_RESTART_COUNT of this attempt
+  int max_restarts = 0;                 // TORCHELASTIC_MAX_RESTARTS
 };
 
 struct LaunchResult {
@@ -33,7 +35,8 @@ LaunchResult launch(const LaunchOptions& opts);
 int free_port();
 
 // Fault injection for tests of the failure handling, from EFFTRAIN_FAULT="RANK:ACTION@POINT"
-// (ACTION: exit=N | kill | hang; POINT: rendezvous | step=N). No-op when unset or for other ranks.
+// (ACTION: exit=N | kill | hang; POINT: rendezvous | step=N). No-op when unset, for other ranks,
+// and in a restarted attempt (TORCHELASTIC_RESTART_COUNT > 0).
 void maybe_fault(int rank, const std::string& point);
 
 }  // namespace efftrain::dist

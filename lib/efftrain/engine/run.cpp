@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <sstream>
 
 #include "efftrain/config/config.h"
 #include "efftrain/core/error.h"
@@ -26,12 +27,60 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The run folder a checkpoint folder belongs to (<run>/checkpoints/step-<N>), or empty.
+std::string run_folder_of(const std::string& checkpoint) {
+  const fs::path p(files::absolute(checkpoint));
+  return p.parent_path().filename() == "checkpoints" ? p.parent_path().parent_path().string() : "";
+}
+
 std::string choose_out_dir(const config::ExperimentConfig& cfg, const RunOptions& opts,
                            int64_t started) {
   if (!opts.out_dir.empty()) return opts.out_dir;
   if (const char* d = std::getenv("EFFTRAIN_OUT_DIR"); d && *d) return d;  // set by the launcher
   if (!cfg.output.dir.empty()) return cfg.output.dir;
+  if (opts.resume == "auto") throw UserError("--resume auto: name the run's folder with --out (or output.dir)");
+  if (!opts.resume.empty()) {  // continue in the run folder the checkpoint came from
+    if (files::is_dir((fs::path(opts.resume) / "checkpoints").string())) return opts.resume;
+    if (auto run = run_folder_of(opts.resume); !run.empty()) return run;
+  }
   return (fs::path("runs") / (cfg.name + "-" + utc_timestamp_compact(started))).string();
+}
+
+// The worker argv of a restart: the same command with --resume auto.
+std::vector<std::string> with_resume_auto(std::vector<std::string> argv) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    if (argv[i] == "--resume") {
+      ++i;
+      continue;
+    }
+    if (argv[i].rfind("--resume=", 0) == 0) continue;
+    out.push_back(argv[i]);
+  }
+  out.push_back("--resume");
+  out.push_back("auto");
+  return out;
+}
+
+// metrics.jsonl of a resumed run: the rows up to the (verified) checkpoint's step, from the
+// run the checkpoint belongs to (its finished file, or the partial one a crash left).
+std::string carried_metrics(const std::string& checkpoint) {
+  const std::string run = run_folder_of(checkpoint);
+  if (run.empty()) return "";
+  const int64_t step = nlohmann::json::parse(read_file((fs::path(checkpoint) / "manifest.json").string()))
+                           .at("step")
+                           .get<int64_t>();
+  std::string src = (fs::path(run) / "metrics.jsonl.partial").string();
+  if (!files::exists(src)) src = (fs::path(run) / "metrics.jsonl").string();
+  if (!files::exists(src)) return "";
+  std::string kept, line;
+  std::istringstream in(read_file(src, "metrics stream"));
+  while (std::getline(in, line)) {
+    const auto row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (row.is_object() && row.contains("step") && row["step"].is_number_integer() && row["step"].get<int64_t>() <= step)
+      kept += line + "\n";
+  }
+  return kept;
 }
 
 void check_out_dir(const std::string& dir, bool overwrite) {
@@ -106,21 +155,64 @@ void record_failure(const std::string& report_path, const dist::LaunchResult& re
   report::write(report_path, j);
 }
 
-// This process starts the workers and waits for them (efftrain's own torchrun).
+// The checkpoint a spec names (see RunOptions::resume and train.init_from); UserError when an
+// explicit spec holds none. "auto" looks in the output folder and may find none.
+std::string resolve_checkpoint(const std::string& spec, const std::string& out_dir, const config::ExperimentConfig& cfg,
+                               int world, CheckpointUse use) {
+  if (spec == "auto") return files::is_dir(out_dir) ? find_checkpoint(out_dir, cfg, world, use) : "";
+  const std::string dir = find_checkpoint(spec, cfg, world, use);
+  if (dir.empty()) throw UserError(spec + ": holds no valid checkpoint");
+  return dir;
+}
+
+// This process starts the workers and waits for them (efftrain's own torchrun); after a
+// failure it restarts them all from the newest checkpoint, up to opts.max_restarts times.
 RunOutcome launch_workers(const RunOptions& opts, const config::ExperimentConfig& cfg, int64_t started) {
   const std::string out_dir = choose_out_dir(cfg, opts, started);
-  check_out_dir(out_dir, opts.overwrite);
-  if (!cfg.train.init_from.empty())
-    check_checkpoint(cfg.train.init_from, cfg, static_cast<int>(cfg.distributed.world_size));
+  check_out_dir(out_dir, opts.overwrite || !opts.resume.empty());
+  const int world = static_cast<int>(cfg.distributed.world_size);
+  if (!cfg.train.init_from.empty()) resolve_checkpoint(cfg.train.init_from, out_dir, cfg, world, CheckpointUse::kInitFrom);
+  if (!opts.resume.empty()) resolve_checkpoint(opts.resume, out_dir, cfg, world, CheckpointUse::kResume);
   if (opts.worker_argv.empty()) throw std::logic_error("run_experiment: no worker command line to launch");
   ::setenv("EFFTRAIN_OUT_DIR", out_dir.c_str(), 1);  // every worker agrees on the folder
   dist::LaunchOptions lo;
-  lo.argv = opts.worker_argv;
-  lo.nproc = static_cast<int>(cfg.distributed.world_size);
+  lo.max_restarts = opts.max_restarts;
+  lo.nproc = world;
   lo.grace_s = cfg.distributed.stop_grace_s;
-  const dist::LaunchResult res = dist::launch(lo);
+  dist::LaunchResult res;
+  nlohmann::json attempts = nlohmann::json::array();
+  double failed_wall_s = 0;
+  for (int attempt = 0;; ++attempt) {
+    lo.restart_count = attempt;
+    lo.argv = attempt == 0 ? opts.worker_argv : with_resume_auto(opts.worker_argv);
+    const auto a0 = std::chrono::steady_clock::now();
+    res = dist::launch(lo);
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - a0).count();
+    // Bad input and a diverged run fail the same way again; an interrupt is the user's wish.
+    const bool retry = res.exit_code != 0 && !res.interrupted && res.exit_code != exit_code::kUser &&
+                       res.exit_code != exit_code::kTrainingFailed && attempt < opts.max_restarts;
+    if (!retry) break;
+    attempts.push_back({{"attempt", attempt}, {"failed_rank", res.failed_rank}, {"exit_code", res.exit_code},
+                        {"signal", res.failed_signal ? nlohmann::json(strsignal(res.failed_signal)) : nlohmann::json(nullptr)},
+                        {"wall_s", wall}});
+    failed_wall_s += wall;
+    log::warn(strf("rank %d failed with exit code %d; restarting every worker from the newest checkpoint "
+                   "(restart %d of %d)", res.failed_rank, res.exit_code, attempt + 1, opts.max_restarts));
+  }
   const std::string report_path = (fs::path(out_dir) / "report.json").string();
   if (res.exit_code != 0) record_failure(report_path, res, cfg, opts);
+  if (opts.max_restarts > 0 && files::exists(report_path)) {
+    nlohmann::json j = report::read(report_path);
+    const auto& resumed = j["result"]["resumed_from"];
+    const double kept = resumed.is_object() && !attempts.empty() ? resumed.value("loop_s", 0.0) : 0.0;
+    j["restarts"] = {{"max", opts.max_restarts},
+                     {"count", attempts.size()},
+                     {"attempts", attempts},
+                     {"lost_s", std::max(0.0, failed_wall_s - kept)},
+                     {"lost_s_means", "wall time of the failed attempts minus the training-loop time their "
+                                      "checkpoints kept"}};
+    report::write(report_path, j);
+  }
   RunOutcome out;
   out.exit_code = res.exit_code;
   if (files::exists(report_path)) {
@@ -137,7 +229,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
   const int64_t started = unix_time_now();
   config::ExperimentConfig cfg = config::load(opts.experiment, opts.overrides);
   const auto env = dist::worker_env();
-  if (!env && cfg.distributed.world_size > 1) return launch_workers(opts, cfg, started);
+  if (!env && (cfg.distributed.world_size > 1 || opts.max_restarts > 0)) return launch_workers(opts, cfg, started);
   if (env && env->world_size != cfg.distributed.world_size) {
     if (env->rank == 0 && cfg.distributed.world_size != 1)
       log::warn(strf("distributed.world_size is %lld but WORLD_SIZE is %d: the environment decides",
@@ -150,8 +242,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
   if (!writer) log::set_quiet(true);
 
   std::string out_dir = choose_out_dir(cfg, opts, started);
-  if (writer) check_out_dir(out_dir, opts.overwrite);
-  if (!cfg.train.init_from.empty()) check_checkpoint(cfg.train.init_from, cfg, world);
+  if (writer) check_out_dir(out_dir, opts.overwrite || !opts.resume.empty());
 
   const torch::Device device = metrics::resolve_device(cfg.device, env ? env->local_rank : 0);
   if (device.is_cuda()) {
@@ -168,6 +259,22 @@ RunOutcome run_experiment(const RunOptions& opts) {
     if (writer) comm->publish("out_dir", out_dir);
     else out_dir = comm->fetch("out_dir");
   }
+  // Checkpoints to start from: rank 0 finds and verifies them (sizes and SHA-256), the others
+  // take its answer.
+  auto agreed_checkpoint = [&](const std::string& spec, CheckpointUse use, const std::string& key) {
+    std::string dir;
+    if (spec.empty()) return dir;
+    if (writer) dir = resolve_checkpoint(spec, out_dir, cfg, world, use);
+    if (comm) {
+      if (writer) comm->publish(key, dir);
+      else dir = comm->fetch(key);
+    }
+    return dir;
+  };
+  cfg.train.init_from = agreed_checkpoint(cfg.train.init_from, CheckpointUse::kInitFrom, "init_from");
+  const std::string resume_dir = agreed_checkpoint(opts.resume, CheckpointUse::kResume, "resume");
+  if (!opts.resume.empty() && resume_dir.empty())
+    log::info("--resume " + opts.resume + ": no checkpoint in " + out_dir + " yet; starting from the beginning");
   torch::manual_seed(cfg.train.seed);
   BuildContext bctx{cfg, device, rank, world, comm};
   Components parts = build_components(bctx);
@@ -188,13 +295,14 @@ RunOutcome run_experiment(const RunOptions& opts) {
   }
 
   // Input is valid and the data loaded: from here on, files are written.
-  if (writer) {
-    files::make_dirs(out_dir);
-    write_file_atomic((fs::path(out_dir) / "config.yaml").string(), config::to_yaml(cfg));
-  }
   const std::string metrics_partial = (fs::path(out_dir) / "metrics.jsonl.partial").string();
   const std::string metrics_final = (fs::path(out_dir) / "metrics.jsonl").string();
   const std::string report_path = (fs::path(out_dir) / "report.json").string();
+  if (writer) {
+    files::make_dirs(out_dir);
+    write_file_atomic((fs::path(out_dir) / "config.yaml").string(), config::to_yaml(cfg));
+    write_file_atomic(metrics_partial, resume_dir.empty() ? "" : carried_metrics(resume_dir));
+  }
 
   const auto info = metrics::describe(device);
   const int64_t params = count_parameters(parts.task->model());
@@ -210,7 +318,13 @@ RunOutcome run_experiment(const RunOptions& opts) {
   std::string failure;
   int exit_code = exit_code::kOk;
   {
-    Trainer trainer(cfg, parts, device, writer ? metrics_partial : "", comm);
+    TrainerOptions to;
+    to.metrics_path = writer ? metrics_partial : "";
+    const auto& oc = cfg.output;
+    if (oc.save_checkpoint || oc.checkpoint_every_steps > 0 || oc.checkpoint_every_min > 0)
+      to.checkpoints_root = (fs::path(out_dir) / "checkpoints").string();
+    to.resume_from = resume_dir;
+    Trainer trainer(cfg, parts, device, to, comm);
     try {
       result = trainer.fit();
     } catch (const TrainingFailed& e) {
@@ -228,9 +342,6 @@ RunOutcome run_experiment(const RunOptions& opts) {
   if (writer) files::rename(metrics_partial, metrics_final);
   if (writer && cfg.output.save_model && result.status != "failed")
     save_model(parts.task->model(), (fs::path(out_dir) / "model.pt").string());
-  if (cfg.output.save_checkpoint && result.status != "failed")
-    save_checkpoint((fs::path(out_dir) / "checkpoint").string(), parts.task->model(), *parts.optimizer, cfg, rank, world,
-                    comm.get(), result.steps, result.samples);
   if (result.status == "diverged") exit_code = exit_code::kTrainingFailed;
   if (result.status == "failed") exit_code = exit_code::kInternal;
   if (cfg.train.require_target && !result.time_to_target_s && exit_code == exit_code::kOk) {
@@ -305,7 +416,15 @@ RunOutcome run_experiment(const RunOptions& opts) {
         {"setup_s", setup_s},
         {"train_s", result.train_s},
         {"eval_s", result.eval_s},
-        {"time_to_target_s", opt_number(result.time_to_target_s)}}},
+        {"checkpoint_s", result.checkpoint_s},
+        {"time_to_target_s", opt_number(result.time_to_target_s)},
+        {"checkpoints",
+         {{"written", result.checkpoints_written},
+          {"last", result.last_checkpoint.empty() ? nlohmann::json(nullptr) : nlohmann::json(result.last_checkpoint)}}},
+        {"resumed_from", result.resumed_step ? nlohmann::json{{"checkpoint", resume_dir},
+                                                              {"step", *result.resumed_step},
+                                                              {"loop_s", result.resumed_loop_s}}
+                                             : nlohmann::json(nullptr)}}},
       {"throughput",
        {{"samples_per_s", sps},
         {"tokens_per_s", tps},

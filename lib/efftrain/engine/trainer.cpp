@@ -34,10 +34,10 @@ std::string human_duration(double s) {
 }
 }  // namespace
 
-Trainer::Trainer(const config::ExperimentConfig& cfg, Components& parts, torch::Device device,
-                 std::string metrics_path, std::shared_ptr<dist::Comm> comm)
-    : cfg_(cfg), parts_(parts), device_(device), comm_(std::move(comm)) {
-  if (!metrics_path.empty()) metrics_.open(metrics_path, std::ios::out | std::ios::trunc);
+Trainer::Trainer(const config::ExperimentConfig& cfg, Components& parts, torch::Device device, TrainerOptions opts,
+                 std::shared_ptr<dist::Comm> comm)
+    : cfg_(cfg), parts_(parts), device_(device), opts_(std::move(opts)), comm_(std::move(comm)) {
+  if (!opts_.metrics_path.empty()) metrics_.open(opts_.metrics_path, std::ios::out | std::ios::app);
 }
 
 void Trainer::log_row(const nlohmann::json& row) {
@@ -55,10 +55,12 @@ TrainResult Trainer::fit() {
   task.model().train();
   const int rank = comm_ ? comm_->rank() : 0;
   const int64_t world = comm_ ? comm_->size() : 1;
-  if (!cfg_.train.init_from.empty()) load_model(task.model(), cfg_.train.init_from + "/model.pt");
+  // Model and optimizer state from a checkpoint: the run's own (resume) or another's (init_from).
+  const std::string from = !opts_.resume_from.empty() ? opts_.resume_from : cfg_.train.init_from;
+  if (!from.empty()) load_model(task.model(), from + "/model.pt");
   const ParamSet opt = sync.attach(task.model());  // what the optimizer updates (zero2: shards)
   optimizer.attach(opt);
-  if (!cfg_.train.init_from.empty()) optimizer.load(optimizer_file(cfg_.train.init_from, rank));
+  if (!from.empty()) optimizer.load(optimizer_file(from, rank));
   std::vector<torch::Tensor> params = task.model().parameters();
   // Agreement across ranks at points every rank reaches; a plain value for one process.
   auto any = [&](bool local) { return comm_ ? comm_->any(local) : local; };
@@ -68,21 +70,75 @@ TrainResult Trainer::fit() {
   torch::Tensor nonfinite = torch::zeros({}, fdev);
   torch::Tensor window_loss = torch::zeros({}, fdev);
   int64_t window_steps = 0, window_samples = 0;
+  int64_t batches = 0;  // micro-batches this rank has drawn: the data position
+  double last_loss = 0;
+  int64_t first_step = 1;
+  double clock0 = 0;  // the loop clock at the first step (a resumed run continues its clock)
+  if (!opts_.resume_from.empty()) {
+    const nlohmann::json st = load_resume_state(opts_.resume_from, rank, static_cast<int>(world), parts_, device_);
+    first_step = st.at("step").get<int64_t>() + 1;
+    batches = st.at("batches").get<int64_t>();
+    r.samples = st.at("samples").get<int64_t>();
+    r.tokens = st.at("tokens").get<int64_t>();
+    r.eval_s = st.at("eval_s").get<double>();
+    r.checkpoint_s = st.at("checkpoint_s").get<double>();
+    if (!st.at("time_to_target_s").is_null()) r.time_to_target_s = st.at("time_to_target_s").get<double>();
+    if (!st.at("final_metric").is_null()) r.final_metric = st.at("final_metric").get<double>();
+    if (!st.at("best_metric").is_null()) r.best_metric = st.at("best_metric").get<double>();
+    r.final_train_loss = st.at("final_train_loss").get<double>();
+    r.curve = st.at("curve");
+    window_loss.fill_(st.at("window_loss").get<double>());
+    window_steps = st.at("window_steps").get<int64_t>();
+    window_samples = st.at("window_samples").get<int64_t>();
+    last_loss = st.at("last_loss").get<double>();
+    clock0 = st.at("loop_s").get<double>();
+    r.steps = first_step - 1;
+    r.resumed_step = r.steps;
+    r.resumed_loop_s = clock0;
+    task.skip_to(batches);
+    log::info(strf("resumed from %s: step %lld, %lld samples, %.1fs of training loop",
+                   opts_.resume_from.c_str(), static_cast<long long>(r.steps), static_cast<long long>(r.samples), clock0));
+  }
   auto window_start = Clock::now();
 
   metrics::synchronize(device_);
-  const auto t0 = Clock::now();
+  const auto t0 = Clock::now() - std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(clock0));
   std::optional<Clock::time_point> steady_t0;
-  double steady_eval_s = 0;
+  double steady_excluded0 = 0;
+  const int64_t samples_at_start = r.samples, tokens_at_start = r.tokens;
+  const double excluded_at_start = r.eval_s + r.checkpoint_s;
   int64_t steady_samples0 = 0, steady_tokens0 = 0, steady_step0 = 0;
 
   auto reached = [&](double v) {
     return tc.target && (metric.higher_is_better ? v >= *tc.target : v <= *tc.target);
   };
   bool stop = false;
-  double last_loss = 0;
+  double last_checkpoint_at = clock0;
+  int64_t checkpoint_step = -1;
+  // Everything the loop needs to continue exactly from the end of step `step`.
+  auto write_checkpoint = [&](int64_t step) {
+    const auto c0 = Clock::now();
+    const nlohmann::json st = {
+        {"step", step}, {"batches", batches}, {"samples", r.samples}, {"tokens", r.tokens},
+        {"loop_s", seconds_since(t0)}, {"eval_s", r.eval_s}, {"checkpoint_s", r.checkpoint_s},
+        {"time_to_target_s", r.time_to_target_s ? nlohmann::json(*r.time_to_target_s) : nlohmann::json(nullptr)},
+        {"final_metric", r.final_metric ? nlohmann::json(*r.final_metric) : nlohmann::json(nullptr)},
+        {"best_metric", r.best_metric ? nlohmann::json(*r.best_metric) : nlohmann::json(nullptr)},
+        {"final_train_loss", r.final_train_loss}, {"curve", r.curve},
+        {"window_loss", window_loss.item<double>()}, {"window_steps", window_steps},
+        {"window_samples", window_samples}, {"last_loss", last_loss}};
+    r.last_checkpoint = save_checkpoint(opts_.checkpoints_root, step, st, parts_, cfg_, rank, static_cast<int>(world),
+                                        comm_.get());
+    ++r.checkpoints_written;
+    checkpoint_step = step;
+    r.checkpoint_s += seconds_since(c0);
+    last_checkpoint_at = seconds_since(t0);
+    log::info(strf("checkpoint %s (%.2fs)", r.last_checkpoint.c_str(), seconds_since(c0)));
+  };
+  const bool checkpoints = !opts_.checkpoints_root.empty();
+  const auto& oc = cfg_.output;
 
-  for (int64_t step = 1; !stop; ++step) {
+  for (int64_t step = first_step; !stop && !(tc.max_steps > 0 && step > tc.max_steps); ++step) {
     // ---------------- one optimizer step ----------------
     const int64_t k = parts_.accumulation->next_k(step);
     dist::maybe_fault(rank, "step=" + std::to_string(step));
@@ -90,6 +146,7 @@ TrainResult Trainer::fit() {
     torch::Tensor step_loss = torch::zeros({}, fdev);
     for (int64_t i = 0; i < k; ++i) {
       Batch b = task.next_batch();
+      ++batches;
       torch::Tensor loss;
       {
         auto scope = precision.forward_scope();
@@ -135,10 +192,11 @@ TrainResult Trainer::fit() {
 
     // ---------------- bookkeeping at a steady cadence ----------------
     const bool last_by_steps = tc.max_steps > 0 && step >= tc.max_steps;
-    const bool warmup_done = step == tc.timing_warmup_steps;
+    const bool warmup_done = step == first_step - 1 + tc.timing_warmup_steps;
     const bool want_log = step % cfg_.output.log_every == 0 || last_by_steps;
     const bool want_eval = tc.eval_every > 0 && step % tc.eval_every == 0;
-    const bool time_check = want_log || want_eval || warmup_done || step % 10 == 0;
+    const bool want_checkpoint = checkpoints && oc.checkpoint_every_steps > 0 && step % oc.checkpoint_every_steps == 0;
+    const bool time_check = want_log || want_eval || warmup_done || want_checkpoint || step % 10 == 0;
     if (!time_check) continue;
 
     metrics::synchronize(device_);
@@ -148,7 +206,7 @@ TrainResult Trainer::fit() {
       steady_samples0 = r.samples;
       steady_tokens0 = r.tokens;
       steady_step0 = step;
-      steady_eval_s = r.eval_s;
+      steady_excluded0 = r.eval_s + r.checkpoint_s;
     }
     const bool last_by_time = tc.max_time_s > 0 && any(now >= tc.max_time_s);
     const bool last = last_by_steps || last_by_time;
@@ -160,14 +218,14 @@ TrainResult Trainer::fit() {
         r.status = e.status();
         r.message = e.what();
         r.loop_s = now;
-        r.train_s = now - r.eval_s;
+        r.train_s = now - r.eval_s - r.checkpoint_s;
         break;
       }
       if (any(nonfinite.item<float>() != 0.f)) {
         r.status = "diverged";
         r.message = "training loss became NaN or inf by step " + std::to_string(step);
         r.loop_s = now;
-        r.train_s = now - r.eval_s;
+        r.train_s = now - r.eval_s - r.checkpoint_s;
         break;
       }
       const double span = seconds_since(window_start);
@@ -226,25 +284,32 @@ TrainResult Trainer::fit() {
       }
     }
     if (last) stop = true;
+    const bool due_by_time = checkpoints && oc.checkpoint_every_min > 0 &&
+                             any(seconds_since(t0) - last_checkpoint_at >= 60 * oc.checkpoint_every_min);
+    if (want_checkpoint || due_by_time) write_checkpoint(step);
   }
 
   metrics::synchronize(device_);
+  const bool healthy = r.status == "completed" || r.status == "target_reached";
+  if (checkpoints && oc.save_checkpoint && healthy && r.steps > 0 && checkpoint_step != r.steps)
+    write_checkpoint(r.steps);
   const auto t_end = Clock::now();
   if (r.loop_s == 0) {
     r.loop_s = std::chrono::duration<double>(t_end - t0).count();
-    r.train_s = r.loop_s - r.eval_s;
+    r.train_s = r.loop_s - r.eval_s - r.checkpoint_s;
   }
   if (r.status == "completed" && r.time_to_target_s) r.status = "target_reached";
+  const double excluded = r.eval_s + r.checkpoint_s;
   if (steady_t0 && r.steps > steady_step0) {
     r.steady_steps = r.steps - steady_step0;
     r.steady_samples = r.samples - steady_samples0;
     r.steady_tokens = r.tokens - steady_tokens0;
-    r.steady_s = std::chrono::duration<double>(t_end - *steady_t0).count() - (r.eval_s - steady_eval_s);
-  } else {  // too few steps for a warm-up: every step counts
-    r.steady_steps = r.steps;
-    r.steady_samples = r.samples;
-    r.steady_tokens = r.tokens;
-    r.steady_s = r.train_s;
+    r.steady_s = std::chrono::duration<double>(t_end - *steady_t0).count() - (excluded - steady_excluded0);
+  } else {  // too few steps for a warm-up: every step of this process counts
+    r.steady_steps = r.steps - (first_step - 1);
+    r.steady_samples = r.samples - samples_at_start;
+    r.steady_tokens = r.tokens - tokens_at_start;
+    r.steady_s = r.loop_s - clock0 - (excluded - excluded_at_start);
   }
   return r;
 }

@@ -37,8 +37,14 @@ struct TrainResult {
   int64_t steps = 0;
   int64_t samples = 0;  // over all ranks
   int64_t tokens = 0;
-  double train_s = 0;  // time in training steps, evaluation excluded
+  double train_s = 0;  // time in training steps, evaluation and checkpoint writing excluded
   double eval_s = 0;
+  double checkpoint_s = 0;  // writing checkpoints
+  int64_t checkpoints_written = 0;
+  std::string last_checkpoint;
+  // A resumed run: the checkpoint's step and loop clock (the clocks above continue from it).
+  std::optional<int64_t> resumed_step;
+  double resumed_loop_s = 0;
   double loop_s = 0;   // first step to the end, evaluation included
   std::optional<double> time_to_target_s;
   // Steady state (after train.timing_warmup_steps): what throughput is computed from.
@@ -51,13 +57,18 @@ struct TrainResult {
   nlohmann::json curve = nlohmann::json::array();
 };
 
+struct TrainerOptions {
+  std::string metrics_path;      // metrics.jsonl stream (appended to); empty = none
+  std::string checkpoints_root;  // where checkpoints go (output.* says when); empty = none
+  std::string resume_from;       // a verified checkpoint folder to continue from; empty = start
+};
+
 class Trainer {
  public:
-  // `metrics_path`: metrics.jsonl stream (one JSON object per logged step); empty = none.
   // `comm`: the process group of a multi-process run (null for one process); only rank 0
   // evaluates and writes metrics, and every stop decision is agreed across ranks.
-  Trainer(const config::ExperimentConfig& cfg, Components& parts, torch::Device device,
-          std::string metrics_path, std::shared_ptr<dist::Comm> comm = nullptr);
+  Trainer(const config::ExperimentConfig& cfg, Components& parts, torch::Device device, TrainerOptions opts,
+          std::shared_ptr<dist::Comm> comm = nullptr);
   TrainResult fit();
 
  private:
@@ -66,6 +77,7 @@ class Trainer {
   const config::ExperimentConfig& cfg_;
   Components& parts_;
   torch::Device device_;
+  TrainerOptions opts_;
   std::ofstream metrics_;
   std::shared_ptr<dist::Comm> comm_;
 };

@@ -2,6 +2,7 @@
 // dynamic loss scaling without a host sync per step.
 #include "efftrain/core/error.h"
 #include "efftrain/engine/context.h"
+#include "efftrain/engine/state.h"
 #include "efftrain/optim/grads.h"
 #include "efftrain/precision/autocast.h"
 #include "efftrain/precision/loss_scaler.h"
@@ -37,6 +38,14 @@ class Fp16 : public Precision {
                                            " steps in a row); the run cannot make progress: try precision.mode=bf16");
   }
 
+  void save_state(torch::serialize::OutputArchive& out) const override {
+    scaler_.save(out);
+    state::write_json(out, "scale_history", history_);
+  }
+  void load_state(torch::serialize::InputArchive& in) override {
+    scaler_.load(in);
+    history_ = state::read_json(in, "scale_history");
+  }
   std::string compute_dtype() const override { return "float16"; }
   nlohmann::json report() const override {
     const int64_t overflows = scaler_.overflows();

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <map>
 
+#include "efftrain/engine/state.h"
+
 namespace efftrain {
 
 LossScaler::LossScaler(const config::PrecisionConfig& cfg, torch::Device device) : cfg_(cfg) {
@@ -25,6 +27,22 @@ torch::Tensor LossScaler::unscale_and_check(const std::vector<torch::Tensor>& gr
     if (g.defined()) by_dtype[g.scalar_type()].push_back(g);
   for (auto& kv : by_dtype) at::_amp_foreach_non_finite_check_and_unscale_(kv.second, found_inf_, inv);
   return found_inf_;
+}
+
+void LossScaler::save(torch::serialize::OutputArchive& out) const {
+  out.write("scale", scale_);
+  out.write("good_steps", good_steps_);
+  out.write("hysteresis", hysteresis_);
+  out.write("overflows", overflows_);
+  out.write("min_streak", min_streak_);
+}
+
+void LossScaler::load(torch::serialize::InputArchive& in) {
+  state::read_into(in, "scale", scale_);
+  state::read_into(in, "good_steps", good_steps_);
+  state::read_into(in, "hysteresis", hysteresis_);
+  state::read_into(in, "overflows", overflows_);
+  state::read_into(in, "min_streak", min_streak_);
 }
 
 void LossScaler::update() {

@@ -27,6 +27,9 @@ class LossScaler {
   int64_t overflows() const { return overflows_.item<int64_t>(); }
   int64_t overflows_at_min_scale() const { return min_streak_.item<int64_t>(); }
   const torch::Tensor& scale_tensor() const { return scale_; }
+  // Resume: the scale and the counters of the state machine.
+  void save(torch::serialize::OutputArchive& out) const;
+  void load(torch::serialize::InputArchive& in);
   const torch::Tensor& found_inf() const { return found_inf_; }
 
  private:

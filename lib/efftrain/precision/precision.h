@@ -29,6 +29,10 @@ class Precision {
   virtual void check_health(int64_t step) {}
   // The current loss scale as a device scalar (undefined when there is none).
   virtual torch::Tensor loss_scale() const { return {}; }
+  // Resume: the state that shapes the rest of the run, written into and read from this
+  // component's own archive of a checkpoint. Default: none.
+  virtual void save_state(torch::serialize::OutputArchive& out) const {}
+  virtual void load_state(torch::serialize::InputArchive& in) {}
   virtual std::string compute_dtype() const = 0;  // "float32", "float16", "bfloat16"
   virtual nlohmann::json report() const = 0;
 };

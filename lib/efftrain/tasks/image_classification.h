@@ -17,6 +17,7 @@ class ImageClassificationTask : public Task {
   std::string model_name() const override { return model_name_; }
   torch::nn::Module& model() override { return *model_; }
   Batch next_batch() override;
+  void skip_to(int64_t batches) override { loader_->seek(batches); }
   torch::Tensor loss(const Batch& batch) override;
   EvalResult evaluate() override;
   MetricInfo metric() const override { return {"top1_accuracy", true}; }

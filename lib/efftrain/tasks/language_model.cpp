@@ -127,6 +127,8 @@ class LanguageModelTask : public Task {
     return b;
   }
 
+  void skip_to(int64_t batches) override { sampler_.seek(batches); }
+
   torch::Tensor loss(const Batch& b) override { return model_->loss(b.input, b.target); }
 
   EvalResult evaluate() override {

@@ -39,6 +39,11 @@ class Task {
   virtual torch::nn::Module& model() = 0;
   // The next training micro-batch of this rank, already on the device.
   virtual Batch next_batch() = 0;
+  // Resume: the next next_batch() returns micro-batch number `batches` (0-based), exactly as
+  // if the ones before it had been drawn. The default draws and drops them.
+  virtual void skip_to(int64_t batches) {
+    for (int64_t i = 0; i < batches; ++i) next_batch();
+  }
   // Forward pass and mean loss of one micro-batch (called inside the precision scope).
   virtual torch::Tensor loss(const Batch& batch) = 0;
   // The metric over the whole evaluation split (model in eval mode, no grad).

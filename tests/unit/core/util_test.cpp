@@ -16,6 +16,20 @@ TEST_CASE("sha256 matches the published test vectors") {
         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 }
 
+TEST_CASE("sha256 fed in pieces, and of a file, equals the one-shot digest") {
+  // One million 'a' (a published vector), fed in uneven pieces that straddle block edges.
+  const std::string million(1000000, 'a');
+  const std::string want = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0";
+  CHECK(sha256_hex(million) == want);
+  Sha256 h;
+  for (size_t at = 0, n = 1; at < million.size(); at += n, n = n * 7 % 131 + 1)
+    h.update(std::string_view(million).substr(at, n));
+  CHECK(h.hex() == want);
+  test::TempDir dir;
+  CHECK(sha256_file(dir.write("m.txt", million)) == want);
+  CHECK(test::user_error_of([&] { sha256_file(dir.file("missing")); }).find("missing: cannot read") != std::string::npos);
+}
+
 TEST_CASE("write_file_atomic replaces the file and leaves no temporary behind") {
   test::TempDir dir;
   const std::string p = dir.file("x.json");

@@ -97,6 +97,37 @@ TEST_CASE("loaders: the same seed gives the same batches, whatever the worker co
   }
 }
 
+TEST_CASE("loaders: seek(n) continues exactly where n batches drawn would have, mid-epoch and across epochs") {
+  data::ImageSplit train;
+  train.images = torch::randint(0, 256, {64, 3, 8, 8}, torch::kLong).to(torch::kUInt8);
+  train.labels = torch::arange(64, torch::kLong) % 10;
+  data::LoaderOptions o;
+  o.batch_size = 8;
+  o.seed = 5;
+  o.pad = 2;
+  o.rank = 1;
+  o.world_size = 2;  // 4 batches per epoch per rank
+  for (const std::string path : {"host", "device"}) {
+    for (const int64_t workers : {0, 3}) {
+      o.workers = workers;
+      auto reference = data::make_image_loader(path, train, o, torch::kCPU);
+      std::vector<data::ImageBatch> stream;
+      for (int i = 0; i < 12; ++i) stream.push_back(reference->next());
+      for (const int64_t at : {1, 4, 6, 9}) {
+        INFO(path << " workers " << workers << " seek " << at);
+        auto l = data::make_image_loader(path, train, o, torch::kCPU);
+        l->next();  // a prefetched or consumed batch of the old position must not leak through
+        l->seek(at);
+        for (int64_t i = at; i < 12; ++i) {
+          auto b = l->next();
+          CHECK(torch::equal(b.images, stream[i].images));
+          CHECK(torch::equal(b.labels, stream[i].labels));
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("loaders keep labels with their images and ranks get disjoint shards") {
   data::ImageSplit train;
   train.labels = torch::arange(60, torch::kLong);

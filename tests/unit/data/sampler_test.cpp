@@ -39,6 +39,19 @@ TEST_CASE("epochs reshuffle and the same seed gives the same batches") {
   CHECK(e0 == e1);
 }
 
+TEST_CASE("seek(n) gives the batches that follow n drawn ones, mid-epoch and at epoch edges") {
+  EpochSampler reference(100, 7, 9, 1, 2);  // 50 per rank: 7 batches per epoch, 1 left over
+  std::vector<std::vector<int64_t>> stream;
+  for (int i = 0; i < 30; ++i) stream.push_back(reference.next_batch());
+  for (const int64_t at : {0, 3, 7, 14, 20}) {
+    EpochSampler s(100, 7, 9, 1, 2);
+    s.next_batch();
+    s.seek(at);
+    for (int64_t i = at; i < 30; ++i) REQUIRE(s.next_batch() == stream[i]);
+    CHECK(s.epoch() == reference.epoch());
+  }
+}
+
 TEST_CASE("ranks see disjoint shards that cover the epoch") {
   const int world = 3;
   std::set<int64_t> seen;

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <sstream>
+
 #include "efftrain/precision/loss_scaler.h"
 
 using namespace efftrain;
@@ -89,4 +91,31 @@ TEST_CASE("loss scaler: NaN counts as an overflow") {
   auto g = torch::ones({4});
   g[2] = std::numeric_limits<float>::quiet_NaN();
   CHECK(s.unscale_and_check({g}).item<float>() == 1.f);
+}
+
+TEST_CASE("loss scaler: saved mid-window and mid-hysteresis, a loaded copy continues identically") {
+  const auto cfg = knobs(/*window=*/4, /*hysteresis=*/2, 1.0);
+  LossScaler a(cfg, torch::kCPU);
+  const std::vector<bool> before = {false, false, false, false, true, false, false, true, false};
+  for (bool o : before) step(a, o);
+  torch::serialize::OutputArchive out;
+  a.save(out);
+  std::ostringstream bytes;
+  out.save_to(bytes);
+  LossScaler b(cfg, torch::kCPU);  // a fresh scaler: scale 16, no counters
+  torch::serialize::InputArchive in;
+  std::istringstream is(bytes.str());
+  in.load_from(is);
+  b.load(in);
+  CHECK(b.current_scale() == a.current_scale());
+  CHECK(b.overflows() == a.overflows());
+  const std::vector<bool> after = {false, false, true, true, false, false, false, false, true, false};
+  for (bool o : after) {
+    CHECK(step(a, o) == step(b, o));
+    CHECK(a.current_scale() == b.current_scale());
+  }
+  CHECK(a.overflows() == b.overflows());
+  LossScaler fresh(cfg, torch::kCPU);
+  for (bool o : after) step(fresh, o);
+  CHECK(fresh.current_scale() != a.current_scale());  // the state did matter
 }
