@@ -121,6 +121,7 @@ struct DistributedConfig {
   double bucket_mb = 25;
   double timeout_s = 300;          // rendezvous and every collective
   double stop_grace_s = 10;        // launcher: SIGTERM to SIGKILL when a worker fails
+  bool bind_cpus = false;          // launcher: each worker on its own contiguous share of the CPUs
 };
 
 struct OutputConfig {

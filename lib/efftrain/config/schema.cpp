@@ -445,6 +445,9 @@ template <class V> void visit(V& v, DistributedConfig& c) {
           "Seconds the rendezvous waits for every worker, and the timeout of each collective.", positive());
   v.field("stop_grace_s", c.stop_grace_s,
           "Launcher: seconds between SIGTERM and SIGKILL when it stops the workers after a failure.", at_least(0));
+  v.field("bind_cpus", c.bind_cpus,
+          "Launcher: pin worker r to the r-th of world_size contiguous shares of the CPUs it may use "
+          "(sched_setaffinity), so launch-bound workers do not share cores.");
 }
 
 template <class V> void visit(V& v, OutputConfig& c) {

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -109,6 +110,14 @@ LaunchResult launch(const LaunchOptions& opts) {
   sigaction(SIGTERM, &sa, &old_term);
   g_signal = 0;
 
+  std::vector<int> cpus;  // the CPUs this process may use, for bind_cpus
+  if (opts.bind_cpus) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) == 0)
+      for (int c = 0; c < CPU_SETSIZE; ++c)
+        if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  }
   std::vector<Worker> workers(static_cast<size_t>(opts.nproc));
   std::fflush(nullptr);
   for (int r = 0; r < opts.nproc; ++r) {
@@ -125,6 +134,13 @@ LaunchResult launch(const LaunchOptions& opts) {
       ::close(fds[1]);
       ::signal(SIGINT, SIG_DFL);
       ::signal(SIGTERM, SIG_DFL);
+      if (static_cast<int>(cpus.size()) >= opts.nproc) {
+        const size_t share = cpus.size() / static_cast<size_t>(opts.nproc);
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        for (size_t i = share * static_cast<size_t>(r); i < share * static_cast<size_t>(r + 1); ++i) CPU_SET(cpus[i], &set);
+        ::sched_setaffinity(0, sizeof set, &set);
+      }
       const auto set = [](const char* k, const std::string& v) { ::setenv(k, v.c_str(), 1); };
       set("RANK", std::to_string(r));
       set("LOCAL_RANK", std::to_string(r));

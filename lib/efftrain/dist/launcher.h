@@ -17,6 +17,7 @@ struct LaunchOptions {
   std::string master_addr;              // empty = MASTER_ADDR from the environment, else 127.0.0.1
   int master_port = 0;                  // 0 = MASTER_PORT from the environment, else a free port
   double grace_s = 10;                  // SIGTERM -> SIGKILL
+  bool bind_cpus = false;               // worker r on the r-th contiguous share of the allowed CPUs
   int restart_count = 0;                // TORCHELASTIC_RESTART_COUNT of this attempt
   int max_restarts = 0;                 // TORCHELASTIC_MAX_RESTARTS
 };

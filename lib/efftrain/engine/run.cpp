@@ -177,6 +177,7 @@ RunOutcome launch_workers(const RunOptions& opts, const config::ExperimentConfig
   ::setenv("EFFTRAIN_OUT_DIR", out_dir.c_str(), 1);  // every worker agrees on the folder
   dist::LaunchOptions lo;
   lo.max_restarts = opts.max_restarts;
+  lo.bind_cpus = cfg.distributed.bind_cpus;
   lo.nproc = world;
   lo.grace_s = cfg.distributed.stop_grace_s;
   dist::LaunchResult res;
@@ -281,10 +282,26 @@ RunOutcome run_experiment(const RunOptions& opts) {
   if (cfg.checkpointing.policy != "none" && parts.task->num_blocks() == 0)
     throw UserError("checkpointing.policy: " + cfg.checkpointing.policy + " needs a model with blocks; task " +
                     cfg.task.name + " has none (use none)");
-  const auto segments = parts.checkpointing->needs_measurement()
-                            ? parts.checkpointing->segments_for(parts.task->probe_block_memory(
-                                  [&] { return parts.precision->forward_scope(); }))
-                            : parts.checkpointing->segments(parts.task->num_blocks());
+  auto probe = [&] { return parts.task->probe_block_memory([&] { return parts.precision->forward_scope(); }); };
+  std::vector<BlockMemory> measured;
+  if (parts.checkpointing->needs_measurement()) measured = probe();
+  const auto segments = parts.checkpointing->needs_measurement() ? parts.checkpointing->segments_for(measured)
+                                                                 : parts.checkpointing->segments(parts.task->num_blocks());
+  // The memory the placement saves, estimated from a probe forward (CUDA allocator).
+  nlohmann::json memory_saved = {{"estimate", nullptr}, {"why", "no segments are recomputed"}};
+  if (!segments.empty() && !device.is_cuda()) memory_saved["why"] = "the estimate needs the CUDA allocator";
+  if (!segments.empty() && device.is_cuda()) {
+    if (measured.empty()) measured = probe();
+    int64_t without = 0;
+    for (const auto& b : measured) without += b.activation_bytes;
+    const int64_t with = estimate_activation_peak(measured, segments);
+    memory_saved = {{"estimate", without - with},
+                    {"block_activation_bytes_without", without},
+                    {"block_activation_bytes_with", with},
+                    {"fraction", without > 0 ? static_cast<double>(without - with) / static_cast<double>(without) : 0.0},
+                    {"why", "probe forward at the training batch: bytes each block holds for backward, without "
+                            "recomputation and at the peak with it (the stem and head are not blocks)"}};
+  }
   parts.task->set_checkpoint_segments(segments);
   double recompute_flops = 0;
   {
@@ -463,6 +480,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
            auto j = parts.checkpointing->report();
            j["recompute_forward_flops_per_sample"] = recompute_flops;
            j["recompute_overhead_fraction"] = train_flops > 0 ? recompute_flops / train_flops : 0.0;
+           j["memory_saved"] = memory_saved;
            return j;
          }()}}},
       {"ranks", ranks},

@@ -2,6 +2,8 @@
 // and how fast the rest are stopped.
 #include <catch2/catch_test_macros.hpp>
 
+#include <sched.h>
+
 #include <chrono>
 #include <cstdlib>
 
@@ -82,4 +84,30 @@ TEST_CASE("a job whose workers all succeed exits 0") {
   CHECK(r.exit_code == 0);
   CHECK(r.failed_rank == -1);
   CHECK_FALSE(r.interrupted);
+}
+
+TEST_CASE("bind_cpus gives each worker its own share of the CPUs; the restart count is torchrun's") {
+  TempDir d;
+  cpu_set_t mine;
+  CPU_ZERO(&mine);
+  REQUIRE(::sched_getaffinity(0, sizeof mine, &mine) == 0);
+  const int allowed = CPU_COUNT(&mine);
+  if (allowed < 2) SKIP("needs two CPUs");
+  dist::LaunchOptions o;
+  o.program = "/bin/sh";
+  o.argv = {"sh", "-c", "grep Cpus_allowed_list /proc/self/status > '" + d.path() +
+                            "'/cpus.$RANK; echo $TORCHELASTIC_RESTART_COUNT/$TORCHELASTIC_MAX_RESTARTS > '" +
+                            d.path() + "'/restart.$RANK"};
+  o.nproc = 2;
+  o.bind_cpus = true;
+  o.restart_count = 1;
+  o.max_restarts = 3;
+  REQUIRE(dist::launch(o).exit_code == 0);
+  const std::string a = read_text(d.file("cpus.0")), b = read_text(d.file("cpus.1"));
+  CHECK(a != b);
+  CHECK(read_text(d.file("restart.1")) == "1/3\n");
+  // Without binding every worker keeps the launcher's set.
+  o.bind_cpus = false;
+  REQUIRE(dist::launch(o).exit_code == 0);
+  CHECK(read_text(d.file("cpus.0")) == read_text(d.file("cpus.1")));
 }
