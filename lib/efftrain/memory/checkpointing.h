@@ -16,6 +16,13 @@ struct BlockMemory {
   int64_t output_bytes = 0;
 };
 
+// Activation memory of a forward + backward with `segments` recomputed, from the measured
+// blocks: the larger of what forward keeps to its end (a recomputed segment keeps only its
+// output) and, while backward recomputes a segment, what the blocks before it keep plus all of
+// that segment's activations.
+int64_t estimate_activation_peak(const std::vector<BlockMemory>& blocks,
+                                 const std::vector<std::pair<int64_t, int64_t>>& segments);
+
 // budget placement: out of segments of `segment_size` blocks, checkpoint the fewest (largest
 // saving first) that bring the activation memory -- what is kept, plus the largest segment
 // recomputed in backward -- under `budget_bytes`. `met` says whether the budget was reached.

@@ -48,6 +48,29 @@ EFFTRAIN_REGISTER(Checkpointing, "every", "recompute every block, in segments of
 
 namespace efftrain {
 
+int64_t estimate_activation_peak(const std::vector<BlockMemory>& blocks,
+                                 const std::vector<std::pair<int64_t, int64_t>>& segments) {
+  const int64_t n = static_cast<int64_t>(blocks.size());
+  std::vector<int64_t> seg_len(static_cast<size_t>(n), 0);  // a recomputed segment's length at its first block
+  for (const auto& [first, count] : segments)
+    if (first >= 0 && first < n) seg_len[static_cast<size_t>(first)] = std::min(count, n - first);
+  int64_t kept = 0, worst = 0;
+  for (int64_t b = 0; b < n;) {
+    const int64_t len = seg_len[static_cast<size_t>(b)];
+    if (len <= 0) {
+      kept += blocks[static_cast<size_t>(b)].activation_bytes;
+      ++b;
+      continue;
+    }
+    int64_t held = 0;
+    for (int64_t i = b; i < b + len; ++i) held += blocks[static_cast<size_t>(i)].activation_bytes;
+    worst = std::max(worst, kept + held);
+    kept += blocks[static_cast<size_t>(b + len - 1)].output_bytes;
+    b += len;
+  }
+  return std::max(worst, kept);
+}
+
 std::vector<std::pair<int64_t, int64_t>> select_budget_segments(const std::vector<BlockMemory>& blocks,
                                                                int64_t budget, int64_t size, bool* met,
                                                                int64_t* estimate) {
@@ -69,16 +92,13 @@ std::vector<std::pair<int64_t, int64_t>> select_budget_segments(const std::vecto
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return segs[a].saving > segs[b].saving; });
   std::vector<bool> chosen(segs.size(), false);
-  // Peak: everything kept at the end of forward, or -- while backward (last segment first)
-  // recomputes a checkpointed segment -- what the earlier segments keep plus that segment.
-  auto peak = [&] {
-    int64_t kept = 0, worst = 0;
-    for (size_t i = 0; i < segs.size(); ++i) {
-      if (chosen[i]) worst = std::max(worst, kept + segs[i].held);
-      kept += chosen[i] ? segs[i].held - segs[i].saving : segs[i].held;
-    }
-    return std::max(worst, kept);
+  auto chosen_segments = [&] {
+    std::vector<std::pair<int64_t, int64_t>> out;
+    for (size_t i = 0; i < segs.size(); ++i)
+      if (chosen[i]) out.emplace_back(segs[i].first, segs[i].count);
+    return out;
   };
+  auto peak = [&] { return estimate_activation_peak(blocks, chosen_segments()); };
   int64_t est = total;
   bool ok = est <= budget;
   for (size_t k = 0; k < order.size() && !ok; ++k) {
@@ -89,10 +109,7 @@ std::vector<std::pair<int64_t, int64_t>> select_budget_segments(const std::vecto
   }
   if (estimate) *estimate = est;
   if (met) *met = ok;
-  std::vector<std::pair<int64_t, int64_t>> out;
-  for (size_t i = 0; i < segs.size(); ++i)
-    if (chosen[i]) out.emplace_back(segs[i].first, segs[i].count);
-  return out;
+  return chosen_segments();
 }
 
 namespace {

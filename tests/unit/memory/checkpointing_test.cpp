@@ -125,3 +125,19 @@ TEST_CASE("budget placement checkpoints the fewest segments, largest saving firs
   CHECK(select_budget_segments(blocks, 500, 3, &met).size() == 3);
   CHECK_FALSE(met);
 }
+
+TEST_CASE("estimate_activation_peak: what forward keeps, or a recomputed segment on top of what precedes it") {
+  // Four blocks of 100 bytes each, outputs of 10.
+  const std::vector<BlockMemory> blocks(4, BlockMemory{100, 10});
+  using Segs = std::vector<std::pair<int64_t, int64_t>>;
+  CHECK(estimate_activation_peak(blocks, {}) == 400);
+  // Both halves recomputed: forward keeps 10 + 10; backward of the second half holds 10 + 200.
+  CHECK(estimate_activation_peak(blocks, Segs{{0, 2}, {2, 2}}) == 210);
+  // Only the first half: forward keeps 10 + 200 (the second half stays).
+  CHECK(estimate_activation_peak(blocks, Segs{{0, 2}}) == 210);
+  // Every block alone: at most 30 kept + 100 recomputed.
+  CHECK(estimate_activation_peak(blocks, Segs{{0, 1}, {1, 1}, {2, 1}, {3, 1}}) == 130);
+  // A large first block dominates whatever the placement of the rest (ResNet-50's first stage).
+  const std::vector<BlockMemory> skewed = {{1000, 10}, {100, 10}, {100, 10}, {100, 10}};
+  CHECK(estimate_activation_peak(skewed, Segs{{0, 2}, {2, 2}}) == 1100);
+}
