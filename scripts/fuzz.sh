@@ -39,6 +39,7 @@ torch_flags() {  # libtorch's headers and libraries, from the prefix scripts/set
 targets=("${@:-config tokenizer cifar10 checkpoint}")
 for t in ${targets[*]}; do
   max_len=""
+  rss_mb=2048
   case "$t" in
     config)
       build config_fuzz tests/fuzz/config_fuzz.cpp lib/efftrain/config/tree.cpp lib/efftrain/config/schema.cpp
@@ -81,11 +82,13 @@ for t in ${targets[*]}; do
       fi
       printf '\0{"format":"efftrain.checkpoint/2","world_size":1,"files":[]}' > "$out/corpus/checkpoint/small"
       max_len=65536
+      rss_mb=6144  # libtorch under ASan grows past libFuzzer's default 2 GB over a long run
       args=("$out/corpus/checkpoint") ;;
     *) echo "fuzz: unknown target $t (config, tokenizer, cifar10, checkpoint)" >&2; exit 2 ;;
   esac
   log="$out/$t.log"
-  "$out/${t}_fuzz" -max_total_time="$seconds" -max_len="${max_len:-4096}" -timeout=10 -artifact_prefix="$out/artifacts/$t-" \
+  LSAN_OPTIONS="suppressions=$root/tests/fuzz/lsan-libtorch.supp:print_suppressions=0" \
+  "$out/${t}_fuzz" -max_total_time="$seconds" -max_len="${max_len:-4096}" -rss_limit_mb="$rss_mb" -timeout=10 -artifact_prefix="$out/artifacts/$t-" \
     "${args[@]}" > "$log" 2>&1 && rc=0 || rc=$?
   runs="$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')"
   echo "fuzz: $t: exit $rc, $runs executions in ${seconds}s$( [ $rc = 0 ] || echo "; see $log and $out/artifacts")"

@@ -66,12 +66,23 @@ class Zero2 : public BucketedSync {
     torch::NoGradGuard ng;
     const auto& params = buckets_->params();
     auto& buckets = buckets_->buckets();
+    // Every gather is in flight before the first copy waits; each bucket's parameters are
+    // then written by one multi-tensor copy (not one kernel per parameter).
+    std::vector<torch::Tensor> full(buckets.size());
+    std::vector<Work> works(buckets.size());
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      full[i] = torch::empty({buckets[i].padded}, masters_[i].options());
+      works[i] = comm_->all_gather(full[i], masters_[i]);
+    }
     for (size_t i = 0; i < buckets.size(); ++i) {
       auto& b = buckets[i];
-      auto full = torch::empty({b.padded}, masters_[i].options());
-      comm_->all_gather(full, masters_[i])->wait();
-      for (size_t j = 0; j < b.params.size(); ++j)
-        params[b.params[j]].copy_(buckets_->slot(full, b, j));
+      works[i]->wait();
+      std::vector<torch::Tensor> dst, src;
+      for (size_t j = 0; j < b.params.size(); ++j) {
+        dst.push_back(params[b.params[j]]);
+        src.push_back(buckets_->slot(full[i], b, j));
+      }
+      at::_foreach_copy_(dst, src);
     }
   }
 
