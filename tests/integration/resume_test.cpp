@@ -176,6 +176,11 @@ TEST_CASE("resume refuses a checkpoint of another experiment, world size, or wit
   ::unlink((ck + "/rank0.optimizer.pt").c_str());
   refused(base, ck, "rank0.optimizer.pt: missing");
   refused(base, d.file("nowhere"), "nowhere: no such checkpoint folder");
+  {  // resuming into another run's non-empty folder still needs --overwrite
+    const auto r = run_efftrain(base + " --resume '" + d.file("run") + "' --out '" + d.file("longer") + "'");
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("already exists and is not empty") != std::string::npos);
+  }
 
   // auto skips the damaged newest checkpoint (with a warning) and a folder a kill left
   // half-written, and continues from the newest valid one.

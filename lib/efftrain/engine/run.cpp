@@ -46,6 +46,15 @@ std::string choose_out_dir(const config::ExperimentConfig& cfg, const RunOptions
   return (fs::path("runs") / (cfg.name + "-" + utc_timestamp_compact(started))).string();
 }
 
+// Whether a resume continues the run that lives in `out_dir` (which may then be non-empty):
+// --resume auto, or a checkpoint (or run folder) of that very run. Anything else needs --overwrite.
+bool continues_in(const std::string& out_dir, const RunOptions& opts) {
+  if (opts.resume.empty()) return false;
+  if (opts.resume == "auto") return true;
+  const std::string out = files::absolute(out_dir), spec = files::absolute(opts.resume);
+  return spec == out || run_folder_of(opts.resume) == out;
+}
+
 // The worker argv of a restart: the same command with --resume auto.
 std::vector<std::string> with_resume_auto(std::vector<std::string> argv) {
   std::vector<std::string> out;
@@ -169,7 +178,7 @@ std::string resolve_checkpoint(const std::string& spec, const std::string& out_d
 // failure it restarts them all from the newest checkpoint, up to opts.max_restarts times.
 RunOutcome launch_workers(const RunOptions& opts, const config::ExperimentConfig& cfg, int64_t started) {
   const std::string out_dir = choose_out_dir(cfg, opts, started);
-  check_out_dir(out_dir, opts.overwrite || !opts.resume.empty());
+  check_out_dir(out_dir, opts.overwrite || continues_in(out_dir, opts));
   const int world = static_cast<int>(cfg.distributed.world_size);
   if (!cfg.train.init_from.empty()) resolve_checkpoint(cfg.train.init_from, out_dir, cfg, world, CheckpointUse::kInitFrom);
   if (!opts.resume.empty()) resolve_checkpoint(opts.resume, out_dir, cfg, world, CheckpointUse::kResume);
@@ -243,7 +252,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
   if (!writer) log::set_quiet(true);
 
   std::string out_dir = choose_out_dir(cfg, opts, started);
-  if (writer) check_out_dir(out_dir, opts.overwrite || !opts.resume.empty());
+  if (writer) check_out_dir(out_dir, opts.overwrite || continues_in(out_dir, opts));
 
   const torch::Device device = metrics::resolve_device(cfg.device, env ? env->local_rank : 0);
   if (device.is_cuda()) {

@@ -72,14 +72,26 @@ TEST_CASE("crop_flip with given offsets is an exact shifted window, mirrored whe
   CHECK(torch::equal(f, y.flip({3})));
 }
 
-TEST_CASE("loaders: the same seed gives the same batches, whatever the worker count") {
+namespace {
+// 64 random 8x8 images in 10 classes, and loader options for batches of 8 cropped with pad 2.
+data::ImageSplit random_split() {
   data::ImageSplit train;
   train.images = torch::randint(0, 256, {64, 3, 8, 8}, torch::kLong).to(torch::kUInt8);
   train.labels = torch::arange(64, torch::kLong) % 10;
+  return train;
+}
+data::LoaderOptions options(uint64_t seed) {
   data::LoaderOptions o;
   o.batch_size = 8;
-  o.seed = 3;
+  o.seed = seed;
   o.pad = 2;
+  return o;
+}
+}  // namespace
+
+TEST_CASE("loaders: the same seed gives the same batches, whatever the worker count") {
+  const auto train = random_split();
+  auto o = options(3);
   o.workers = 0;
   auto sync = data::make_image_loader("host", train, o, torch::kCPU);
   o.workers = 3;
@@ -98,13 +110,8 @@ TEST_CASE("loaders: the same seed gives the same batches, whatever the worker co
 }
 
 TEST_CASE("loaders: seek(n) continues exactly where n batches drawn would have, mid-epoch and across epochs") {
-  data::ImageSplit train;
-  train.images = torch::randint(0, 256, {64, 3, 8, 8}, torch::kLong).to(torch::kUInt8);
-  train.labels = torch::arange(64, torch::kLong) % 10;
-  data::LoaderOptions o;
-  o.batch_size = 8;
-  o.seed = 5;
-  o.pad = 2;
+  const auto train = random_split();
+  auto o = options(5);
   o.rank = 1;
   o.world_size = 2;  // 4 batches per epoch per rank
   for (const std::string path : {"host", "device"}) {
