@@ -220,3 +220,17 @@ TEST_CASE("gpu: an fp16 run killed and resumed continues the loss scaler's state
   CHECK(b["scale_history"] == a["scale_history"]);
   CHECK(relative_difference(whole.params, resumed.params) < 1e-5);
 }
+
+TEST_CASE("checkpoints by time come where the loop reads the clock: every 10 steps, logs, evaluations, the end of the timing warm-up (step 3)") {
+  TempDir d;
+  const auto r = run_efftrain(kCnn + " --set train.max_steps=30 --set output.log_every=10 --set train.eval_every=15 "
+                                     "--set output.checkpoint_every_min=0.00001 "
+                                     "--set output.keep_checkpoints=0 --out '" + d.file("run") + "'");
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(files::list_dir(d.file("run/checkpoints")) ==
+        std::vector<std::string>{"step-00000003", "step-00000010", "step-00000015", "step-00000020", "step-00000030"});
+  const auto j = nlohmann::json::parse(read_text(d.file("run/report.json")));
+  CHECK(j["result"]["checkpoints"]["written"] == 5);
+  CHECK(j["result"]["checkpoint_s"].get<double>() > 0);
+}

@@ -462,7 +462,8 @@ template <class V> void visit(V& v, OutputConfig& c) {
   v.field("checkpoint_every_steps", c.checkpoint_every_steps,
           "Also write a checkpoint every this many optimizer steps; 0 = never.", at_least(0));
   v.field("checkpoint_every_min", c.checkpoint_every_min,
-          "Also write a checkpoint every this many minutes of the training loop (checked every 10 steps); 0 = never.",
+          "Also write a checkpoint every this many minutes of the training loop (checked where the loop reads the "
+          "clock: every 10 steps, at each log and evaluation and at the end of the timing warm-up); 0 = never.",
           at_least(0));
   v.field("keep_checkpoints", c.keep_checkpoints,
           "Keep the newest this many checkpoints (older ones are deleted after a new one is complete); 0 = all.",
