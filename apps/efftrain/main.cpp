@@ -10,6 +10,7 @@
 #include "efftrain/core/util.h"
 #include "efftrain/data/gpt2_tokenizer.h"
 #include "efftrain/engine/run.h"
+#include "efftrain/engine/tune.h"
 #include "efftrain/metrics/report.h"
 
 namespace {
@@ -44,6 +45,23 @@ int main(int argc, char** argv) {
                   "Restart every worker from the newest checkpoint after a failure, up to this many times")
       ->check(CLI::NonNegativeNumber);
   run->footer("Example: efftrain run experiments/quickstart.yaml --set optim.lr=3e-4 --out runs/lr3e-4");
+
+  tune::CliOptions tune_opts;
+  auto* tune_cmd = app.add_subcommand(
+      "tune", "Measure candidate configurations (precision, checkpointing, micro-batch) for a few steps each and "
+              "write the best by goodput under a memory budget as YAML, with the table of every candidate");
+  tune_cmd->add_option("experiment", tune_opts.experiment, "Experiment YAML file")->required();
+  tune_cmd->add_option("--set", tune_opts.overrides, "Override a config key: key.path=value; repeatable");
+  tune_cmd->add_option("--budget-memory", tune_opts.search.budget_bytes, "Peak memory budget in bytes (0 = none)")
+      ->check(CLI::NonNegativeNumber);
+  tune_cmd->add_option("--headroom-weight", tune_opts.search.headroom_weight,
+                       "Score bonus per unit of memory headroom under the budget (default 0)")
+      ->check(CLI::NonNegativeNumber);
+  tune_cmd->add_option("--time", tune_opts.search.time_limit_s, "Stop starting candidates after this many seconds")
+      ->check(CLI::NonNegativeNumber);
+  tune_cmd->add_option("--steps", tune_opts.steps, "Optimizer steps per candidate (default 30)")->check(CLI::PositiveNumber);
+  tune_cmd->add_option("--out", tune_opts.out_dir, "Output folder (default runs/<name>-tune)");
+  tune_cmd->footer("Example: efftrain tune experiments/quickstart.yaml --budget-memory 4000000000 --steps 20");
 
   std::string validate_file;
   std::vector<std::string> validate_overrides;
@@ -102,6 +120,7 @@ int main(int argc, char** argv) {
       if (!outcome.report_path.empty()) std::cout << outcome.report_path << std::endl;
       return outcome.exit_code;
     }
+    if (tune_cmd->parsed()) return tune::run_cli(tune_opts);
     if (validate->parsed()) {
       if (validate_reference) {
         std::cout << config::reference_markdown();
