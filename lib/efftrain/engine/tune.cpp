@@ -219,6 +219,12 @@ int run_cli(const CliOptions& o) {
   }
 
   std::vector<Candidate> cands = {{"as-written", {}, "", cfg.train.batch_size}};
+  // A candidate that resolves to the experiment as written is not measured twice.
+  auto same_as_written = [&](const std::vector<std::string>& sets) {
+    std::vector<std::string> all = o.overrides;
+    all.insert(all.end(), sets.begin(), sets.end());
+    return config::config_hash(config::load(o.experiment, all)) == config::config_hash(cfg);
+  };
   std::vector<std::string> precisions = {"fp32", "bf16"};
   const bool cuda = cfg.device == "cuda" || (cfg.device == "auto" && torch::cuda::is_available());
   if (cuda) precisions.push_back("fp16");
@@ -226,11 +232,12 @@ int run_cli(const CliOptions& o) {
     for (const std::string ck : {"none", "sqrt"})
       for (const int64_t mult : {1, 2}) {
         const int64_t b = cfg.train.batch_size * mult;
-        cands.push_back({p + "-" + ck + "-b" + std::to_string(b),
-                         {"precision.mode=" + p, "checkpointing.policy=" + ck, "accumulation.mode=none",
-                          "train.batch_size=" + std::to_string(b)},
-                         p + "-" + ck,
-                         b});
+        Candidate c{p + "-" + ck + "-b" + std::to_string(b),
+                    {"precision.mode=" + p, "checkpointing.policy=" + ck, "accumulation.mode=none",
+                     "train.batch_size=" + std::to_string(b)},
+                    p + "-" + ck,
+                    b};
+        if (!same_as_written(c.overrides)) cands.push_back(c);
       }
   const Result r = search(
       cands,
