@@ -176,6 +176,8 @@ TEST_CASE("resume refuses a checkpoint of another experiment, world size, or wit
   ::unlink((ck + "/rank0.optimizer.pt").c_str());
   refused(base, ck, "rank0.optimizer.pt: missing");
   refused(base, d.file("nowhere"), "nowhere: no such checkpoint folder");
+  // A run folder whose checkpoints all fail says why the newest did.
+  refused(base + " --nproc 2 --set train.batch_size=32", d.file("run"), "holds no valid checkpoint (newest: ");
   {  // resuming into another run's non-empty folder still needs --overwrite
     const auto r = run_efftrain(base + " --resume '" + d.file("run") + "' --out '" + d.file("longer") + "'");
     CHECK(r.exit_code == 2);

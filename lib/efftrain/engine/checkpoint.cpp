@@ -131,7 +131,7 @@ std::string save_checkpoint(const std::string& root, int64_t step, const nlohman
 }
 
 std::string find_checkpoint(const std::string& spec, const config::ExperimentConfig& cfg, int world,
-                            CheckpointUse use) {
+                            CheckpointUse use, std::string* why_none) {
   if (!files::is_dir(spec)) throw UserError(spec + ": no such checkpoint folder");
   if (files::exists(join_path(spec, "manifest.json"))) {
     verify_checkpoint(spec, cfg, world, use);
@@ -144,6 +144,7 @@ std::string find_checkpoint(const std::string& spec, const config::ExperimentCon
       return dir;
     } catch (const UserError& e) {
       log::warn(std::string("skipping checkpoint: ") + e.what());
+      if (why_none && why_none->empty()) *why_none = e.what();
     }
   }
   return "";

@@ -49,8 +49,9 @@ nlohmann::json verify_checkpoint(const std::string& dir, const config::Experimen
 // The checkpoint a spec names: a checkpoint folder (itself), or a run folder / a checkpoints
 // folder (its newest checkpoint that verifies; invalid newer ones are skipped with a warning).
 // Empty when a run or checkpoints folder holds none. UserError when `spec` does not exist.
+// `why_none` (optional) gets the newest skipped checkpoint's problem when none is valid.
 std::string find_checkpoint(const std::string& spec, const config::ExperimentConfig& cfg, int world,
-                            CheckpointUse use);
+                            CheckpointUse use, std::string* why_none = nullptr);
 
 // The resume state of `rank` in checkpoint `dir`: restores the model buffers (several ranks),
 // the precision and accumulation state and the RNG states (CPU, and `device`'s CUDA

@@ -169,8 +169,9 @@ void record_failure(const std::string& report_path, const dist::LaunchResult& re
 std::string resolve_checkpoint(const std::string& spec, const std::string& out_dir, const config::ExperimentConfig& cfg,
                                int world, CheckpointUse use) {
   if (spec == "auto") return files::is_dir(out_dir) ? find_checkpoint(out_dir, cfg, world, use) : "";
-  const std::string dir = find_checkpoint(spec, cfg, world, use);
-  if (dir.empty()) throw UserError(spec + ": holds no valid checkpoint");
+  std::string why;
+  const std::string dir = find_checkpoint(spec, cfg, world, use, &why);
+  if (dir.empty()) throw UserError(spec + ": holds no valid checkpoint" + (why.empty() ? "" : " (newest: " + why + ")"));
   return dir;
 }
 
