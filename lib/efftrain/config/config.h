@@ -122,6 +122,12 @@ struct DistributedConfig {
   double timeout_s = 300;          // rendezvous and every collective
   double stop_grace_s = 10;        // launcher: SIGTERM to SIGKILL when a worker fails
   bool bind_cpus = false;          // launcher: each worker on its own contiguous share of the CPUs
+
+  // The grad sync that runs at `world` processes: auto is none for one, auto_sync for more.
+  std::string resolved_grad_sync(int64_t world) const {
+    if (grad_sync != "auto") return grad_sync;
+    return world > 1 ? auto_sync : "none";
+  }
 };
 
 struct OutputConfig {

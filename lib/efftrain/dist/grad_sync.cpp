@@ -29,7 +29,7 @@ EFFTRAIN_REGISTER(GradSync, "none", "no gradient communication (world size 1)",
 
 EFFTRAIN_REGISTER(GradSync, "auto", "none for one process, distributed.auto_sync (ddp or zero2) for more",
                   [](const BuildContext& ctx) -> std::unique_ptr<GradSync> {
-                    return GradSyncRegistry::create(ctx.world_size > 1 ? ctx.cfg.distributed.auto_sync : "none", ctx);
+                    return GradSyncRegistry::create(ctx.cfg.distributed.resolved_grad_sync(ctx.world_size), ctx);
                   });
 
 }  // namespace efftrain

@@ -111,7 +111,7 @@ std::string save_checkpoint(const std::string& root, int64_t step, const nlohman
                                      {"config_hash", config::config_hash(cfg)},
                                      {"trajectory_hash", trajectory_hash(cfg)},
                                      {"world_size", world},
-                                     {"grad_sync", effective_grad_sync(cfg, world)},
+                                     {"grad_sync", cfg.distributed.resolved_grad_sync(world)},
                                      {"optimizer", cfg.optim.name},
                                      {"task", cfg.task.name},
                                      {"step", step},

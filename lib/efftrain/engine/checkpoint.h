@@ -60,8 +60,6 @@ nlohmann::json load_resume_state(const std::string& dir, int rank, int world, Co
 
 // Hash of the settings that shape the trajectory (the resume check).
 std::string trajectory_hash(const config::ExperimentConfig& cfg);
-// The grad sync that runs at this world size (auto resolved).
-std::string effective_grad_sync(const config::ExperimentConfig& cfg, int world);
 // torch's archive writer to path.partial, fsync, rename: never a torn file at `path`.
 void save_archive_durably(torch::serialize::OutputArchive& a, const std::string& path);
 

@@ -20,11 +20,6 @@ std::string first_line(const std::string& s) { return s.substr(0, s.find('\n'));
 std::string join_path(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
 }  // namespace
 
-std::string effective_grad_sync(const config::ExperimentConfig& cfg, int world) {
-  if (cfg.distributed.grad_sync != "auto") return cfg.distributed.grad_sync;
-  return world > 1 ? cfg.distributed.auto_sync : "none";
-}
-
 void save_archive_durably(torch::serialize::OutputArchive& a, const std::string& path) {
   const std::string tmp = path + ".partial";
   a.save_to(tmp);
@@ -103,7 +98,7 @@ nlohmann::json verify_checkpoint(const std::string& dir, const config::Experimen
       if (m.at(key).get<std::string>() != want)
         throw UserError(path + ": " + key + " is " + m.at(key).get<std::string>() + ", this run uses " + want);
     }
-    const std::string sync = effective_grad_sync(cfg, world), saved_sync = m.at("grad_sync").get<std::string>();
+    const std::string sync = cfg.distributed.resolved_grad_sync(world), saved_sync = m.at("grad_sync").get<std::string>();
     if ((saved_sync == "zero2") != (sync == "zero2"))
       throw UserError(path + ": grad_sync " + saved_sync + " and " + sync +
                       " keep different optimizer state (sharded or whole)");
