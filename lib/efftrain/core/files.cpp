@@ -70,6 +70,13 @@ void sync(const std::string& path) {
   if (rc != 0 && err != EINVAL) throw std::runtime_error("cannot flush " + path + ": " + std::strerror(err));
 }
 
+void write_through_partial(const std::string& path, const std::function<void(const std::string& tmp)>& write) {
+  const std::string tmp = path + ".partial";
+  write(tmp);
+  sync(tmp);
+  rename(tmp, path);
+}
+
 int64_t size_of(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : -1;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,9 @@ void remove_tree(const std::string& path);
 void rename(const std::string& from, const std::string& to);
 // fsync of a file or a folder (a folder: makes renames inside it durable).
 void sync(const std::string& path);
+// Has `write` create path.partial, flushes it to disk and renames it to `path`: a reader (or a
+// kill at any moment) never sees a half-written file at `path`.
+void write_through_partial(const std::string& path, const std::function<void(const std::string& tmp)>& write);
 // Bytes of a file; -1 when it does not exist.
 int64_t size_of(const std::string& path);
 // The entry names of a folder, sorted (empty when it is missing).

@@ -41,6 +41,8 @@ std::size_t edit_distance(std::string_view a, std::string_view b);
 std::string closest_match(std::string_view word, const std::vector<std::string>& candidates);
 
 std::string join(const std::vector<std::string>& parts, std::string_view sep);
+// The text before the first newline (a one-line message from a multi-line one).
+std::string first_line(const std::string& s);
 
 // UTC time as 2026-11-26T19:18:55Z, and a file-name-safe form 20261126T191855Z.
 std::string utc_timestamp_iso(int64_t unix_seconds);

@@ -66,9 +66,7 @@ std::string save_checkpoint(const std::string& root, int64_t step, const nlohman
 
   torch::nn::Module& model = parts.task->model();
   const std::string opt_path = optimizer_file(dir, rank);
-  parts.optimizer->save(opt_path + ".partial");
-  files::sync(opt_path + ".partial");
-  files::rename(opt_path + ".partial", opt_path);
+  files::write_through_partial(opt_path, [&](const std::string& tmp) { parts.optimizer->save(tmp); });
   {
     torch::serialize::OutputArchive a, precision, accumulation, buffers;
     state::write_json(a, "trainer", trainer_state);
@@ -178,8 +176,7 @@ nlohmann::json load_resume_state(const std::string& dir, int rank, int world, Co
     const std::string what = e.what();
     throw UserError(what.rfind(path, 0) == 0 ? what : path + ": " + what);
   } catch (const std::exception& e) {  // torch's archive reader also throws std::runtime_error
-    const std::string what = e.what();
-    throw UserError(path + ": cannot read the resume state (" + what.substr(0, what.find('\n')) + ")");
+    throw UserError(path + ": cannot read the resume state (" + first_line(e.what()) + ")");
   }
 }
 

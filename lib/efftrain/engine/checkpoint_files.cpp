@@ -16,15 +16,11 @@ namespace efftrain {
 namespace fs = std::filesystem;
 
 namespace {
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 std::string join_path(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
 }  // namespace
 
 void save_archive_durably(torch::serialize::OutputArchive& a, const std::string& path) {
-  const std::string tmp = path + ".partial";
-  a.save_to(tmp);
-  files::sync(tmp);
-  files::rename(tmp, path);
+  files::write_through_partial(path, [&](const std::string& tmp) { a.save_to(tmp); });
 }
 
 std::string trajectory_hash(const config::ExperimentConfig& cfg) {
