@@ -39,8 +39,7 @@ double score(const Measurement& m, const Measurement& baseline, const Options& o
   if (efficiency) *efficiency = eff;
   if (goodput) *goodput = gp;
   if (opts.budget_bytes > 0 && m.peak_bytes > opts.budget_bytes) return ninf;
-  const double base_eff = 1.0;  // the baseline's own batch: efficiency 1 by definition
-  const double base_gp = baseline.samples_per_s * base_eff;
+  const double base_gp = baseline.samples_per_s;  // at its own batch B0, efficiency is 1
   if (base_gp <= 0) return ninf;
   double headroom = 0;
   if (opts.budget_bytes > 0)
