@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -310,6 +311,22 @@ TEST_CASE("a zero2 checkpoint (model, one optimizer file per rank, manifest) con
   CHECK(three.err.find("manifest.json") != std::string::npos);
   CHECK(three.err.find("saved by 2 process(es); this run has 3") != std::string::npos);
   CHECK(read_text(d.file("three/report.json")).empty());
+
+  // A changed byte (same size) passes the launcher's quick check and is refused by rank 0's
+  // checksums, still before anything is written.
+  {
+    std::fstream f(ckpt + "/rank1.optimizer.pt", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(100);
+    const char c = static_cast<char>(f.get() ^ 0x5a);
+    f.seekp(100);
+    f.put(c);
+  }
+  const auto flipped = run_efftrain(base + " --set train.init_from='" + ckpt + "' --out '" + d.file("flipped") + "'");
+  CHECK(flipped.exit_code == 2);
+  INFO(flipped.out << flipped.err);  // the workers' lines reach the launcher's stdout, rank-prefixed
+  CHECK((flipped.out + flipped.err).find("rank1.optimizer.pt: SHA-256 differs from the manifest's") != std::string::npos);
+  CHECK(read_text(d.file("flipped/report.json")).empty());
+  CHECK(read_text(d.file("flipped/config.yaml")).empty());
 }
 
 TEST_CASE("SIGTERM to the launcher stops every worker and the job exits 143") {

@@ -129,16 +129,16 @@ std::string save_checkpoint(const std::string& root, int64_t step, const nlohman
 }
 
 std::string find_checkpoint(const std::string& spec, const config::ExperimentConfig& cfg, int world,
-                            CheckpointUse use, std::string* why_none) {
+                            CheckpointUse use, std::string* why_none, bool checksums) {
   if (!files::is_dir(spec)) throw UserError(spec + ": no such checkpoint folder");
   if (files::exists(join_path(spec, "manifest.json"))) {
-    verify_checkpoint(spec, cfg, world, use);
+    verify_checkpoint(spec, cfg, world, use, checksums);
     return spec;
   }
   const std::string root = files::is_dir(join_path(spec, "checkpoints")) ? join_path(spec, "checkpoints") : spec;
   for (const auto& dir : checkpoint_folders(root)) {
     try {
-      verify_checkpoint(dir, cfg, world, use);
+      verify_checkpoint(dir, cfg, world, use, checksums);
       return dir;
     } catch (const UserError& e) {
       log::warn(std::string("skipping checkpoint: ") + e.what());

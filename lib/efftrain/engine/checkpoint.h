@@ -40,18 +40,20 @@ std::string save_checkpoint(const std::string& checkpoints_root, int64_t step, c
 
 enum class CheckpointUse { kInitFrom, kResume };
 
-// Checks dir/manifest.json against this run and every file against its size and SHA-256;
-// UserError naming the file and what is wrong. kResume also requires the same experiment
-// (the trajectory hash: the config without output, stop limits and timeouts). Returns the manifest.
+// Checks dir/manifest.json against this run and every file against its size and (with
+// `checksums`) its SHA-256; UserError naming the file and what is wrong. kResume also requires
+// the same experiment (the trajectory hash: the config without output, stop limits and
+// timeouts). Returns the manifest. The launcher checks without checksums (an early exit 2 for
+// the wrong checkpoint) and leaves the hashing to rank 0, so the files are read once.
 nlohmann::json verify_checkpoint(const std::string& dir, const config::ExperimentConfig& cfg, int world,
-                                 CheckpointUse use);
+                                 CheckpointUse use, bool checksums = true);
 
 // The checkpoint a spec names: a checkpoint folder (itself), or a run folder / a checkpoints
 // folder (its newest checkpoint that verifies; invalid newer ones are skipped with a warning).
 // Empty when a run or checkpoints folder holds none. UserError when `spec` does not exist.
 // `why_none` (optional) gets the newest skipped checkpoint's problem when none is valid.
 std::string find_checkpoint(const std::string& spec, const config::ExperimentConfig& cfg, int world,
-                            CheckpointUse use, std::string* why_none = nullptr);
+                            CheckpointUse use, std::string* why_none = nullptr, bool checksums = true);
 
 // The resume state of `rank` in checkpoint `dir`: restores the model buffers (several ranks),
 // the precision and accumulation state and the RNG states (CPU, and `device`'s CUDA

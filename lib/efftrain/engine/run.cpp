@@ -167,10 +167,10 @@ void record_failure(const std::string& report_path, const dist::LaunchResult& re
 // The checkpoint a spec names (see RunOptions::resume and train.init_from); UserError when an
 // explicit spec holds none. "auto" looks in the output folder and may find none.
 std::string resolve_checkpoint(const std::string& spec, const std::string& out_dir, const config::ExperimentConfig& cfg,
-                               int world, CheckpointUse use) {
-  if (spec == "auto") return files::is_dir(out_dir) ? find_checkpoint(out_dir, cfg, world, use) : "";
+                               int world, CheckpointUse use, bool checksums = true) {
+  if (spec == "auto") return files::is_dir(out_dir) ? find_checkpoint(out_dir, cfg, world, use, nullptr, checksums) : "";
   std::string why;
-  const std::string dir = find_checkpoint(spec, cfg, world, use, &why);
+  const std::string dir = find_checkpoint(spec, cfg, world, use, &why, checksums);
   if (dir.empty()) throw UserError(spec + ": holds no valid checkpoint" + (why.empty() ? "" : " (newest: " + why + ")"));
   return dir;
 }
@@ -181,8 +181,10 @@ RunOutcome launch_workers(const RunOptions& opts, const config::ExperimentConfig
   const std::string out_dir = choose_out_dir(cfg, opts, started);
   check_out_dir(out_dir, opts.overwrite || continues_in(out_dir, opts));
   const int world = static_cast<int>(cfg.distributed.world_size);
-  if (!cfg.train.init_from.empty()) resolve_checkpoint(cfg.train.init_from, out_dir, cfg, world, CheckpointUse::kInitFrom);
-  if (!opts.resume.empty()) resolve_checkpoint(opts.resume, out_dir, cfg, world, CheckpointUse::kResume);
+  // An early exit 2 for the wrong checkpoint; rank 0 then hashes the files (once).
+  if (!cfg.train.init_from.empty())
+    resolve_checkpoint(cfg.train.init_from, out_dir, cfg, world, CheckpointUse::kInitFrom, /*checksums=*/false);
+  if (!opts.resume.empty()) resolve_checkpoint(opts.resume, out_dir, cfg, world, CheckpointUse::kResume, false);
   if (opts.worker_argv.empty()) throw std::logic_error("run_experiment: no worker command line to launch");
   ::setenv("EFFTRAIN_OUT_DIR", out_dir.c_str(), 1);  // every worker agrees on the folder
   dist::LaunchOptions lo;
