@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 12: efftrain against the same recipe in PyTorch (scripts/pytorch_reference.py, eager and
 # torch.compile) on the same kind of card, bf16 + fused AdamW: GPT-2 small b32x1024 (SDPA) and
-# ResNet-50/CIFAR b512 and b128 (channels_last). With several GPUs the PyTorch runs go to GPUs
+# ResNet-50/CIFAR b512 and b128 (channels_last). efftrain runs each twice, with train.cuda_graph
+# (listed first: the ratios are against it) and eager. With several GPUs the PyTorch runs go to GPUs
 # 1.. while efftrain runs on GPU 0, at the same time (one card each). Usage: pytorch_vs_efftrain.sh OUT_DIR
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="$1"
@@ -27,13 +28,19 @@ g() { echo $(( ($1) % gpus )); }
 ) &
 fast_r50=(experiments/bench/cifar10_resnet50_fp32.yaml --set precision.mode=bf16 --set optim.name=adamw_fused
           --set task.model.channels_last=true --set task.data.input_path=device --set train.timing_warmup_steps=20)
-CUDA_VISIBLE_DEVICES=0 bench_run ef_gpt2 experiments/bench/wikitext2_gpt2_fp32.yaml --set precision.mode=bf16 \
-  --set optim.name=adamw_fused --set task.model.attention=sdpa --set train.max_steps=25
-CUDA_VISIBLE_DEVICES=0 bench_run ef_r50_b512 "${fast_r50[@]}" --set train.batch_size=512 --set train.max_steps=60
-CUDA_VISIBLE_DEVICES=0 bench_run ef_r50_b128 "${fast_r50[@]}" --set train.batch_size=128 --set train.max_steps=150
+fast_gpt2=(experiments/bench/wikitext2_gpt2_fp32.yaml --set precision.mode=bf16 --set optim.name=adamw_fused
+           --set task.model.attention=sdpa --set train.max_steps=25)
+for mode in graph eager; do
+  graph=(--set train.cuda_graph=$([ $mode = graph ] && echo true || echo false))
+  suffix=$([ $mode = graph ] && echo _graph)
+  CUDA_VISIBLE_DEVICES=0 bench_run ef_gpt2$suffix "${fast_gpt2[@]}" "${graph[@]}"
+  CUDA_VISIBLE_DEVICES=0 bench_run ef_r50_b512$suffix "${fast_r50[@]}" --set train.batch_size=512 --set train.max_steps=60 "${graph[@]}"
+  CUDA_VISIBLE_DEVICES=0 bench_run ef_r50_b128$suffix "${fast_r50[@]}" --set train.batch_size=128 --set train.max_steps=150 "${graph[@]}"
+done
 wait
-for pair in "gpt2:ef_gpt2 pt_gpt2_eager pt_gpt2_compile" "r50_b512:ef_r50_b512 pt_r50_b512_eager pt_r50_b512_compile" \
-            "r50_b128:ef_r50_b128 pt_r50_b128_eager pt_r50_b128_compile"; do
+for pair in "gpt2:ef_gpt2_graph ef_gpt2 pt_gpt2_eager pt_gpt2_compile" \
+            "r50_b512:ef_r50_b512_graph ef_r50_b512 pt_r50_b512_eager pt_r50_b512_compile" \
+            "r50_b128:ef_r50_b128_graph ef_r50_b128 pt_r50_b128_eager pt_r50_b128_compile"; do
   key="${pair%%:*}"; names=(${pair#*:})
   reports=(); for n in "${names[@]}"; do [ -f "$RUNS/$n/report.json" ] && reports+=("$RUNS/$n/report.json"); done
   python3 - "$out/pytorch_vs_efftrain_$key.json" "${BENCH_COMMAND:-scripts/gpu-check.sh}" "${reports[@]}" <<'PY'

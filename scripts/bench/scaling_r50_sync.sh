@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Issues 7/11: ResNet-50 optimized (bf16, adamw_fused, channels_last, device input, b128/GPU)
 # on 1 GPU and, with zero2 and with ddp, on 2 and 4 GPUs (as many as the machine has): where
-# the multi-process cost of the launch-bound step goes. Usage: scaling_r50_sync.sh OUT_DIR
+# the multi-process cost of the launch-bound step goes. Every point runs eager and with
+# train.cuda_graph (suffix _graph). Usage: scaling_r50_sync.sh OUT_DIR
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="$1"
 gpus="$(nvidia-smi -L | wc -l)"
 args=(experiments/bench/cifar10_resnet50_fp32.yaml --set task.data.input_path=device --set train.max_steps=200
       --set train.timing_warmup_steps=30 --set precision.mode=bf16 --set optim.name=adamw_fused
       --set task.model.channels_last=true)
-OMP_NUM_THREADS=1 bench_run r50_sync_1gpu "${args[@]}"
-names=(r50_sync_1gpu)
-for w in 2 4; do
-  [ "$gpus" -ge "$w" ] || continue
-  for sync in zero2 ddp; do
-    bench_run "r50_sync_${w}gpu_$sync" "${args[@]}" --nproc "$w" --set distributed.grad_sync=$sync
-    names+=("r50_sync_${w}gpu_$sync")
+names=()
+for suffix in "" _graph; do
+  mode=(--set train.cuda_graph=$([ -n "$suffix" ] && echo true || echo false))
+  OMP_NUM_THREADS=1 bench_run "r50_sync_1gpu$suffix" "${args[@]}" "${mode[@]}"
+  names+=("r50_sync_1gpu$suffix")
+  for w in 2 4; do
+    [ "$gpus" -ge "$w" ] || continue
+    for sync in zero2 ddp; do
+      bench_run "r50_sync_${w}gpu_$sync$suffix" "${args[@]}" --nproc "$w" --set distributed.grad_sync=$sync "${mode[@]}"
+      names+=("r50_sync_${w}gpu_$sync$suffix")
+    done
   done
 done
 bench_collect "$out/scaling_r50_sync.json" "ResNet-50 optimized: zero2 vs ddp over world sizes, same per-GPU batch" "${names[@]}"

@@ -64,6 +64,8 @@ struct TrainConfig {
   bool require_target = false;     // exit 3 when the target was not reached
   uint64_t seed = 0;
   int64_t timing_warmup_steps = 3; // steps excluded from throughput
+  bool cuda_graph = false;         // replay each micro-batch's forward + backward from a CUDA graph
+  bool deterministic = false;      // cuDNN: deterministic algorithms, no autotuning
   std::string init_from;           // checkpoint folder: start from its model and optimizer state
 };
 

@@ -380,6 +380,12 @@ template <class V> void visit(V& v, TrainConfig& c) {
   v.field("require_target", c.require_target, "Fail (exit 3) when the target was not reached.");
   v.field("seed", c.seed, "Seed for initialization, data order and augmentation.");
   v.field("timing_warmup_steps", c.timing_warmup_steps, "Steps left out of the throughput figures.", at_least(0));
+  v.field("cuda_graph", c.cuda_graph,
+          "Capture one micro-batch's forward and backward as a CUDA graph and replay it (static shapes); falls back to "
+          "eager steps, with the reason in the log and the report, where the run cannot be captured.");
+  v.field("deterministic", c.deterministic,
+          "cuDNN picks deterministic convolution algorithms and does no autotuning (slower; runs repeat bit for bit where "
+          "the other kernels allow).");
   v.field("init_from", c.init_from,
           "Checkpoint folder (or a run folder: its newest checkpoint) to start from: its model and this rank's optimizer state; the "
           "world size must match. Step count, schedule and data order start over.");

@@ -137,6 +137,10 @@ void GradBuckets::start(Bucket& b) {
 void GradBuckets::finish() {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (static_) {  // every slot holds its gradient already
+      next_ = 0;
+      for (auto& b : buckets_) std::fill(b.copied.begin(), b.copied.end(), 1);
+    }
     for (; next_ < buckets_.size(); ++next_) start(buckets_[next_]);
     armed_ = false;
   }
@@ -147,7 +151,23 @@ void GradBuckets::finish() {
 }
 
 void GradBuckets::release_buffers() {
+  if (static_) return;
   for (auto& b : buckets_) b.flat = torch::Tensor();
+}
+
+void GradBuckets::use_static() {
+  std::lock_guard<std::mutex> lock(mu_);
+  torch::NoGradGuard ng;
+  armed_ = false;
+  static_ = true;
+  for (auto& b : buckets_) {
+    b.flat = torch::zeros({b.padded}, params_[b.params[0]].options());
+    for (size_t j = 0; j < b.params.size(); ++j) params_[b.params[j]].mutable_grad() = alias(b.flat, b, j);
+  }
+}
+
+void GradBuckets::zero_static() {
+  for (auto& b : buckets_) b.flat.zero_();
 }
 
 void BucketedSync::make_buckets(torch::nn::Module& model, int64_t pad, std::function<Work(Bucket&)> launch) {

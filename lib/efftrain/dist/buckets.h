@@ -50,8 +50,14 @@ class GradBuckets {
 
   void arm(bool last);
   // Launches what the hooks did not (unused parameters get zeros) and waits for every bucket.
+  // With static gradients: launches every bucket, then waits.
   void finish();
   void release_buffers();
+  // Static gradients (GradSync::use_static_grads): every flat buffer is allocated and zeroed
+  // once, each parameter's .grad becomes its slot, the hooks stay idle and the buffers are kept.
+  void use_static();
+  void zero_static();
+  bool is_static() const { return static_; }
   int64_t launched_from_hooks() const { return from_hooks_; }
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
   nlohmann::json describe() const;
@@ -70,6 +76,7 @@ class GradBuckets {
   std::function<Work(Bucket&)> launch_;
   std::mutex mu_;
   bool armed_ = false;
+  bool static_ = false;
   size_t next_ = 0;
   int64_t from_hooks_ = 0;
 };
@@ -86,6 +93,8 @@ class BucketedSync : public GradSync {
   BucketedSync(std::shared_ptr<Comm> comm, double bucket_bytes)
       : comm_(std::move(comm)), bucket_bytes_(bucket_bytes) {}
   void before_backward(bool last) override { buckets_->arm(last); }
+  void use_static_grads() override { buckets_->use_static(); }
+  void zero_static_grads() override { buckets_->zero_static(); }
 
  protected:
   // Every rank takes rank 0's model; then the buckets (padded to a multiple of `pad`).

@@ -17,12 +17,13 @@ class Ddp : public BucketedSync {
 
   void finish() override {
     buckets_->finish();
+    ++steps_;
+    if (buckets_->is_static()) return;  // the .grads are bucket slots already
     // The averaged gradient becomes each parameter's .grad, as a view of its bucket (no copy).
     const auto& params = buckets_->params();
     for (auto& b : buckets_->buckets())
       for (size_t j = 0; j < b.params.size(); ++j)
         params[b.params[j]].mutable_grad() = buckets_->alias(b.flat, b, j);
-    ++steps_;
   }
 
   nlohmann::json report() const override {

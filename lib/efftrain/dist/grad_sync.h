@@ -27,6 +27,15 @@ class GradSync {
   virtual void sum_over_shards(torch::Tensor& t) {}
   // After the optimizer step (zero2: all-gather the updated parameters).
   virtual void after_step() {}
+
+  // Static gradients, for a micro-step replayed from a CUDA graph (engine/step_graph.h): every
+  // parameter gets a persistent, zeroed .grad in memory this sync owns, which backward then
+  // accumulates into in place. Afterwards zero_static_grads() replaces the optimizer's
+  // zero_grad(), before_backward() is not called (the backward hooks stay idle), and finish()
+  // communicates every bucket at once after the last micro-batch instead of overlapping it with
+  // backward.
+  virtual void use_static_grads() = 0;
+  virtual void zero_static_grads() = 0;
   virtual nlohmann::json report() const = 0;
 };
 

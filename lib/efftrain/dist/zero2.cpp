@@ -53,10 +53,11 @@ class Zero2 : public BucketedSync {
 
   void finish() override {
     buckets_->finish();
-    buckets_->release_buffers();  // the full-size gradient buckets are not kept
+    buckets_->release_buffers();  // the full-size gradient buckets are not kept (unless static)
     for (size_t i = 0; i < runs_.size(); ++i)
       views_[i].mutable_grad() = plain_alias(grad_shards_[runs_[i].bucket], runs_[i].start, {runs_[i].length}, {1});
-    for (const auto& p : buckets_->params()) p.mutable_grad().reset();
+    if (!buckets_->is_static())
+      for (const auto& p : buckets_->params()) p.mutable_grad().reset();
     ++steps_;
   }
 

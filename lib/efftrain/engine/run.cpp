@@ -16,6 +16,7 @@
 #include "efftrain/dist/comm.h"
 #include "efftrain/dist/launcher.h"
 #include "efftrain/engine/checkpoint.h"
+#include "efftrain/engine/step_graph.h"
 #include "efftrain/engine/context.h"
 #include "efftrain/engine/trainer.h"
 #include "efftrain/metrics/device.h"
@@ -262,8 +263,10 @@ RunOutcome run_experiment(const RunOptions& opts) {
     auto& ctx = at::globalContext();
     ctx.setAllowTF32CuBLAS(cfg.precision.tf32);
     ctx.setAllowTF32CuDNN(cfg.precision.tf32);
-    ctx.setBenchmarkCuDNN(true);
+    ctx.setBenchmarkCuDNN(!cfg.train.deterministic);
+    ctx.setDeterministicCuDNN(cfg.train.deterministic);
   }
+  const auto own_stream = cfg.train.cuda_graph ? StepGraph::run_on_own_stream(device) : nullptr;
   std::shared_ptr<dist::Comm> comm;
   if (world > 1) {
     dist::maybe_fault(rank, "rendezvous");
@@ -488,6 +491,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
         {"schedule", parts.schedule->report()},
         {"optimizer", parts.optimizer->report()},
         {"grad_sync", parts.grad_sync->report()},
+        {"cuda_graph", result.cuda_graph},
         {"checkpointing", [&] {
            auto j = parts.checkpointing->report();
            j["recompute_forward_flops_per_sample"] = recompute_flops;

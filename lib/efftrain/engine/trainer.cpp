@@ -3,12 +3,14 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 
 #include "efftrain/core/error.h"
 #include "efftrain/core/log.h"
 #include "efftrain/dist/comm.h"
 #include "efftrain/dist/launcher.h"
 #include "efftrain/engine/checkpoint.h"
+#include "efftrain/engine/step_graph.h"
 #include "efftrain/metrics/device.h"
 #include "efftrain/optim/grads.h"
 
@@ -99,6 +101,18 @@ TrainResult Trainer::fit() {
     log::info(strf("resumed from %s: step %lld, %lld samples, %.1fs of training loop",
                    opts_.resume_from.c_str(), static_cast<long long>(r.steps), static_cast<long long>(r.samples), clock0));
   }
+  // The micro-step from a CUDA graph (train.cuda_graph), or its data flow run eagerly for tests.
+  std::unique_ptr<StepGraph> graph;
+  if (tc.cuda_graph) {
+    const std::string why = StepGraph::unsupported(cfg_, parts_, device_);
+    if (why.empty()) graph = std::make_unique<StepGraph>(parts_, device_, /*capture=*/true);
+    else {
+      log::warn("train.cuda_graph: eager steps: " + why);
+      r.cuda_graph = {{"enabled", false}, {"reason", why}};
+    }
+  } else if (const char* e = std::getenv("EFFTRAIN_STATIC_GRADS"); e && std::string(e) == "1") {
+    graph = std::make_unique<StepGraph>(parts_, device_, /*capture=*/false);
+  }
   auto window_start = Clock::now();
 
   metrics::synchronize(device_);
@@ -142,18 +156,23 @@ TrainResult Trainer::fit() {
     // ---------------- one optimizer step ----------------
     const int64_t k = parts_.accumulation->next_k(step);
     dist::maybe_fault(rank, "step=" + std::to_string(step));
-    optimizer.zero_grad();
+    if (graph) graph->zero_grad();
+    else optimizer.zero_grad();
     torch::Tensor step_loss = torch::zeros({}, fdev);
     for (int64_t i = 0; i < k; ++i) {
       Batch b = task.next_batch();
       ++batches;
       torch::Tensor loss;
-      {
-        auto scope = precision.forward_scope();
-        loss = task.loss(b);
+      if (graph) {
+        loss = graph->micro_step(b, k);
+      } else {
+        {
+          auto scope = precision.forward_scope();
+          loss = task.loss(b);
+        }
+        sync.before_backward(/*last=*/i == k - 1);
+        precision.scale_loss(loss / static_cast<double>(k)).backward();
       }
-      sync.before_backward(/*last=*/i == k - 1);
-      precision.scale_loss(loss / static_cast<double>(k)).backward();
       parts_.accumulation->after_backward(i, k, params, precision.loss_scale());
       step_loss += loss.detach().to(torch::kFloat) / static_cast<double>(k);
       r.samples += b.samples * world;  // every rank draws the same number
@@ -299,6 +318,7 @@ TrainResult Trainer::fit() {
     r.train_s = r.loop_s - r.eval_s - r.checkpoint_s;
   }
   if (r.status == "completed" && r.time_to_target_s) r.status = "target_reached";
+  if (graph) r.cuda_graph = graph->report();
   const double excluded = r.eval_s + r.checkpoint_s;
   if (steady_t0 && r.steps > steady_step0) {
     r.steady_steps = r.steps - steady_step0;

@@ -55,6 +55,8 @@ struct TrainResult {
   std::optional<double> final_metric, best_metric;
   double final_train_loss = 0;
   nlohmann::json curve = nlohmann::json::array();
+  // train.cuda_graph: what was captured and replayed, or why not (StepGraph::report()).
+  nlohmann::json cuda_graph = {{"enabled", false}, {"reason", "train.cuda_graph is off"}};
 };
 
 struct TrainerOptions {

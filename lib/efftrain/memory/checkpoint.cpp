@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -24,8 +25,12 @@ struct RngState {
   c10::DeviceIndex dev = -1;
 };
 
+// While a CUDA graph is being captured the CUDA generator's state cannot be read or set (its
+// offsets live on the device); the step graph refuses models with dropout when checkpointing
+// is on (engine/step_graph.cpp), so the recompute of a captured segment draws no random numbers.
 RngState get_rng(c10::DeviceIndex dev) {
   RngState r;
+  if (dev >= 0 && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None) dev = -1;
   r.dev = dev;
   auto c = at::detail::getDefaultCPUGenerator();
   {
@@ -60,9 +65,9 @@ struct CheckpointFn : torch::autograd::Function<CheckpointFn> {
     const auto type = x.device().type();
     const RngState r = get_rng(dev);
     ctx->saved_data["fn"] = c10::IValue::make_capsule(c10::intrusive_ptr<torch::CustomClassHolder>(h));
-    ctx->saved_data["dev"] = static_cast<int64_t>(dev);
+    ctx->saved_data["dev"] = static_cast<int64_t>(r.dev);
     ctx->saved_data["cpu_rng"] = r.cpu;
-    if (dev >= 0) ctx->saved_data["cuda_rng"] = r.cuda;
+    if (r.dev >= 0) ctx->saved_data["cuda_rng"] = r.cuda;
     ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(type);
     ctx->saved_data["autocast_dtype"] = static_cast<int64_t>(at::autocast::get_autocast_dtype(type));
     ctx->save_for_backward({x});
