@@ -12,7 +12,8 @@ Inputs are random batches already on the device (efftrain's device-resident inpu
 keeps the data there), so both sides measure the model step.
 
 usage: pytorch_reference.py --task gpt2|resnet50 [--batch B] [--precision fp32|fp16|bf16]
-         [--compile] [--channels-last] [--steps N] [--warmup W] [--seq-len T] [--out report.json]
+         [--compile] [--channels-last] [--steps N] [--warmup W] [--seq-len T] [--vocab-multiple M]
+         [--out report.json]
 """
 import argparse
 import json
@@ -47,9 +48,14 @@ class Block(nn.Module):
 
 
 class GPT2(nn.Module):
-    def __init__(self, vocab=50257, context=1024, d=768, layers=12, heads=12, dropout=0.1):
+    def __init__(self, vocab=50257, context=1024, d=768, layers=12, heads=12, dropout=0.1, vocab_multiple=1):
         super().__init__()
-        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(context, d)
+        padded = (vocab + vocab_multiple - 1) // vocab_multiple * vocab_multiple
+        self.wte, self.wpe = nn.Embedding(padded, d), nn.Embedding(context, d)
+        # Padding as efftrain's task.model.vocab_multiple: zero rows, logit -inf in the softmax.
+        mask = torch.zeros(padded)
+        mask[vocab:] = float("-inf")
+        self.register_buffer("pad_mask", mask if padded > vocab else None, persistent=False)
         self.drop = nn.Dropout(dropout)
         self.h = nn.ModuleList(Block(d, heads, dropout) for _ in range(layers))
         self.ln_f = nn.LayerNorm(d)
@@ -59,13 +65,15 @@ class GPT2(nn.Module):
                 nn.init.normal_(p, 0.0, std)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
+        with torch.no_grad():
+            self.wte.weight[vocab:].zero_()
 
     def forward(self, idx, targets):
         pos = torch.arange(idx.size(1), device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
         for block in self.h:
             x = block(x)
-        logits = F.linear(self.ln_f(x), self.wte.weight)
+        logits = F.linear(self.ln_f(x), self.wte.weight, self.pad_mask)
         return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
 
 
@@ -115,6 +123,8 @@ def main():
     ap.add_argument("--steps", type=int, default=30, help="timed steps")
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation, autotuning)")
     ap.add_argument("--seq-len", type=int, default=1024, help="GPT-2 sequence length")
+    ap.add_argument("--vocab-multiple", type=int, default=1,
+                    help="GPT-2: pad the embedding/classifier rows to a multiple of this (masked, as efftrain)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--name", help="report name (default: pytorch-<task>-<precision>[-compile])")
     ap.add_argument("--out", default="report.json")
@@ -126,7 +136,7 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = a.precision != "fp32"
     batch = a.batch or (32 if a.task == "gpt2" else 128)
     if a.task == "gpt2":
-        model = GPT2(context=max(1024, a.seq_len)).to(dev)
+        model = GPT2(context=max(1024, a.seq_len), vocab_multiple=a.vocab_multiple).to(dev)
         inputs = [torch.randint(0, 50257, (batch, a.seq_len + 1), device=dev) for _ in range(4)]
         batches = [(x[:, :-1].contiguous(), x[:, 1:].contiguous()) for x in inputs]
         tokens_per_sample = a.seq_len
@@ -183,6 +193,7 @@ def main():
                        "file": None, "overrides": [],
                        "config": {"runner": "pytorch", "task": a.task, "batch_size": batch, "precision": a.precision,
                                   "compile": a.compile, "channels_last": a.channels_last, "seq_len": a.seq_len,
+                                  "vocab_multiple": a.vocab_multiple,
                                   "steps": a.steps, "warmup": a.warmup}},
         "environment": {"runner": "pytorch", "torch_version": torch.__version__, "python": platform.python_version(),
                         "cuda_version": torch.version.cuda, "device": str(dev),

@@ -40,6 +40,7 @@ struct ModelConfig {
   std::vector<int64_t> blocks = {3, 4, 6, 3};  // ResNet: bottleneck blocks per stage
   int64_t heads = 4;
   int64_t vocab = 0;   // 0 = from the tokenizer
+  int64_t vocab_multiple = 1;  // GPT: embedding/classifier rows padded up to a multiple of this
   int64_t context = 1024;
   double dropout = 0.0;
   bool channels_last = false;

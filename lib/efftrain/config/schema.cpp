@@ -355,6 +355,11 @@ template <class V> void visit(V& v, ModelConfig& c) {
   v.field("blocks", c.blocks, "ResNet (task cifar10_resnet): bottleneck blocks per stage.", at_least(1));
   v.field("heads", c.heads, "Attention heads (GPT).", at_least(1));
   v.field("vocab", c.vocab, "Vocabulary size (GPT); 0 = the tokenizer's.", at_least(0));
+  v.field("vocab_multiple", c.vocab_multiple,
+          "GPT: pad the embedding/classifier rows up to a multiple of this (64 or 128 keep the classifier's matrix "
+          "products on fast tensor-core kernels). The padding is masked out of the softmax (logit -inf) and stays "
+          "zero, so the model computes what the unpadded one does; the report gives both parameter counts.",
+          between(1, 4096));
   v.field("context", c.context, "Context length (GPT).", at_least(1));
   v.field("dropout", c.dropout, "Dropout probability in training.", between(0, 1));
   v.field("channels_last", c.channels_last, "channels_last memory format (CNNs).");

@@ -3,6 +3,7 @@
 #include <ATen/autocast_mode.h>
 
 #include <cmath>
+#include <limits>
 
 #include "efftrain/memory/checkpoint.h"
 
@@ -72,12 +73,22 @@ torch::Tensor GptBlockImpl::forward(const torch::Tensor& x) {
 
 GptImpl::GptImpl(const GptConfig& c) : c_(c) {
   TORCH_CHECK(c.width % c.heads == 0, "width must be a multiple of heads");
+  TORCH_CHECK(c.vocab_multiple >= 1, "vocab_multiple must be >= 1");
+  const int64_t padded = c.padded_vocab();
   wte_ = register_module("wte", torch::nn::Embedding(c.vocab, c.width));
   wpe_ = register_module("wpe", torch::nn::Embedding(c.context, c.width));
   {
     torch::NoGradGuard ng;
     wte_->weight.normal_(0.0, 0.02);
     wpe_->weight.normal_(0.0, 0.02);
+  }
+  if (padded > c.vocab) {  // the same draws as without padding, then zero rows below them
+    torch::NoGradGuard ng;
+    auto w = torch::zeros({padded, c.width});
+    w.narrow(0, 0, c.vocab).copy_(wte_->weight);
+    wte_->weight.set_data(w);
+    pad_mask_ = torch::zeros({padded});
+    pad_mask_.narrow(0, c.vocab, padded - c.vocab).fill_(-std::numeric_limits<float>::infinity());
   }
   for (int64_t i = 0; i < c.layers; ++i) blocks_.push_back(register_module("h" + std::to_string(i), GptBlock(c)));
   ln_f_ = register_module("ln_f", layer_norm(c.width));
@@ -102,7 +113,8 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx) {
       c_.layers, segments_, is_training(), [this](int64_t i, const torch::Tensor& h) { return blocks_[i]->forward(h); },
       nullptr, block_observer, x);
   x = ln_f_->forward(x);
-  return torch::nn::functional::linear(x, wte_->weight);  // tied output embedding, no bias
+  if (pad_mask_.defined() && pad_mask_.device() != x.device()) pad_mask_ = pad_mask_.to(x.device());
+  return torch::nn::functional::linear(x, wte_->weight, pad_mask_);  // tied output embedding
 }
 
 torch::Tensor GptImpl::loss(const torch::Tensor& idx, const torch::Tensor& targets) {
@@ -113,7 +125,8 @@ torch::Tensor GptImpl::loss(const torch::Tensor& idx, const torch::Tensor& targe
 double GptImpl::train_flops_per_token(int64_t T) const {
   int64_t n = 0;
   for (const auto& p : parameters()) n += p.numel();
-  n -= wpe_->weight.numel();  // a lookup, no multiply-adds
+  n -= wpe_->weight.numel();                            // a lookup, no multiply-adds
+  n -= (c_.padded_vocab() - c_.vocab) * c_.width;       // padding: work done, not model FLOPs
   return 6.0 * n + 12.0 * c_.layers * T * c_.width;
 }
 

@@ -1,7 +1,10 @@
 // GPT-2: learned positions, pre-LayerNorm blocks (eps 1e-5), GELU (tanh), tied input/output
 // embeddings, GPT-2 initialization; attention either materialized (plain) or through
 // scaled_dot_product_attention. GPT-2 small: 12 layers, 12 heads, 768 wide, context 1024,
-// vocabulary 50257: 124,439,808 parameters.
+// vocabulary 50257: 124,439,808 parameters. With vocab_multiple > 1 the embedding/classifier
+// table gets zero rows up to a multiple of it (aligned matrix products: at 50257 cuBLAS falls
+// back to slow kernels); the classifier adds a bias of -inf on those columns, so the softmax,
+// the loss and every gradient are the unpadded model's, and the extra rows stay zero.
 #pragma once
 
 #include <torch/torch.h>
@@ -16,6 +19,8 @@ struct GptConfig {
   int64_t width = 768;
   double dropout = 0.1;
   bool sdpa = true;
+  int64_t vocab_multiple = 1;
+  int64_t padded_vocab() const { return (vocab + vocab_multiple - 1) / vocab_multiple * vocab_multiple; }
 };
 
 class GptBlockImpl : public torch::nn::Module {
@@ -34,7 +39,7 @@ TORCH_MODULE(GptBlock);
 class GptImpl : public torch::nn::Module {
  public:
   explicit GptImpl(const GptConfig& c);
-  // idx: int64 [B, T] -> logits [B, T, vocab]
+  // idx: int64 [B, T] -> logits [B, T, padded vocab] (-inf on the padding)
   torch::Tensor forward(const torch::Tensor& idx);
   // Mean token cross-entropy of next-token prediction.
   torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& targets);
@@ -57,6 +62,7 @@ class GptImpl : public torch::nn::Module {
   std::vector<GptBlock> blocks_;
   torch::nn::LayerNorm ln_f_{nullptr};
   std::vector<std::pair<int64_t, int64_t>> segments_;
+  torch::Tensor pad_mask_;  // [padded vocab]: 0, then -inf on the padding (undefined without)
 };
 TORCH_MODULE(Gpt);
 

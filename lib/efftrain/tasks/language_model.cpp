@@ -178,8 +178,12 @@ class LanguageModelTask : public Task {
 
   nlohmann::json describe() const override {
     const auto& c = model_->config();
+    int64_t params = 0;
+    for (const auto& p : model_->parameters()) params += p.numel();
     return {{"layers", c.layers}, {"heads", c.heads}, {"width", c.width}, {"context", c.context},
-            {"vocab", c.vocab}, {"dropout", c.dropout}, {"seq_len", T_},
+            {"vocab", c.vocab}, {"vocab_padded", c.padded_vocab()},
+            {"parameters_unpadded", params - (c.padded_vocab() - c.vocab) * c.width},
+            {"dropout", c.dropout}, {"seq_len", T_},
             {"attention", c.sdpa ? "sdpa" : "plain"},
             {"attention_kernel", model_->attention_kernel().empty() ? nlohmann::json(nullptr)
                                                                     : nlohmann::json(model_->attention_kernel())},
@@ -210,6 +214,7 @@ std::unique_ptr<Task> make_gpt(const BuildContext& ctx, models::GptConfig g, con
   g.vocab = splits.vocab;
   g.dropout = ctx.cfg.task.model.dropout;
   g.sdpa = ctx.cfg.task.model.attention == "sdpa";
+  g.vocab_multiple = ctx.cfg.task.model.vocab_multiple;
   torch::manual_seed(ctx.cfg.train.seed);
   return std::make_unique<LanguageModelTask>(ctx, name, std::move(splits), models::Gpt(g));
 }

@@ -78,3 +78,42 @@ TEST_CASE("checkpointed GPT: same loss and gradients with dropout on") {
     for (size_t i = 1; i < plain.size(); ++i) CHECK(torch::allclose(plain[i], ckpt[i], 1e-5, 1e-6));
   }
 }
+
+TEST_CASE("a padded vocabulary computes the unpadded model: same loss and gradients, padding stays zero") {
+  struct Out {
+    torch::Tensor loss, logits;
+    std::vector<torch::Tensor> grads;
+    torch::Tensor wte, wte_grad;
+  };
+  auto run = [](int64_t multiple) {
+    auto c = tiny(/*sdpa=*/true, /*dropout=*/0.1);
+    c.vocab_multiple = multiple;
+    torch::manual_seed(3);
+    models::Gpt m(c);
+    m->train();
+    auto idx = torch::randint(0, 97, {2, 16}, torch::kLong);
+    torch::manual_seed(8);
+    Out o;
+    o.logits = m->forward(idx).detach();
+    torch::manual_seed(8);
+    o.loss = m->loss(idx, idx);
+    o.loss.backward();
+    for (const auto& item : m->named_parameters())
+      if (item.key() != "wte.weight") o.grads.push_back(item.value().grad().clone());
+    o.wte = m->named_parameters()["wte.weight"].detach().clone();
+    o.wte_grad = m->named_parameters()["wte.weight"].grad().clone();
+    return o;
+  };
+  const Out plain = run(1), padded = run(64);  // 97 -> 128 rows
+  REQUIRE(padded.wte.size(0) == 128);
+  CHECK(plain.wte.size(0) == 97);
+  CHECK(torch::equal(padded.wte.narrow(0, 0, 97), plain.wte));  // the same initialization
+  CHECK(torch::equal(padded.wte.narrow(0, 97, 31), torch::zeros({31, 16})));
+  CHECK(torch::isinf(padded.logits.narrow(-1, 97, 31)).all().item<bool>());
+  CHECK(torch::allclose(padded.logits.narrow(-1, 0, 97), plain.logits, 1e-5, 1e-6));
+  CHECK(torch::allclose(padded.loss, plain.loss, 1e-6, 1e-7));
+  CHECK(torch::equal(padded.wte_grad.narrow(0, 97, 31), torch::zeros({31, 16})));  // padding gets no gradient
+  CHECK(torch::allclose(padded.wte_grad.narrow(0, 0, 97), plain.wte_grad, 1e-5, 1e-7));
+  REQUIRE(padded.grads.size() == plain.grads.size());
+  for (size_t i = 0; i < plain.grads.size(); ++i) CHECK(torch::allclose(padded.grads[i], plain.grads[i], 1e-5, 1e-7));
+}
