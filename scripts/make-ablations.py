@@ -33,11 +33,12 @@ WHAT = {
     "zero2": "ZeRO stage 2 for several processes (with one process: no change)",
 }
 TASK_PATHS = {
-    "cifar10_resnet50": ("task: {data: {input_path: host}, model: {channels_last: false}}",
-                         "task: {data: {input_path: device}, model: {channels_last: true}}",
-                         "GPU-resident input and channels_last"),
-    "wikitext2_gpt2": ("task: {model: {attention: plain}}", "task: {model: {attention: sdpa}}",
-                       "scaled_dot_product_attention"),
+    "cifar10_resnet50": ("task: {data: {input_path: host}, model: {channels_last: false}}\ntrain: {cuda_graph: false}",
+                         "task: {data: {input_path: device}, model: {channels_last: true}}\ntrain: {cuda_graph: true}",
+                         "GPU-resident input, channels_last and the CUDA-graph micro-step"),
+    "wikitext2_gpt2": ("task: {model: {attention: plain, vocab_multiple: 1}}",
+                       "task: {model: {attention: sdpa, vocab_multiple: 128}}",
+                       "scaled_dot_product_attention and the vocabulary padded to a multiple of 128"),
 }
 # Schedule settings of each optimized seed (GPU, smoke): warmup, total (samples), peak lr.
 SCHEDULE = {
