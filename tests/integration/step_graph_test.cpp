@@ -143,17 +143,22 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
 
 TEST_CASE("gpu: graph-replayed micro-steps under ddp and zero2 on two GPUs equal the eager sync", "[gpu]") {
   if (torch::cuda::device_count() < 2) SKIP("needs two GPUs, sees " << torch::cuda::device_count());
-  for (const char* sync : {"ddp", "zero2"}) {
-    INFO(sync);
+  // k = 2 replays the graph without communication, then the one with it.
+  for (const std::string sync : {"ddp", "zero2"})
+    for (int k : {1, 2}) {
+    INFO(sync << ", k = " << k);
     const std::string common = kGpt + " --device cuda --set train.batch_size=6 --nproc 2 --set distributed.grad_sync=" +
-                               std::string(sync);
+                               sync + " --set accumulation.mode=fixed --set accumulation.k=" + std::to_string(k);
     const auto eager = train(common);
     const auto graph = train(common + " --set train.cuda_graph=true");
-    INFO(graph.report["optimizations"]["cuda_graph"].dump());
-    CHECK(graph.report["optimizations"]["cuda_graph"]["enabled"] == true);
-    CHECK(graph.report["optimizations"]["cuda_graph"]["replays"].get<int>() >= 9);
+    const auto& g = graph.report["optimizations"]["cuda_graph"];
+    INFO(g.dump());
+    CHECK(g["enabled"] == true);
+    CHECK(g["replays"].get<int>() >= 10 * k - 1);
+    CHECK(g["gradient_sync"] == "in the graph, from the backward hooks as buckets fill");
+    CHECK(graph.report["optimizations"]["grad_sync"]["optimizer_steps"] == 10);
     const double diff = relative_difference(eager.params, graph.params);
     INFO("relative difference " << diff);
     CHECK(diff < 1e-5);
-  }
+    }
 }

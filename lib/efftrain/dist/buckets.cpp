@@ -135,9 +135,13 @@ void GradBuckets::start(Bucket& b) {
 }
 
 void GradBuckets::finish() {
+  if (done_in_graph_) {  // a replayed graph sent and waited for every bucket
+    done_in_graph_ = false;
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (static_) {  // every slot holds its gradient already
+    if (static_ && !armed_) {  // after backward: every slot holds its gradient already
       next_ = 0;
       for (auto& b : buckets_) std::fill(b.copied.begin(), b.copied.end(), 1);
     }

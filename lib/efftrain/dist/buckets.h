@@ -58,6 +58,8 @@ class GradBuckets {
   void use_static();
   void zero_static();
   bool is_static() const { return static_; }
+  // The next finish() does nothing: a replayed graph holds this step's collectives and waits.
+  void done_in_graph() { done_in_graph_ = true; }
   int64_t launched_from_hooks() const { return from_hooks_; }
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
   nlohmann::json describe() const;
@@ -77,6 +79,7 @@ class GradBuckets {
   std::mutex mu_;
   bool armed_ = false;
   bool static_ = false;
+  bool done_in_graph_ = false;
   size_t next_ = 0;
   int64_t from_hooks_ = 0;
 };
@@ -94,6 +97,9 @@ class BucketedSync : public GradSync {
       : comm_(std::move(comm)), bucket_bytes_(bucket_bytes) {}
   void before_backward(bool last) override { buckets_->arm(last); }
   void use_static_grads() override { buckets_->use_static(); }
+  bool communicates() const override { return true; }
+  void communicated_in_graph() override { buckets_->done_in_graph(); }
+  void finish_captured() override { buckets_->finish(); }
   void zero_static_grads() override { buckets_->zero_static(); }
 
  protected:

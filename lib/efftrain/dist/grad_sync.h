@@ -31,11 +31,19 @@ class GradSync {
   // Static gradients, for a micro-step replayed from a CUDA graph (engine/step_graph.h): every
   // parameter gets a persistent, zeroed .grad in memory this sync owns, which backward then
   // accumulates into in place. Afterwards zero_static_grads() replaces the optimizer's
-  // zero_grad(), before_backward() is not called (the backward hooks stay idle), and finish()
-  // communicates every bucket at once after the last micro-batch instead of overlapping it with
-  // backward.
+  // zero_grad(), and unless the communication is captured too (below) before_backward() is not
+  // called (the hooks stay idle) and finish() communicates every bucket at once after the last
+  // micro-batch instead of overlapping it with backward.
   virtual void use_static_grads() = 0;
   virtual void zero_static_grads() = 0;
+  // Whether this sync communicates (ddp, zero2). With static gradients its collectives can also
+  // be captured: before_backward(true) arms the hooks during the capture of the last
+  // micro-batch, finish() is captured after the backward (it sends what is left and waits), and
+  // after each replay of that graph communicated_in_graph() makes the step's finish() a no-op.
+  virtual bool communicates() const { return false; }
+  virtual void communicated_in_graph() {}
+  // finish() inside a capture: the sends and waits only, no per-step bookkeeping.
+  virtual void finish_captured() { finish(); }
   virtual nlohmann::json report() const = 0;
 };
 

@@ -71,16 +71,22 @@ struct StepGraph::Impl {
   Components& parts;
   torch::Device device;
   bool capture;
+  bool comm_in_graph;   // the last micro-batch's graph holds the collectives
   torch::Tensor inv_k;  // 1/k on the device, read by the graph
   int64_t last_k = 0;
-  std::unique_ptr<at::cuda::CUDAGraph> graph;
-  Batch in;            // the static inputs the graph reads
-  torch::Tensor loss;  // the static output
+  // [0]: a micro-batch without communication (every one, without comm_in_graph); [1]: the last.
+  std::unique_ptr<at::cuda::CUDAGraph> graph[2];
+  torch::Tensor loss[2];  // their static outputs
+  Batch in;               // the static inputs both read
   std::string failure;  // why the capture failed (eager from then on)
   int64_t replays = 0, eager_micro_steps = 0;
   double capture_s = 0;
 
-  Impl(Components& p, torch::Device d, bool c) : parts(p), device(d), capture(c) {}
+  Impl(Components& p, torch::Device d, bool c)
+      : parts(p),
+        device(d),
+        capture(c),
+        comm_in_graph(c && p.grad_sync->communicates() && !p.accumulation->wants_global_norm()) {}
 
   torch::Tensor forward_backward(const Batch& b) {
     torch::Tensor l;
@@ -99,62 +105,88 @@ struct StepGraph::Impl {
            b.target.scalar_type() == in.target.scalar_type();
   }
 
-  // Warm-up, then the capture of forward + backward on a side stream. On failure the reason
-  // is kept and every micro-step runs eagerly.
-  void capture_graph(const Batch& b) {
+  // Graph `slot`: before the first, warm-up iterations; then the capture on a non-default
+  // stream. On failure the reason is kept and every micro-step runs eagerly. Capturing reads
+  // and changes nothing (no kernel runs), so a capture in the middle of a step is harmless.
+  void capture_graph(const Batch& b, int slot) {
     const auto t0 = std::chrono::steady_clock::now();
-    in = b;
-    in.input = torch::empty_like(b.input);
-    in.input.copy_(b.input);
-    in.target = torch::empty_like(b.target);
-    in.target.copy_(b.target);
-    ModelState state(parts.task->model(), device);
     const auto main = c10::cuda::getCurrentCUDAStream(device.index());
     const auto side = main == c10::cuda::getDefaultCUDAStream(device.index())
                           ? c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index())
                           : main;
-    join(main, side);
-    {
-      c10::cuda::CUDAStreamGuard guard(side);
-      for (int i = 0; i < kWarmup; ++i) forward_backward(in);
+    ModelState state(parts.task->model(), device);
+    if (!in.input.defined()) {
+      in = b;
+      in.input = torch::empty_like(b.input);
+      in.input.copy_(b.input);
+      in.target = torch::empty_like(b.target);
+      in.target.copy_(b.target);
+      const std::vector<torch::Tensor> grads = saved_grads();
+      join(main, side);
+      {
+        c10::cuda::CUDAStreamGuard guard(side);
+        for (int i = 0; i < kWarmup; ++i) forward_backward(in);
+      }
+      join(side, main);
+      state.restore();
+      restore_grads(grads);
     }
-    join(side, main);
-    state.restore();
-    parts.grad_sync->zero_static_grads();
     join(main, side);
-    graph = std::make_unique<at::cuda::CUDAGraph>();
+    const bool comm = comm_in_graph && slot == 1;
+    auto& g = graph[slot];
+    g = std::make_unique<at::cuda::CUDAGraph>();
     const bool cache = at::autocast::is_autocast_cache_enabled();
     at::autocast::set_autocast_cache_enabled(false);  // no cast outlives the capture
     {
       c10::cuda::CUDAStreamGuard guard(side);
       bool begun = false;
       try {
-        graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+        g->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
         begun = true;
-        loss = forward_backward(in);
+        if (comm) parts.grad_sync->before_backward(/*last=*/true);
+        loss[slot] = forward_backward(in);
+        if (comm) parts.grad_sync->finish_captured();
         begun = false;
-        graph->capture_end();
+        g->capture_end();
       } catch (const std::exception& e) {
         failure = e.what();
         if (begun) try {
-            graph->capture_end();
+            g->capture_end();
           } catch (const std::exception&) {
           }
-        graph.reset();
+        if (comm) parts.grad_sync->before_backward(/*last=*/false);
+        graph[0].reset();
+        graph[1].reset();
       }
     }
     at::autocast::set_autocast_cache_enabled(cache);
     join(side, main);
+    capture_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!failure.empty()) {
       failure = failure.substr(0, failure.find('\n'));
       log::warn("train.cuda_graph: the capture failed, eager micro-steps from here: " + failure);
       state.restore();
-      parts.grad_sync->zero_static_grads();
+    } else {
+      log::info(strf("train.cuda_graph: forward + backward%s captured (%.2fs so far)",
+                     comm ? " + gradient communication" : "", capture_s));
     }
-    capture_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (failure.empty())
-      log::info(strf("train.cuda_graph: forward + backward captured (%d warm-up iterations, %.2fs)", kWarmup,
-                     capture_s));
+  }
+
+  // The gradients of the micro-batches before this one in the step (the warm-up adds to them).
+  std::vector<torch::Tensor> saved_grads() {
+    std::vector<torch::Tensor> out;
+    torch::NoGradGuard ng;
+    for (const auto& p : parts.task->model().parameters())
+      out.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
+    return out;
+  }
+  void restore_grads(const std::vector<torch::Tensor>& saved) {
+    torch::NoGradGuard ng;
+    size_t i = 0;
+    for (auto& p : parts.task->model().parameters()) {
+      const auto& s = saved[i++];
+      if (s.defined()) p.mutable_grad().copy_(s);
+    }
   }
 };
 
@@ -182,33 +214,42 @@ StepGraph::~StepGraph() = default;
 
 void StepGraph::zero_grad() { impl_->parts.grad_sync->zero_static_grads(); }
 
-torch::Tensor StepGraph::micro_step(const Batch& b, int64_t k) {
+torch::Tensor StepGraph::micro_step(const Batch& b, int64_t k, bool last) {
   Impl& m = *impl_;
   if (k != m.last_k) {
     m.inv_k.fill_(1.0 / static_cast<double>(k));
     m.last_k = k;
   }
-  if (m.capture && m.failure.empty() && !m.graph) m.capture_graph(b);
-  if (!m.graph || !m.fits(b)) {
+  const int slot = m.comm_in_graph && last ? 1 : 0;
+  if (m.capture && m.failure.empty() && !m.graph[slot] && (!m.in.input.defined() || m.fits(b)))
+    m.capture_graph(b, slot);
+  if (!m.graph[slot] || !m.fits(b)) {
     ++m.eager_micro_steps;
     return m.forward_backward(b);
   }
   m.in.input.copy_(b.input);
   m.in.target.copy_(b.target);
-  m.graph->replay();
+  m.graph[slot]->replay();
+  if (slot == 1) m.parts.grad_sync->communicated_in_graph();
   ++m.replays;
-  return m.loss;
+  return m.loss[slot];
 }
 
 nlohmann::json StepGraph::report() const {
   const Impl& m = *impl_;
-  nlohmann::json j = {{"enabled", m.graph != nullptr},
-                      {"captured", m.capture ? "forward + backward of one micro-batch" : "nothing (static gradients, eager)"},
+  const bool enabled = m.capture && m.failure.empty() && (m.graph[0] || m.graph[1]);
+  nlohmann::json j = {{"enabled", enabled},
+                      {"captured", !m.capture ? "nothing (static gradients, eager)"
+                                   : m.comm_in_graph ? "forward + backward of one micro-batch; the last one's with the "
+                                                       "gradient communication (overlapped with backward)"
+                                                     : "forward + backward of one micro-batch"},
                       {"replays", m.replays},
                       {"eager_micro_steps", m.eager_micro_steps},
                       {"warmup_iterations", m.capture ? kWarmup : 0},
                       {"capture_s", m.capture_s},
-                      {"gradient_sync", "after backward, every bucket at once (no overlap with backward)"}};
+                      {"gradient_sync", !m.parts.grad_sync->communicates() ? "none"
+                                        : m.comm_in_graph ? "in the graph, from the backward hooks as buckets fill"
+                                                          : "after backward, every bucket at once"}};
   if (m.in.input.defined()) j["static_input_shape"] = m.in.input.sizes().vec();
   j["reason"] = m.failure.empty() ? nlohmann::json(nullptr) : nlohmann::json("capture failed: " + m.failure);
   return j;

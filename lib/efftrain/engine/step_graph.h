@@ -1,12 +1,13 @@
 // engine::StepGraph: one micro-batch's forward and backward replayed from a CUDA graph
-// (train.cuda_graph; design §1). The optimizer step, loss-scale update, clipping and gradient
-// communication stay eager: they are a few launches, and they keep the learning rate, adaptive
-// k and the scaler host-driven. What the graph needs:
+// (train.cuda_graph; design §1), with the gradient communication of several processes. The
+// optimizer step, loss-scale update and clipping stay eager: they are a few launches, and they
+// keep the learning rate, adaptive k and the scaler host-driven. What the graph needs:
 //  - static inputs: each micro-batch is copied into tensors captured once (a batch of another
 //    shape runs eagerly, into the same gradients);
 //  - static gradients: GradSync::use_static_grads() gives every parameter a persistent .grad that
 //    backward accumulates into; zero_grad() here replaces the optimizer's;
-//  - 1/k as a device tensor, so a change of k (adaptive accumulation) needs no new capture.
+//  - 1/k as a device tensor, so a change of k (adaptive accumulation) needs no new capture;
+//  - with several processes, a second graph for the micro-batch that communicates.
 // Before capture, warm-up iterations on a side stream initialize cuBLAS/cuDNN (autotuning) and
 // the allocator; the model's buffers (BatchNorm statistics) and the RNG states are restored after
 // them, so the trajectory is the one the eager loop takes.
@@ -38,9 +39,12 @@ class StepGraph {
   // Zeroes the static gradients for a new optimizer step.
   void zero_grad();
   // Forward and backward of micro-batch `b`, one of `k`, accumulating into the gradients; the
-  // loss is divided by k and scaled by the precision component. Returns the micro-batch's mean
-  // loss (a device scalar, overwritten by the next call).
-  torch::Tensor micro_step(const Batch& b, int64_t k);
+  // loss is divided by k and scaled by the precision component. With several processes the
+  // `last` micro-batch's graph also holds the gradient communication (bucketed as in eager
+  // steps, overlapped with backward), unless the accumulation component needs each rank's
+  // local gradient after backward (adaptive k): then finish() communicates after it. Returns the
+  // micro-batch's mean loss (a device scalar, overwritten by the next call).
+  torch::Tensor micro_step(const Batch& b, int64_t k, bool last);
   nlohmann::json report() const;
 
  private:

@@ -164,7 +164,7 @@ TrainResult Trainer::fit() {
       ++batches;
       torch::Tensor loss;
       if (graph) {
-        loss = graph->micro_step(b, k);
+        loss = graph->micro_step(b, k, /*last=*/i == k - 1);
       } else {
         {
           auto scope = precision.forward_scope();
