@@ -87,6 +87,25 @@ TEST_CASE("static gradients under ddp and zero2 (every bucket sent after backwar
   }
 }
 
+TEST_CASE("static gradients with adaptive k under ddp (each rank's local gradient read before the sync) equal eager") {
+  const std::string common = kGpt + " --set train.batch_size=6 --nproc 2 --set distributed.grad_sync=ddp "
+                             "--set accumulation.mode=adaptive --set accumulation.interval=3 --set accumulation.k_max=4";
+  const auto eager = train(common);
+  const auto flow = train(common, kStatic);
+  const auto& ke = eager.report["optimizations"]["accumulation"];
+  const auto& kf = flow.report["optimizations"]["accumulation"];
+  INFO(ke.dump() << "\n" << kf.dump());
+  CHECK(kf["noise_history"].size() == 3);
+  CHECK(kf["k_history"] == ke["k_history"]);
+  for (size_t i = 0; i < ke["noise_history"].size(); ++i) {
+    const double a = ke["noise_history"][i]["g2"].get<double>(), b = kf["noise_history"][i]["g2"].get<double>();
+    CHECK(std::abs(a - b) <= 1e-6 * std::abs(a));
+  }
+  const double diff = relative_difference(eager.params, flow.params);
+  INFO("relative difference " << diff);
+  CHECK(diff < 1e-6);
+}
+
 TEST_CASE("train.cuda_graph on the CPU runs eager steps and says why") {
   const auto r = train(kCnn + " --set train.cuda_graph=true");
   const auto& g = r.report["optimizations"]["cuda_graph"];
