@@ -10,7 +10,9 @@ args=(experiments/bench/cifar10_resnet50_fp32.yaml --set task.data.input_path=de
       --set train.timing_warmup_steps=30 --set precision.mode=bf16 --set optim.name=adamw_fused
       --set task.model.channels_last=true)
 names=()
-for suffix in "" _graph; do
+suffixes=("" _graph)
+[ "${R50_SYNC_GRAPH_ONLY:-0}" = 1 ] && suffixes=(_graph)   # only the train.cuda_graph points
+for suffix in "${suffixes[@]}"; do
   mode=(--set train.cuda_graph=$([ -n "$suffix" ] && echo true || echo false))
   OMP_NUM_THREADS=1 bench_run "r50_sync_1gpu$suffix" "${args[@]}" "${mode[@]}"
   names+=("r50_sync_1gpu$suffix")
