@@ -277,13 +277,27 @@ RunOutcome run_experiment(const RunOptions& opts) {
   }
   // Checkpoints to start from: rank 0 finds and verifies them (sizes and SHA-256), the others
   // take its answer.
+  // A refusal is every rank's: rank 0 publishes it and all exit 2 with its message after a
+  // barrier (rank 0 hosts the store; leaving earlier would fail the others' reads, exit 1).
   auto agreed_checkpoint = [&](const std::string& spec, CheckpointUse use, const std::string& key) {
+    static const std::string kRefused = "refused:";
     std::string dir;
     if (spec.empty()) return dir;
-    if (writer) dir = resolve_checkpoint(spec, out_dir, cfg, world, use);
+    if (writer) {
+      try {
+        dir = resolve_checkpoint(spec, out_dir, cfg, world, use);
+      } catch (const UserError& e) {
+        if (!comm) throw;
+        dir = kRefused + e.what();
+      }
+    }
     if (comm) {
       if (writer) comm->publish(key, dir);
       else dir = comm->fetch(key);
+    }
+    if (dir.rfind(kRefused, 0) == 0) {
+      comm->barrier();
+      throw UserError(dir.substr(kRefused.size()));
     }
     return dir;
   };
