@@ -267,6 +267,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
     ctx.setDeterministicCuDNN(cfg.train.deterministic);
   }
   const auto own_stream = cfg.train.cuda_graph ? StepGraph::run_on_own_stream(device) : nullptr;
+  if (!device.is_cuda()) metrics::track_cpu_memory();
   std::shared_ptr<dist::Comm> comm;
   if (world > 1) {
     dist::maybe_fault(rank, "rendezvous");
@@ -316,10 +317,10 @@ RunOutcome run_experiment(const RunOptions& opts) {
   if (parts.checkpointing->needs_measurement()) measured = probe();
   const auto segments = parts.checkpointing->needs_measurement() ? parts.checkpointing->segments_for(measured)
                                                                  : parts.checkpointing->segments(parts.task->num_blocks());
-  // The memory the placement saves, estimated from a probe forward (CUDA allocator).
+  // The memory the placement saves, estimated from a probe forward (the device's allocator; on
+  // the CPU the tensor bytes that metrics::track_cpu_memory counts).
   nlohmann::json memory_saved = {{"estimate", nullptr}, {"why", "no segments are recomputed"}};
-  if (!segments.empty() && !device.is_cuda()) memory_saved["why"] = "the estimate needs the CUDA allocator";
-  if (!segments.empty() && device.is_cuda()) {
+  if (!segments.empty()) {
     if (measured.empty()) measured = probe();
     int64_t without = 0;
     for (const auto& b : measured) without += b.activation_bytes;
@@ -332,6 +333,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
                             "recomputation and at the peak with it (the stem and head are not blocks)"}};
   }
   parts.task->set_checkpoint_segments(segments);
+  if (!measured.empty()) metrics::reset_peak_memory(device);  // the report's peak is training's, not the probe's
   double recompute_flops = 0;
   {
     const auto block_flops = parts.task->block_forward_flops_per_sample();

@@ -2,9 +2,12 @@
 
 #include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/cuda.h>
 
+#include <atomic>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -12,6 +15,50 @@
 #include "efftrain/core/util.h"
 
 namespace efftrain::metrics {
+
+namespace {
+
+// c10's CPU allocator with a count of live bytes: each block carries its size in a header of
+// one alignment unit (64 bytes, so the data keeps the default allocator's alignment).
+class CountingCpuAllocator final : public c10::Allocator {
+ public:
+  static constexpr size_t kHeader = 64;
+  static inline std::atomic<int64_t> current{0}, peak{0};
+  static inline c10::Allocator* inner = nullptr;
+  static inline c10::DeleterFnPtr inner_free = nullptr;
+
+  c10::DataPtr allocate(size_t n) override {
+    if (n == 0) return {nullptr, nullptr, &release, c10::Device(c10::DeviceType::CPU)};
+    auto* base = static_cast<char*>(inner->raw_allocate(n + kHeader));
+    *reinterpret_cast<int64_t*>(base) = static_cast<int64_t>(n);
+    const int64_t now = current.fetch_add(static_cast<int64_t>(n)) + static_cast<int64_t>(n);
+    for (int64_t p = peak.load(); now > p && !peak.compare_exchange_weak(p, now);) {
+    }
+    void* data = base + kHeader;
+    return {data, data, &release, c10::Device(c10::DeviceType::CPU)};
+  }
+  static void release(void* data) {
+    if (data == nullptr) return;
+    char* base = static_cast<char*>(data) - kHeader;
+    current.fetch_sub(*reinterpret_cast<int64_t*>(base));
+    inner_free(base);
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
+};
+
+bool cpu_tracked() { return CountingCpuAllocator::inner != nullptr; }
+
+}  // namespace
+
+void track_cpu_memory() {
+  if (cpu_tracked()) return;
+  CountingCpuAllocator::inner = c10::GetCPUAllocator();
+  CountingCpuAllocator::inner_free = CountingCpuAllocator::inner->raw_deleter();
+  TORCH_CHECK(CountingCpuAllocator::inner_free != nullptr, "the CPU allocator has no raw deleter");
+  static auto* counting = new CountingCpuAllocator();  // never destroyed: tensors may outlive main
+  c10::SetCPUAllocator(counting, /*priority=*/100);
+}
 
 torch::Device resolve_device(const std::string& wanted, int local_rank) {
   const bool have_cuda = torch::cuda::is_available();
@@ -86,6 +133,7 @@ DeviceInfo describe(const torch::Device& device) {
 
 void reset_peak_memory(const torch::Device& device) {
   if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+  else if (cpu_tracked()) CountingCpuAllocator::peak.store(CountingCpuAllocator::current.load());
 }
 
 MemoryPeak peak_memory(const torch::Device& device) {
@@ -96,6 +144,10 @@ MemoryPeak peak_memory(const torch::Device& device) {
     m.allocated = s.allocated_bytes[kAggregate].peak;
     m.reserved = s.reserved_bytes[kAggregate].peak;
     m.source = "cuda_caching_allocator";
+  } else if (cpu_tracked()) {
+    m.allocated = CountingCpuAllocator::peak.load();
+    m.reserved = peak_rss_bytes();
+    m.source = "cpu_tensor_allocator";
   } else {
     m.allocated = m.reserved = peak_rss_bytes();
     m.source = "process_peak_rss";
@@ -104,7 +156,7 @@ MemoryPeak peak_memory(const torch::Device& device) {
 }
 
 int64_t current_allocated(const torch::Device& device) {
-  if (!device.is_cuda()) return peak_rss_bytes();
+  if (!device.is_cuda()) return cpu_tracked() ? CountingCpuAllocator::current.load() : peak_rss_bytes();
   const auto s = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
   return s.allocated_bytes[0].current;
 }

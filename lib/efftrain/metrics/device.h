@@ -23,8 +23,12 @@ DeviceInfo describe(const torch::Device& device);
 struct MemoryPeak {
   int64_t allocated = 0;
   int64_t reserved = 0;
-  std::string source;  // "cuda_caching_allocator" | "process_peak_rss"
+  std::string source;  // "cuda_caching_allocator" | "cpu_tensor_allocator" | "process_peak_rss"
 };
+// CPU runs: counts the bytes of CPU tensors from here on (c10's CPU allocator, wrapped), so that
+// allocated memory, its peak and the block probe mean on the CPU what they mean on CUDA.
+// Tensors that exist already are not counted. Idempotent.
+void track_cpu_memory();
 void reset_peak_memory(const torch::Device& device);
 MemoryPeak peak_memory(const torch::Device& device);
 int64_t current_allocated(const torch::Device& device);
