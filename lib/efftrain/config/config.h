@@ -116,6 +116,13 @@ struct CheckpointingConfig {
   int64_t budget_bytes = 0;  // policy budget: activation memory budget
 };
 
+struct PolicyConfig {
+  std::string mode = "none";        // none | auto
+  int64_t memory_budget_bytes = 0;  // 0 = the device's memory (CUDA); no limit on the CPU
+  double headroom = 0.1;            // fraction of the budget kept free
+  int64_t observe_steps = 3;        // optimizer steps measured before deciding
+};
+
 struct DistributedConfig {
   int64_t world_size = 1;
   std::string backend = "auto";  // auto | nccl | gloo
@@ -155,6 +162,7 @@ struct ExperimentConfig {
   PrecisionConfig precision;
   AccumulationConfig accumulation;
   CheckpointingConfig checkpointing;
+  PolicyConfig policy;
   DistributedConfig distributed;
   OutputConfig output;
 };

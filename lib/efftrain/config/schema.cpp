@@ -445,6 +445,17 @@ template <class V> void visit(V& v, CheckpointingConfig& c) {
           "policy budget: activation memory budget in bytes (measured per block on the CUDA allocator).", at_least(0));
 }
 
+template <class V> void visit(V& v, PolicyConfig& c) {
+  v.one_of("mode", c.mode, {"none", "auto"},
+           "auto: after `observe_steps` steps, switch off what costs more than it brings (activation checkpointing "
+           "when the measured peak would fit the budget without it); each decision, with its numbers, goes to the log "
+           "and to optimizations.policy.");
+  v.field("memory_budget_bytes", c.memory_budget_bytes,
+          "Memory the run may use (allocated bytes); 0 = the device's memory on CUDA, no limit on the CPU.", at_least(0));
+  v.field("headroom", c.headroom, "Fraction of the budget kept free when deciding.", between(0, 0.9));
+  v.field("observe_steps", c.observe_steps, "Optimizer steps measured before the decisions.", at_least(1));
+}
+
 template <class V> void visit(V& v, DistributedConfig& c) {
   v.field("world_size", c.world_size, "Number of processes (one per GPU).", between(1, 4096));
   v.one_of("backend", c.backend, {"auto", "nccl", "gloo"}, "Collective backend; auto = nccl on CUDA, gloo on CPU.");
@@ -492,6 +503,7 @@ template <class V> void visit(V& v, ExperimentConfig& c) {
   v.section("precision", c.precision, "Numeric precision.");
   v.section("accumulation", c.accumulation, "Gradient accumulation.");
   v.section("checkpointing", c.checkpointing, "Activation checkpointing.");
+  v.section("policy", c.policy, "Online decisions about the optimizations (policy: auto).");
   v.section("distributed", c.distributed, "Processes and gradient sync.");
   v.section("output", c.output, "Where and how often results are written.");
 }

@@ -372,6 +372,8 @@ RunOutcome run_experiment(const RunOptions& opts) {
     if (oc.save_checkpoint || oc.checkpoint_every_steps > 0 || oc.checkpoint_every_min > 0)
       to.checkpoints_root = (fs::path(out_dir) / "checkpoints").string();
     to.resume_from = resume_dir;
+    to.block_memory = measured;
+    to.segments = segments;
     Trainer trainer(cfg, parts, device, to, comm);
     try {
       result = trainer.fit();
@@ -508,6 +510,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
         {"optimizer", parts.optimizer->report()},
         {"grad_sync", parts.grad_sync->report()},
         {"cuda_graph", result.cuda_graph},
+        {"policy", result.policy},
         {"checkpointing", [&] {
            auto j = parts.checkpointing->report();
            j["recompute_forward_flops_per_sample"] = recompute_flops;

@@ -214,6 +214,13 @@ StepGraph::~StepGraph() = default;
 
 void StepGraph::zero_grad() { impl_->parts.grad_sync->zero_static_grads(); }
 
+void StepGraph::recapture() {
+  if (!impl_->capture || !impl_->failure.empty()) return;
+  impl_->graph[0].reset();
+  impl_->graph[1].reset();
+  impl_->in = Batch{};  // the next capture warms up again
+}
+
 torch::Tensor StepGraph::micro_step(const Batch& b, int64_t k, bool last) {
   Impl& m = *impl_;
   if (k != m.last_k) {

@@ -38,6 +38,9 @@ class StepGraph {
 
   // Zeroes the static gradients for a new optimizer step.
   void zero_grad();
+  // The computation changed (policy auto switched checkpointing off): the next micro-step warms
+  // up and captures again.
+  void recapture();
   // Forward and backward of micro-batch `b`, one of `k`, accumulating into the gradients; the
   // loss is divided by k and scaled by the precision component. With several processes the
   // `last` micro-batch's graph also holds the gradient communication (bucketed as in eager

@@ -10,6 +10,7 @@
 #include "efftrain/dist/comm.h"
 #include "efftrain/dist/launcher.h"
 #include "efftrain/engine/checkpoint.h"
+#include "efftrain/engine/policy.h"
 #include "efftrain/engine/step_graph.h"
 #include "efftrain/metrics/device.h"
 #include "efftrain/optim/grads.h"
@@ -113,6 +114,9 @@ TrainResult Trainer::fit() {
   } else if (const char* e = std::getenv("EFFTRAIN_STATIC_GRADS"); e && std::string(e) == "1") {
     graph = std::make_unique<StepGraph>(parts_, device_, /*capture=*/false);
   }
+  std::unique_ptr<OnlinePolicy> policy;
+  if (cfg_.policy.mode == "auto")
+    policy = std::make_unique<OnlinePolicy>(cfg_, parts_, device_, opts_.block_memory, opts_.segments);
   auto window_start = Clock::now();
 
   metrics::synchronize(device_);
@@ -208,6 +212,7 @@ TrainResult Trainer::fit() {
     window_loss += step_loss;
     ++window_steps;
     r.steps = step;
+    if (policy && policy->after_step(step, step - first_step + 1) && graph) graph->recapture();
 
     // ---------------- bookkeeping at a steady cadence ----------------
     const bool last_by_steps = tc.max_steps > 0 && step >= tc.max_steps;
@@ -319,6 +324,7 @@ TrainResult Trainer::fit() {
   }
   if (r.status == "completed" && r.time_to_target_s) r.status = "target_reached";
   if (graph) r.cuda_graph = graph->report();
+  if (policy) r.policy = policy->report();
   const double excluded = r.eval_s + r.checkpoint_s;
   if (steady_t0 && r.steps > steady_step0) {
     r.steady_steps = r.steps - steady_step0;

@@ -57,12 +57,17 @@ struct TrainResult {
   nlohmann::json curve = nlohmann::json::array();
   // train.cuda_graph: what was captured and replayed, or why not (StepGraph::report()).
   nlohmann::json cuda_graph = {{"enabled", false}, {"reason", "train.cuda_graph is off"}};
+  // policy.mode auto: the decisions and their numbers (OnlinePolicy::report()).
+  nlohmann::json policy = {{"mode", "none"}};
 };
 
 struct TrainerOptions {
   std::string metrics_path;      // metrics.jsonl stream (appended to); empty = none
   std::string checkpoints_root;  // where checkpoints go (output.* says when); empty = none
   std::string resume_from;       // a verified checkpoint folder to continue from; empty = start
+  // For policy.mode auto: the probe of each block's activation memory and the segments in use.
+  std::vector<BlockMemory> block_memory;
+  std::vector<std::pair<int64_t, int64_t>> segments;
 };
 
 class Trainer {

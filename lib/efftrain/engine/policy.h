@@ -1,0 +1,42 @@
+// engine::OnlinePolicy: `policy.mode: auto` during a real run (issue 9's online half). After
+// `policy.observe_steps` optimizer steps it weighs each optimization it knows by measurement
+// and switches off the ones whose cost buys nothing. Decided now:
+//  - activation checkpointing: its benefit is memory. The peak allocated over the observed steps
+//    (with recomputation) plus what the placement saves by the block probe's estimate gives the
+//    peak without it; when that fits the budget less the headroom, recomputation is switched off
+//    (its cost is the recompute FLOPs, reported), otherwise kept.
+// Every decision is logged and reported with the numbers behind it (optimizations.policy).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <utility>
+#include <vector>
+
+#include "efftrain/engine/trainer.h"
+
+namespace efftrain {
+
+class OnlinePolicy {
+ public:
+  // `blocks`: the probe of each block's activation memory (without recomputation);
+  // `segments`: the recomputed segments in use. Resets the device's peak-memory statistics, so
+  // that the peak it measures is the training steps'.
+  OnlinePolicy(const config::ExperimentConfig& cfg, Components& parts, torch::Device device,
+               std::vector<BlockMemory> blocks, std::vector<std::pair<int64_t, int64_t>> segments);
+  // After each optimizer step (`steps_done` of this process); true when a decision changed
+  // what a step runs (a captured step graph must then be captured again).
+  bool after_step(int64_t step, int64_t steps_done);
+  nlohmann::json report() const;
+
+ private:
+  const config::PolicyConfig cfg_;
+  Components& parts_;
+  torch::Device device_;
+  std::vector<BlockMemory> blocks_;
+  std::vector<std::pair<int64_t, int64_t>> segments_;
+  int64_t budget_ = 0;  // bytes; 0 = none
+  bool decided_ = false;
+  nlohmann::json decisions_ = nlohmann::json::array();
+};
+
+}  // namespace efftrain
