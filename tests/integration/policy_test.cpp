@@ -87,3 +87,13 @@ TEST_CASE("policy auto switches checkpointing off when memory is ample and keeps
   CHECK(pt["checkpointing_segments_at_end"].size() == 2);
   CHECK(std::abs(peak(tight) - peak(fixed)) <= peak(fixed) / 50);
 }
+
+TEST_CASE("policy auto decides the same on every rank (2 processes, ddp)") {
+  const auto two = run_report(kGpt + " --set train.batch_size=8 --nproc 2 --set checkpointing.policy=sqrt "
+                                     "--set policy.mode=auto --set policy.memory_budget_bytes=8000000000");
+  const auto& p = two["optimizations"]["policy"];
+  INFO(p.dump());
+  REQUIRE(p["decisions"].size() == 1);
+  CHECK(p["decisions"][0]["action"] == "switched_off");
+  CHECK(two["status"] == "completed");
+}

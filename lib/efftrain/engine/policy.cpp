@@ -17,7 +17,7 @@ OnlinePolicy::OnlinePolicy(const config::ExperimentConfig& cfg, Components& part
   metrics::reset_peak_memory(device_);
 }
 
-bool OnlinePolicy::after_step(int64_t step, int64_t steps_done) {
+bool OnlinePolicy::after_step(int64_t step, int64_t steps_done, const std::function<bool(bool)>& all) {
   if (decided_ || steps_done < cfg_.observe_steps) return false;
   decided_ = true;
   if (segments_.empty()) return false;
@@ -27,7 +27,7 @@ bool OnlinePolicy::after_step(int64_t step, int64_t steps_done) {
   const int64_t without = estimate_activation_peak(blocks_, {});
   const int64_t estimated = peak - with + without;
   const int64_t usable = budget_ > 0 ? static_cast<int64_t>(static_cast<double>(budget_) * (1.0 - cfg_.headroom)) : 0;
-  const bool fits = budget_ == 0 || estimated <= usable;
+  const bool fits = all(budget_ == 0 || estimated <= usable);
   double recompute = 0;
   const auto flops = parts_.task->block_forward_flops_per_sample();
   for (const auto& s : segments_)
@@ -49,9 +49,11 @@ bool OnlinePolicy::after_step(int64_t step, int64_t steps_done) {
     parts_.task->set_checkpoint_segments({});
     segments_.clear();
   } else {
-    d["why"] = strf("without recomputation the peak would be %.2f GiB (estimated), over the budget less the headroom "
-                    "(%.2f GiB): the memory it saves is needed",
-                    gib(estimated), gib(usable));
+    d["why"] = estimated <= usable
+                   ? std::string("another rank's peak without recomputation would not fit: kept on every rank")
+                   : strf("without recomputation the peak would be %.2f GiB (estimated), over the budget less the "
+                          "headroom (%.2f GiB): the memory it saves is needed",
+                          gib(estimated), gib(usable));
   }
   log::info("policy auto: checkpointing " + d["action"].get<std::string>() + " at step " + std::to_string(step) +
             ": " + d["why"].get<std::string>());

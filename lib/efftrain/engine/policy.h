@@ -8,6 +8,7 @@
 // Every decision is logged and reported with the numbers behind it (optimizations.policy).
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <utility>
 #include <vector>
@@ -24,8 +25,9 @@ class OnlinePolicy {
   OnlinePolicy(const config::ExperimentConfig& cfg, Components& parts, torch::Device device,
                std::vector<BlockMemory> blocks, std::vector<std::pair<int64_t, int64_t>> segments);
   // After each optimizer step (`steps_done` of this process); true when a decision changed
-  // what a step runs (a captured step graph must then be captured again).
-  bool after_step(int64_t step, int64_t steps_done);
+  // what a step runs (a captured step graph must then be captured again). `all(v)` is true
+  // when v is true on every rank: a switch happens on all ranks or on none.
+  bool after_step(int64_t step, int64_t steps_done, const std::function<bool(bool)>& all);
   nlohmann::json report() const;
 
  private:

@@ -212,7 +212,8 @@ TrainResult Trainer::fit() {
     window_loss += step_loss;
     ++window_steps;
     r.steps = step;
-    if (policy && policy->after_step(step, step - first_step + 1) && graph) graph->recapture();
+    if (policy && policy->after_step(step, step - first_step + 1, [&](bool v) { return !any(!v); }) && graph)
+      graph->recapture();
 
     // ---------------- bookkeeping at a steady cadence ----------------
     const bool last_by_steps = tc.max_steps > 0 && step >= tc.max_steps;
