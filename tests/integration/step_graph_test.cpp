@@ -127,7 +127,7 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
   };
   // fp32: the same kernels on the same data, so equal up to the order of atomic adds (1e-6).
   // bf16: the same kernels too; the bound allows for algorithm choices that differ between the
-  // eager warm-up and the capture (observed: see docs/results.md).
+  // eager warm-up and the capture.
   const std::vector<Case> cases = {
       {"tiny GPT fp32, dropout 0.1", "run experiments/smoke/wikitext2_gpt_tiny.yaml --set task.model.dropout=0.1", 1e-6},
       {"tiny GPT bf16, k = 2", "run experiments/smoke/wikitext2_gpt_tiny.yaml --set precision.mode=bf16 "
