@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
+#include <optional>
 
 #include "efftrain/core/error.h"
 #include "efftrain/core/log.h"
@@ -26,6 +28,25 @@ std::string human_bytes(int64_t b) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(b) / (1024.0 * 1024 * 1024));
   return buf;
+}
+// One variable of fit() that a checkpoint carries, bound to its key: the list of them is what
+// write_checkpoint writes and a resume reads back, so the two cannot drift apart.
+struct StateField {
+  const char* key;
+  std::function<nlohmann::json()> get;
+  std::function<void(const nlohmann::json&)> set;
+};
+template <class T>
+StateField bind(const char* key, T& v) {
+  return {key, [&v] { return nlohmann::json(v); }, [&v](const nlohmann::json& j) { v = j.get<T>(); }};
+}
+template <class T>
+StateField bind(const char* key, std::optional<T>& v) {
+  return {key, [&v] { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); },
+          [&v](const nlohmann::json& j) {
+            if (j.is_null()) v.reset();
+            else v = j.get<T>();
+          }};
 }
 std::string human_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
@@ -77,23 +98,18 @@ TrainResult Trainer::fit() {
   double last_loss = 0;
   int64_t first_step = 1;
   double clock0 = 0;  // the loop clock at the first step (a resumed run continues its clock)
+  // What a checkpoint carries besides the step, the loop clock and the loss window (below).
+  const std::vector<StateField> state = {
+      bind("batches", batches), bind("samples", r.samples), bind("tokens", r.tokens), bind("eval_s", r.eval_s),
+      bind("checkpoint_s", r.checkpoint_s), bind("time_to_target_s", r.time_to_target_s),
+      bind("final_metric", r.final_metric), bind("best_metric", r.best_metric),
+      bind("final_train_loss", r.final_train_loss), bind("curve", r.curve), bind("window_steps", window_steps),
+      bind("window_samples", window_samples), bind("last_loss", last_loss)};
   if (!opts_.resume_from.empty()) {
     const nlohmann::json st = load_resume_state(opts_.resume_from, rank, static_cast<int>(world), parts_, device_);
+    for (const auto& f : state) f.set(st.at(f.key));
     first_step = st.at("step").get<int64_t>() + 1;
-    batches = st.at("batches").get<int64_t>();
-    r.samples = st.at("samples").get<int64_t>();
-    r.tokens = st.at("tokens").get<int64_t>();
-    r.eval_s = st.at("eval_s").get<double>();
-    r.checkpoint_s = st.at("checkpoint_s").get<double>();
-    if (!st.at("time_to_target_s").is_null()) r.time_to_target_s = st.at("time_to_target_s").get<double>();
-    if (!st.at("final_metric").is_null()) r.final_metric = st.at("final_metric").get<double>();
-    if (!st.at("best_metric").is_null()) r.best_metric = st.at("best_metric").get<double>();
-    r.final_train_loss = st.at("final_train_loss").get<double>();
-    r.curve = st.at("curve");
     window_loss.fill_(st.at("window_loss").get<double>());
-    window_steps = st.at("window_steps").get<int64_t>();
-    window_samples = st.at("window_samples").get<int64_t>();
-    last_loss = st.at("last_loss").get<double>();
     clock0 = st.at("loop_s").get<double>();
     r.steps = first_step - 1;
     r.resumed_step = r.steps;
@@ -136,15 +152,8 @@ TrainResult Trainer::fit() {
   // Everything the loop needs to continue exactly from the end of step `step`.
   auto write_checkpoint = [&](int64_t step) {
     const auto c0 = Clock::now();
-    const nlohmann::json st = {
-        {"step", step}, {"batches", batches}, {"samples", r.samples}, {"tokens", r.tokens},
-        {"loop_s", seconds_since(t0)}, {"eval_s", r.eval_s}, {"checkpoint_s", r.checkpoint_s},
-        {"time_to_target_s", r.time_to_target_s ? nlohmann::json(*r.time_to_target_s) : nlohmann::json(nullptr)},
-        {"final_metric", r.final_metric ? nlohmann::json(*r.final_metric) : nlohmann::json(nullptr)},
-        {"best_metric", r.best_metric ? nlohmann::json(*r.best_metric) : nlohmann::json(nullptr)},
-        {"final_train_loss", r.final_train_loss}, {"curve", r.curve},
-        {"window_loss", window_loss.item<double>()}, {"window_steps", window_steps},
-        {"window_samples", window_samples}, {"last_loss", last_loss}};
+    nlohmann::json st = {{"step", step}, {"loop_s", seconds_since(t0)}, {"window_loss", window_loss.item<double>()}};
+    for (const auto& f : state) st[f.key] = f.get();
     r.last_checkpoint = save_checkpoint(opts_.checkpoints_root, step, st, parts_, cfg_, rank, static_cast<int>(world),
                                         comm_.get());
     ++r.checkpoints_written;
