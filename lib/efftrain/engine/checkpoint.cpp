@@ -1,7 +1,5 @@
 #include "efftrain/engine/checkpoint.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-#include <ATen/cuda/CUDAGeneratorImpl.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -13,6 +11,7 @@
 #include "efftrain/dist/comm.h"
 #include "efftrain/engine/state.h"
 #include "efftrain/engine/trainer.h"
+#include "efftrain/memory/checkpoint.h"
 #include "efftrain/metrics/report.h"
 
 namespace efftrain {
@@ -38,17 +37,9 @@ std::vector<std::string> checkpoint_folders(const std::string& root) {
   return out;
 }
 
-torch::Generator cuda_generator(torch::Device device) {
-  return at::cuda::detail::getDefaultCUDAGenerator(device.index() < 0 ? 0 : device.index());
-}
-
-torch::Tensor rng_state(torch::Generator g) {
-  std::lock_guard<std::mutex> l(g.mutex());
-  return g.get_state();
-}
-void set_rng_state(torch::Generator g, const torch::Tensor& s) {
-  std::lock_guard<std::mutex> l(g.mutex());
-  g.set_state(s);
+// The CUDA device whose generator a checkpoint carries; -1 on the CPU.
+c10::DeviceIndex rng_device(const torch::Device& device) {
+  return device.is_cuda() ? std::max<c10::DeviceIndex>(device.index(), 0) : c10::DeviceIndex(-1);
 }
 
 }  // namespace
@@ -70,10 +61,11 @@ std::string save_checkpoint(const std::string& root, int64_t step, const nlohman
   {
     torch::serialize::OutputArchive a, precision, accumulation, buffers;
     state::write_json(a, "trainer", trainer_state);
-    a.write("rng_cpu", rng_state(at::detail::getDefaultCPUGenerator()));
     const torch::Device device = model.parameters().empty() ? torch::Device(torch::kCPU)
                                                             : model.parameters().front().device();
-    if (device.is_cuda()) a.write("rng_cuda", rng_state(cuda_generator(device)));
+    const RngState rng = get_rng_state(rng_device(device));
+    a.write("rng_cpu", rng.cpu);
+    if (rng.dev >= 0) a.write("rng_cuda", rng.cuda);
     {
       torch::NoGradGuard ng;
       for (const auto& kv : model.named_buffers()) buffers.write(kv.key(), kv.value().detach().cpu(), true);
@@ -162,13 +154,11 @@ nlohmann::json load_resume_state(const std::string& dir, int rank, int world, Co
       torch::nn::Module& model = parts.task->model();
       for (auto& kv : model.named_buffers()) state::read_into(buffers, kv.key(), kv.value());
     }
-    torch::Tensor rng;
-    a.read("rng_cpu", rng);
-    set_rng_state(at::detail::getDefaultCPUGenerator(), rng);
-    if (device.is_cuda()) {
-      a.read("rng_cuda", rng);
-      set_rng_state(cuda_generator(device), rng);
-    }
+    RngState rng;
+    rng.dev = rng_device(device);
+    a.read("rng_cpu", rng.cpu);
+    if (rng.dev >= 0) a.read("rng_cuda", rng.cuda);
+    set_rng_state(rng);
     return state::read_json(a, "trainer");
   } catch (const c10::Error& e) {
     throw UserError(path + ": cannot read the resume state (" + e.what_without_backtrace() + ")");

@@ -1,17 +1,16 @@
 #include "efftrain/engine/step_graph.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
-#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <chrono>
-#include <mutex>
 
 #include "efftrain/core/log.h"
+#include "efftrain/core/util.h"
+#include "efftrain/memory/checkpoint.h"
 
 namespace efftrain {
 
@@ -24,37 +23,21 @@ constexpr int kWarmup = 3;
 // counters) and the generators (dropout). Taken before it and put back after.
 struct ModelState {
   std::vector<torch::Tensor> buffers, saved;
-  torch::Tensor cpu_rng, cuda_rng;
-  c10::DeviceIndex dev;
+  RngState rng;
 
-  ModelState(torch::nn::Module& m, torch::Device device) : dev(device.index()) {
+  ModelState(torch::nn::Module& m, torch::Device device) : rng(get_rng_state(device.index())) {
     torch::NoGradGuard ng;
     for (const auto& b : m.buffers())
       if (b.defined()) {
         buffers.push_back(b);
         saved.push_back(b.clone());
       }
-    auto c = at::detail::getDefaultCPUGenerator();
-    {
-      std::lock_guard<std::mutex> l(c.mutex());
-      cpu_rng = c.get_state();
-    }
-    auto g = at::cuda::detail::getDefaultCUDAGenerator(dev);
-    std::lock_guard<std::mutex> l(g.mutex());
-    cuda_rng = g.get_state();
   }
 
   void restore() {
     torch::NoGradGuard ng;
     for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(saved[i]);
-    auto c = at::detail::getDefaultCPUGenerator();
-    {
-      std::lock_guard<std::mutex> l(c.mutex());
-      c.set_state(cpu_rng);
-    }
-    auto g = at::cuda::detail::getDefaultCUDAGenerator(dev);
-    std::lock_guard<std::mutex> l(g.mutex());
-    g.set_state(cuda_rng);
+    set_rng_state(rng);
   }
 };
 
@@ -163,7 +146,7 @@ struct StepGraph::Impl {
     join(side, main);
     capture_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!failure.empty()) {
-      failure = failure.substr(0, failure.find('\n'));
+      failure = first_line(failure);
       log::warn("train.cuda_graph: the capture failed, eager micro-steps from here: " + failure);
       state.restore();
     } else {
@@ -196,7 +179,7 @@ std::shared_ptr<void> StepGraph::run_on_own_stream(torch::Device device) {
       c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index()));
 }
 
-std::string StepGraph::unsupported(const config::ExperimentConfig& cfg, Components& parts, torch::Device device) {
+std::string StepGraph::unsupported(const config::ExperimentConfig& cfg, torch::Device device) {
   if (!device.is_cuda()) return "the run is on " + device.str() + "; CUDA graphs need a CUDA device";
   if (cfg.checkpointing.policy != "none" && cfg.task.model.dropout > 0)
     return "activation checkpointing with dropout restores the CUDA RNG state in backward, which a captured graph "

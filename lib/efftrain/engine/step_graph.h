@@ -29,7 +29,7 @@ class StepGraph {
   // hooks hold) must belong to the stream the graph is captured on. Null elsewhere.
   static std::shared_ptr<void> run_on_own_stream(torch::Device device);
   // Why the micro-step of this run cannot be captured; empty when it can.
-  static std::string unsupported(const config::ExperimentConfig& cfg, Components& parts, torch::Device device);
+  static std::string unsupported(const config::ExperimentConfig& cfg, torch::Device device);
 
   // `capture` false runs the same data flow (static inputs, static gradients, communication
   // after backward) eagerly: what CPU tests exercise (EFFTRAIN_STATIC_GRADS=1).

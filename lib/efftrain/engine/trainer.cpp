@@ -121,7 +121,7 @@ TrainResult Trainer::fit() {
   // The micro-step from a CUDA graph (train.cuda_graph), or its data flow run eagerly for tests.
   std::unique_ptr<StepGraph> graph;
   if (tc.cuda_graph) {
-    const std::string why = StepGraph::unsupported(cfg_, parts_, device_);
+    const std::string why = StepGraph::unsupported(cfg_, device_);
     if (why.empty()) graph = std::make_unique<StepGraph>(parts_, device_, /*capture=*/true);
     else {
       log::warn("train.cuda_graph: eager steps: " + why);

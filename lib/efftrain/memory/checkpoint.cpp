@@ -20,15 +20,12 @@ struct Holder : torch::CustomClassHolder {
   std::vector<torch::Tensor> buffers;
 };
 
-struct RngState {
-  torch::Tensor cpu, cuda;
-  c10::DeviceIndex dev = -1;
-};
+}  // namespace
 
 // While a CUDA graph is being captured the CUDA generator's state cannot be read or set (its
 // offsets live on the device); the step graph refuses models with dropout when checkpointing
 // is on (engine/step_graph.cpp), so the recompute of a captured segment draws no random numbers.
-RngState get_rng(c10::DeviceIndex dev) {
+RngState get_rng_state(c10::DeviceIndex dev) {
   RngState r;
   if (dev >= 0 && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None) dev = -1;
   r.dev = dev;
@@ -45,7 +42,7 @@ RngState get_rng(c10::DeviceIndex dev) {
   return r;
 }
 
-void set_rng(const RngState& r) {
+void set_rng_state(const RngState& r) {
   auto c = at::detail::getDefaultCPUGenerator();
   {
     std::lock_guard<std::mutex> l(c.mutex());
@@ -58,12 +55,14 @@ void set_rng(const RngState& r) {
   }
 }
 
+namespace {
+
 struct CheckpointFn : torch::autograd::Function<CheckpointFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
                                c10::intrusive_ptr<Holder> h) {
     const auto dev = x.is_cuda() ? x.device().index() : c10::DeviceIndex(-1);
     const auto type = x.device().type();
-    const RngState r = get_rng(dev);
+    const RngState r = get_rng_state(dev);
     ctx->saved_data["fn"] = c10::IValue::make_capsule(c10::intrusive_ptr<torch::CustomClassHolder>(h));
     ctx->saved_data["dev"] = static_cast<int64_t>(r.dev);
     ctx->saved_data["cpu_rng"] = r.cpu;
@@ -82,13 +81,13 @@ struct CheckpointFn : torch::autograd::Function<CheckpointFn> {
     fwd.dev = static_cast<c10::DeviceIndex>(ctx->saved_data["dev"].toInt());
     fwd.cpu = ctx->saved_data["cpu_rng"].toTensor();
     if (fwd.dev >= 0) fwd.cuda = ctx->saved_data["cuda_rng"].toTensor();
-    const RngState now = get_rng(fwd.dev);
+    const RngState now = get_rng_state(fwd.dev);
     std::vector<torch::Tensor> saved_buffers;
     {
       torch::NoGradGuard ng;
       for (const auto& b : h->buffers) saved_buffers.push_back(b.clone());
     }
-    set_rng(fwd);
+    set_rng_state(fwd);
     torch::Tensor y;
     {
       at::AutoGradMode grad(true);
@@ -96,7 +95,7 @@ struct CheckpointFn : torch::autograd::Function<CheckpointFn> {
                        ctx->saved_data["autocast"].toBool());
       y = h->fn(x);
     }
-    set_rng(now);
+    set_rng_state(now);
     torch::autograd::backward({y}, {grad_out[0]});
     {  // after the backward: the recomputed BatchNorm saved these buffers for it
       torch::NoGradGuard ng;

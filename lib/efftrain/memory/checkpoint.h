@@ -14,6 +14,17 @@ namespace efftrain {
 
 using SegmentFn = std::function<torch::Tensor(const torch::Tensor&)>;
 
+// The default CPU generator's state and, for `dev` >= 0, the default CUDA generator's of that
+// device. While a CUDA graph is being captured the CUDA state cannot be read: get_rng_state
+// then leaves it out (dev -1). Shared by the recompute here, the step graph's warm-up and
+// checkpoints.
+struct RngState {
+  torch::Tensor cpu, cuda;
+  c10::DeviceIndex dev = -1;
+};
+RngState get_rng_state(c10::DeviceIndex dev);
+void set_rng_state(const RngState& r);
+
 // `x` must require grad (it does after a stem or an embedding). `buffers` are restored after
 // the recompute. Parameter gradients accumulate into .grad in backward (reentrant).
 torch::Tensor checkpoint(SegmentFn fn, const torch::Tensor& x, std::vector<torch::Tensor> buffers);
