@@ -28,10 +28,7 @@ bool OnlinePolicy::after_step(int64_t step, int64_t steps_done, const std::funct
   const int64_t estimated = peak - with + without;
   const int64_t usable = budget_ > 0 ? static_cast<int64_t>(static_cast<double>(budget_) * (1.0 - cfg_.headroom)) : 0;
   const bool fits = all(budget_ == 0 || estimated <= usable);
-  double recompute = 0;
-  const auto flops = parts_.task->block_forward_flops_per_sample();
-  for (const auto& s : segments_)
-    for (int64_t b = s.first; b < s.first + s.second && b < static_cast<int64_t>(flops.size()); ++b) recompute += flops[b];
+  const double recompute = recompute_forward_flops(parts_.task->block_forward_flops_per_sample(), segments_);
   nlohmann::json d = {{"step", step},
                       {"component", "checkpointing"},
                       {"action", fits ? "switched_off" : "kept"},

@@ -334,13 +334,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
   }
   parts.task->set_checkpoint_segments(segments);
   if (!measured.empty()) metrics::reset_peak_memory(device);  // the report's peak is training's, not the probe's
-  double recompute_flops = 0;
-  {
-    const auto block_flops = parts.task->block_forward_flops_per_sample();
-    for (const auto& s : segments)
-      for (int64_t b = s.first; b < s.first + s.second && b < static_cast<int64_t>(block_flops.size()); ++b)
-        recompute_flops += block_flops[b];
-  }
+  const double recompute_flops = recompute_forward_flops(parts.task->block_forward_flops_per_sample(), segments);
 
   // Input is valid and the data loaded: from here on, files are written.
   const std::string metrics_partial = (fs::path(out_dir) / "metrics.jsonl.partial").string();

@@ -23,6 +23,11 @@ struct BlockMemory {
 int64_t estimate_activation_peak(const std::vector<BlockMemory>& blocks,
                                  const std::vector<std::pair<int64_t, int64_t>>& segments);
 
+// Extra forward FLOPs per example that recomputing `segments` costs, from each block's forward
+// FLOPs per example.
+double recompute_forward_flops(const std::vector<double>& block_flops,
+                               const std::vector<std::pair<int64_t, int64_t>>& segments);
+
 // budget placement: out of segments of `segment_size` blocks, checkpoint the fewest (largest
 // saving first) that bring the activation memory -- what is kept, plus the largest segment
 // recomputed in backward -- under `budget_bytes`. `met` says whether the budget was reached.

@@ -71,6 +71,15 @@ int64_t estimate_activation_peak(const std::vector<BlockMemory>& blocks,
   return std::max(worst, kept);
 }
 
+double recompute_forward_flops(const std::vector<double>& block_flops,
+                               const std::vector<std::pair<int64_t, int64_t>>& segments) {
+  double f = 0;
+  for (const auto& [first, count] : segments)
+    for (int64_t b = first; b < first + count && b < static_cast<int64_t>(block_flops.size()); ++b)
+      f += block_flops[static_cast<size_t>(b)];
+  return f;
+}
+
 std::vector<std::pair<int64_t, int64_t>> select_budget_segments(const std::vector<BlockMemory>& blocks,
                                                                int64_t budget, int64_t size, bool* met,
                                                                int64_t* estimate) {
