@@ -41,6 +41,8 @@ std::size_t edit_distance(std::string_view a, std::string_view b);
 std::string closest_match(std::string_view word, const std::vector<std::string>& candidates);
 
 std::string join(const std::vector<std::string>& parts, std::string_view sep);
+// Bytes in GiB (2^30), for messages and tables.
+inline double gib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024 * 1024); }
 // The text before the first newline (a one-line message from a multi-line one).
 std::string first_line(const std::string& s);
 

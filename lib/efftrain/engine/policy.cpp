@@ -1,13 +1,10 @@
 #include "efftrain/engine/policy.h"
 
 #include "efftrain/core/log.h"
+#include "efftrain/core/util.h"
 #include "efftrain/metrics/device.h"
 
 namespace efftrain {
-
-namespace {
-double gib(int64_t b) { return static_cast<double>(b) / (1024.0 * 1024 * 1024); }
-}  // namespace
 
 OnlinePolicy::OnlinePolicy(const config::ExperimentConfig& cfg, Components& parts, torch::Device device,
                            std::vector<BlockMemory> blocks, std::vector<std::pair<int64_t, int64_t>> segments)

@@ -9,6 +9,7 @@
 
 #include "efftrain/core/error.h"
 #include "efftrain/core/log.h"
+#include "efftrain/core/util.h"
 #include "efftrain/dist/comm.h"
 #include "efftrain/dist/launcher.h"
 #include "efftrain/engine/checkpoint.h"
@@ -26,7 +27,7 @@ double seconds_since(Clock::time_point t) {
 }
 std::string human_bytes(int64_t b) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(b) / (1024.0 * 1024 * 1024));
+  std::snprintf(buf, sizeof buf, "%.2f GiB", gib(b));
   return buf;
 }
 // One variable of fit() that a checkpoint carries, bound to its key: the list of them is what

@@ -86,8 +86,8 @@ Result search(const std::vector<Candidate>& candidates, const std::function<Meas
     if (row.m.outcome != "ran") {
       row.verdict = row.m.outcome + ": " + row.m.note;
     } else if (opts.budget_bytes > 0 && row.m.peak_bytes > opts.budget_bytes) {
-      row.verdict = strf("over the memory budget: peak %.2f GiB > %.2f GiB", row.m.peak_bytes / 1073741824.0,
-                         opts.budget_bytes / 1073741824.0);
+      row.verdict = strf("over the memory budget: peak %.2f GiB > %.2f GiB", gib(row.m.peak_bytes),
+                         gib(opts.budget_bytes));
     } else {
       row.verdict = strf("score %.3f < %.3f: goodput %.1f vs %.1f samples/s (throughput %.1f, efficiency %.3f)",
                          row.score, w.score, row.goodput, w.goodput, row.m.samples_per_s, row.efficiency);
@@ -106,7 +106,7 @@ std::string table_markdown(const Result& r) {
         << " | " << (ran ? strf("%.1f", row.m.samples_per_s) : "—") << " | "
         << (ran ? std::to_string(row.m.global_batch) : "—") << " | " << (ran ? strf("%.3f", row.efficiency) : "—")
         << " | " << (ran ? strf("%.1f", row.goodput) : "—") << " | "
-        << (ran ? strf("%.2f", row.m.peak_bytes / 1073741824.0) : "—") << " | "
+        << (ran ? strf("%.2f", gib(row.m.peak_bytes)) : "—") << " | "
         << (std::isfinite(row.score) ? strf("%.3f", row.score) : "—") << " | " << row.verdict << " |\n";
   }
   return out.str();
