@@ -13,7 +13,7 @@ keeps the data there), so both sides measure the model step.
 
 usage: pytorch_reference.py --task gpt2|resnet50 [--batch B] [--precision fp32|fp16|bf16]
          [--compile] [--channels-last] [--steps N] [--warmup W] [--seq-len T] [--vocab-multiple M]
-         [--out report.json]
+         [--out report.json] [--profile trace.json]
 """
 import argparse
 import json
@@ -128,6 +128,7 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--name", help="report name (default: pytorch-<task>-<precision>[-compile])")
     ap.add_argument("--out", default="report.json")
+    ap.add_argument("--profile", help="after the timed steps, profile 3 more with torch.profiler into this Chrome trace")
     a = ap.parse_args()
     dev = torch.device(a.device)
     torch.manual_seed(0)
@@ -182,6 +183,14 @@ def main():
     sync()
     elapsed = time.perf_counter() - t0
     sps = batch * a.steps / elapsed
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for i in range(3):
+                step(i)
+            sync()
+        prof.export_chrome_trace(a.profile)
     name = a.name or f"pytorch-{a.task}-{a.precision}{'-compile' if a.compile else ''}"
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
     reserved = torch.cuda.max_memory_reserved(dev) if dev.type == "cuda" else None

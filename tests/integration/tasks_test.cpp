@@ -115,3 +115,21 @@ TEST_CASE("the budget placement needs the CUDA allocator and says so on a CPU ru
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("budget measures activation memory with the CUDA allocator") != std::string::npos);
 }
+
+TEST_CASE("train.profile_start_step writes a Chrome trace of the profiled steps and reports it") {
+  TempDir d;
+  auto r = run_efftrain("run experiments/smoke/wikitext2_gpt_tiny.yaml --set train.max_steps=6 "
+                        "--set train.profile_start_step=3 --set train.profile_steps=2 --out '" + d.file("run") + "'");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(read_text(d.file("run/report.json")));
+  const auto& p = j["profile"];
+  CHECK(p["saved"] == true);
+  CHECK(p["steps"] == nlohmann::json::array({3, 4}));
+  const auto trace = nlohmann::json::parse(read_text(p["trace"].get<std::string>()));
+  int64_t ops = 0;
+  for (const auto& e : trace["traceEvents"])
+    if (e.value("cat", "") == "cpu_op" && e.value("name", "").find("aten::") == 0) ++ops;
+  CHECK(ops > 100);  // two steps of a GPT's forward, backward and update
+  CHECK_FALSE(read_text(d.file("run/profile/trace.rank0.json.partial")).size() > 0);
+}

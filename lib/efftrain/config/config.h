@@ -67,6 +67,8 @@ struct TrainConfig {
   int64_t timing_warmup_steps = 3; // steps excluded from throughput
   bool cuda_graph = false;         // replay each micro-batch's forward + backward from a CUDA graph
   bool deterministic = false;      // cuDNN: deterministic algorithms, no autotuning
+  int64_t profile_start_step = 0;  // Kineto trace of steps [start, start + profile_steps); 0 = off
+  int64_t profile_steps = 3;
   std::string init_from;           // checkpoint folder: start from its model and optimizer state
 };
 

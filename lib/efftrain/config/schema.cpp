@@ -391,6 +391,12 @@ template <class V> void visit(V& v, TrainConfig& c) {
   v.field("deterministic", c.deterministic,
           "cuDNN picks deterministic convolution algorithms and does no autotuning (slower; runs repeat bit for bit where "
           "the other kernels allow).");
+  v.field("profile_start_step", c.profile_start_step,
+          "Profile optimizer steps from this one (CPU ops and CUDA kernels, LibTorch's Kineto profiler) into "
+          "OUT/profile/trace.rank<r>.json, a Chrome trace (scripts/profile_summary.py tabulates it); 0 = off. The "
+          "profiled steps run slower and count in the throughput: start after timing_warmup_steps in a run of its own.",
+          at_least(0));
+  v.field("profile_steps", c.profile_steps, "Optimizer steps profiled from profile_start_step.", at_least(1));
   v.field("init_from", c.init_from,
           "Checkpoint folder (or a run folder: its newest checkpoint) to start from: its model and this rank's optimizer state; the "
           "world size must match. Step count, schedule and data order start over.");

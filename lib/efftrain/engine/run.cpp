@@ -366,6 +366,8 @@ RunOutcome run_experiment(const RunOptions& opts) {
     if (oc.save_checkpoint || oc.checkpoint_every_steps > 0 || oc.checkpoint_every_min > 0)
       to.checkpoints_root = (fs::path(out_dir) / "checkpoints").string();
     to.resume_from = resume_dir;
+    if (cfg.train.profile_start_step > 0)
+      to.profile_path = (fs::path(out_dir) / "profile" / ("trace.rank" + std::to_string(rank) + ".json")).string();
     to.block_memory = measured;
     to.segments = segments;
     Trainer trainer(cfg, parts, device, to, comm);
@@ -513,6 +515,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
            return j;
          }()}}},
       {"ranks", ranks},
+      {"profile", result.profile},
   };
   report::write(report_path, report);
   if (!failure.empty()) log::error("run failed: " + failure);

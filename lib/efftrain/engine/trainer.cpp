@@ -16,6 +16,7 @@
 #include "efftrain/engine/policy.h"
 #include "efftrain/engine/step_graph.h"
 #include "efftrain/metrics/device.h"
+#include "efftrain/metrics/profiler.h"
 #include "efftrain/optim/grads.h"
 
 namespace efftrain {
@@ -134,6 +135,7 @@ TrainResult Trainer::fit() {
   std::unique_ptr<OnlinePolicy> policy;
   if (cfg_.policy.mode == "auto")
     policy = std::make_unique<OnlinePolicy>(cfg_, parts_, device_, opts_.block_memory, opts_.segments);
+  metrics::StepProfiler profiler(tc.profile_start_step, tc.profile_steps, opts_.profile_path, device_);
   auto window_start = Clock::now();
 
   metrics::synchronize(device_);
@@ -168,6 +170,7 @@ TrainResult Trainer::fit() {
 
   for (int64_t step = first_step; !stop && !(tc.max_steps > 0 && step > tc.max_steps); ++step) {
     // ---------------- one optimizer step ----------------
+    profiler.before_step(step);
     const int64_t k = parts_.accumulation->next_k(step);
     dist::maybe_fault(rank, "step=" + std::to_string(step));
     if (graph) graph->zero_grad();
@@ -222,6 +225,7 @@ TrainResult Trainer::fit() {
     window_loss += step_loss;
     ++window_steps;
     r.steps = step;
+    profiler.after_step(step);
     if (policy && policy->after_step(step, step - first_step + 1, [&](bool v) { return !any(!v); }) && graph)
       graph->recapture();
 
@@ -336,6 +340,7 @@ TrainResult Trainer::fit() {
   if (r.status == "completed" && r.time_to_target_s) r.status = "target_reached";
   if (graph) r.cuda_graph = graph->report();
   if (policy) r.policy = policy->report();
+  r.profile = profiler.report();
   const double excluded = r.eval_s + r.checkpoint_s;
   if (steady_t0 && r.steps > steady_step0) {
     r.steady_steps = r.steps - steady_step0;

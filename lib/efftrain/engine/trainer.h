@@ -59,12 +59,15 @@ struct TrainResult {
   nlohmann::json cuda_graph = {{"enabled", false}, {"reason", "train.cuda_graph is off"}};
   // policy.mode auto: the decisions and their numbers (OnlinePolicy::report()).
   nlohmann::json policy = {{"mode", "none"}};
+  // train.profile_start_step: StepProfiler::report().
+  nlohmann::json profile = {{"enabled", false}};
 };
 
 struct TrainerOptions {
   std::string metrics_path;      // metrics.jsonl stream (appended to); empty = none
   std::string checkpoints_root;  // where checkpoints go (output.* says when); empty = none
   std::string resume_from;       // a verified checkpoint folder to continue from; empty = start
+  std::string profile_path;      // train.profile_start_step: this rank's trace file
   // For policy.mode auto: the probe of each block's activation memory and the segments in use.
   std::vector<BlockMemory> block_memory;
   std::vector<std::pair<int64_t, int64_t>> segments;

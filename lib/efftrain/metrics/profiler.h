@@ -1,0 +1,33 @@
+// train.profile_start_step: LibTorch's Kineto profiler (CPU ops + CUDA kernels) around a few
+// optimizer steps, saved as a Chrome trace that chrome://tracing, Perfetto and
+// scripts/profile_summary.py read. The profiled steps count in the throughput like any other;
+// profile outside the timed window, or in a run of its own.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace efftrain::metrics {
+
+class StepProfiler {
+ public:
+  // Profiles steps [start, start + steps); start 0 = off. `trace_path`: the file to write.
+  StepProfiler(int64_t start, int64_t steps, std::string trace_path, torch::Device device);
+  ~StepProfiler();
+  void before_step(int64_t step);
+  // After the step's work was queued: at the last profiled step waits for the device and saves.
+  void after_step(int64_t step);
+  // {"enabled", "steps": [first, last], "trace": path} or {"enabled": false}.
+  nlohmann::json report() const;
+
+ private:
+  int64_t start_, steps_;
+  std::string path_;
+  torch::Device device_;
+  bool active_ = false, saved_ = false;
+};
+
+}  // namespace efftrain::metrics

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Tabulates the GPU kernels of Chrome traces written by efftrain (train.profile_start_step) or
+by torch.profiler (scripts/pytorch_reference.py --profile): time per profiled step by kernel
+class and the top kernels by name, side by side for several traces.
+
+usage: profile_summary.py [--steps N ...] [--top K] [--json OUT] NAME=TRACE.json [NAME=TRACE.json ...]
+"""
+import argparse
+import collections
+import json
+import re
+
+CLASSES = [  # first match wins; patterns over the kernel name, lower-cased
+    ("attention", r"flash|fmha|attention|native_sdpa|sdpa"),
+    ("matmul", r"gemm|cutlass|sm90_xmma|nvjet|cublas|wgmma|xmma_gemm"),
+    ("cross_entropy", r"log_softmax|softmax|nll_loss|cross_entropy|ce_forward|ce_backward"),
+    ("layer_norm", r"layer_norm|layernorm"),
+    ("optimizer", r"adam|multi_tensor_apply|foreach"),
+    ("dropout", r"dropout|fused_dropout|philox"),
+    ("gelu", r"gelu"),
+    ("embedding", r"embedding|index_select|indexing_backward|index_put"),
+    ("reduce", r"reduce_kernel|reduce"),
+    ("copy_cast", r"copy|cast|memcpy|memset|fill"),
+    ("elementwise", r"elementwise|vectorized|unrolled"),
+    ("nccl", r"nccl"),
+]
+
+
+def classify(name):
+    n = name.lower()
+    for cls, pat in CLASSES:
+        if re.search(pat, n):
+            return cls
+    return "other"
+
+
+def load(path):
+    with open(path) as f:
+        t = json.load(f)
+    events = t["traceEvents"] if isinstance(t, dict) else t
+    return [e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+
+
+def summarize(path, steps, top):
+    ev = load(path)
+    if not ev:
+        return {"trace": path, "kernels": 0}
+    busy = sum(e["dur"] for e in ev)
+    span = max(e["ts"] + e["dur"] for e in ev) - min(e["ts"] for e in ev)
+    by_class, by_name = collections.Counter(), collections.Counter()
+    for e in ev:
+        by_class[classify(e["name"])] += e["dur"]
+        by_name[e["name"][:110]] += e["dur"]
+    ms = lambda us: us / 1000.0 / steps
+    return {"trace": path, "steps": steps, "kernels": len(ev), "gpu_busy_ms_per_step": ms(busy),
+            "gpu_span_ms_per_step": ms(span), "idle_fraction": 1 - busy / span if span else 0,
+            "by_class_ms_per_step": {k: ms(v) for k, v in by_class.most_common()},
+            "top_kernels_ms_per_step": [[k, ms(v)] for k, v in by_name.most_common(top)]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("traces", nargs="+", help="NAME=TRACE.json")
+    ap.add_argument("--steps", type=int, nargs="*", default=[3], help="profiled steps per trace (one, or one each)")
+    ap.add_argument("--top", type=int, default=12, help="kernels printed per trace (the JSON keeps 60)")
+    ap.add_argument("--json", help="write the summaries here")
+    a = ap.parse_args()
+    out = {}
+    for i, arg in enumerate(a.traces):
+        name, _, path = arg.partition("=")
+        steps = a.steps[i] if i < len(a.steps) else a.steps[-1]
+        out[name] = summarize(path, steps, 60)
+    names = list(out)
+    classes = sorted({c for s in out.values() for c in s.get("by_class_ms_per_step", {})},
+                     key=lambda c: -max(s.get("by_class_ms_per_step", {}).get(c, 0) for s in out.values()))
+    print(f"{'ms per step':<16}" + "".join(f"{n[:18]:>20}" for n in names))
+    for row, get in [("gpu span", lambda s: s.get("gpu_span_ms_per_step", 0)),
+                     ("gpu busy", lambda s: s.get("gpu_busy_ms_per_step", 0))] + \
+                    [(c, (lambda c: lambda s: s.get("by_class_ms_per_step", {}).get(c, 0))(c)) for c in classes]:
+        print(f"{row:<16}" + "".join(f"{get(out[n]):>20.2f}" for n in names))
+    for n in names:
+        print(f"\n{n}: top kernels (ms per step)")
+        for k, v in out[n].get("top_kernels_ms_per_step", [])[:a.top]:
+            print(f"  {v:8.2f}  {k}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
