@@ -19,7 +19,7 @@ t0=$(date +%s)
 if ! EFFTRAIN_JOBS="$(nproc)" scripts/build.sh > /tmp/build.log 2>&1; then
   cp /tmp/build.log "$OUT/build.log"; log "build FAILED"; tail -40 /tmp/build.log; exit 1
 fi
-log "build: $(( $(date +%s) - t0 ))s"
+log "build: $(( $(date +%s) - t0 ))s; $(grep -ho "efftrain: CUDA kernels.*\|efftrain: no nvcc.*" "${EFFTRAIN_CACHE:-$HOME/.cache/efftrain}/configure.log" 2>/dev/null | head -1)"
 
 if [ "${EFFTRAIN_SKIP_TESTS:-0}" != 1 ]; then
   # EFFTRAIN_TEST_LABELS=gpu runs only the GPU-labelled tests (the CPU ones ran in CI).

@@ -116,6 +116,20 @@ TEST_CASE("the budget placement needs the CUDA allocator and says so on a CPU ru
   CHECK(r.err.find("budget measures activation memory with the CUDA allocator") != std::string::npos);
 }
 
+TEST_CASE("selective recompute trains the tiny GPT and is refused for a ResNet with exit 2") {
+  const auto j = run_report("run experiments/smoke/wikitext2_gpt_tiny.yaml --set train.max_steps=20 "
+                            "--set checkpointing.policy=selective --set task.model.fused_loss=true");
+  const auto& c = j["optimizations"]["checkpointing"];
+  CHECK(c["policy"] == "selective");
+  CHECK(c["recomputed"].size() == 2);
+  CHECK(j["model"]["loss_kernel"] == "aten, chunked");  // no CUDA here
+  CHECK(j["status"] == "completed");
+  CHECK(j["quality"]["final"].get<double>() < 40.0);  // from ~64 at the start
+  auto r = run_efftrain("run experiments/smoke/cifar10_resnet_tiny.yaml --set checkpointing.policy=selective");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("has no selective recompute") != std::string::npos);
+}
+
 TEST_CASE("train.profile_start_step writes a Chrome trace of the profiled steps and reports it") {
   TempDir d;
   auto r = run_efftrain("run experiments/smoke/wikitext2_gpt_tiny.yaml --set train.max_steps=6 "

@@ -360,6 +360,10 @@ template <class V> void visit(V& v, ModelConfig& c) {
           "products on fast tensor-core kernels). The padding is masked out of the softmax (logit -inf) and stays "
           "zero, so the model computes what the unpadded one does; the report gives both parameter counts.",
           between(1, 4096));
+  v.field("fused_loss", c.fused_loss,
+          "GPT: the loss through one fused CUDA kernel per direction that reads the logits in their own dtype "
+          "(no fp32 copy; the gradient is written over the logits). Same function as ATen's cross_entropy; "
+          "on the CPU, or in a build without nvcc, ATen runs (the report's model.loss_kernel says which).");
   v.field("context", c.context, "Context length (GPT).", at_least(1));
   v.field("dropout", c.dropout, "Dropout probability in training.", between(0, 1));
   v.field("channels_last", c.channels_last, "channels_last memory format (CNNs).");

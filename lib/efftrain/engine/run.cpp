@@ -333,6 +333,9 @@ RunOutcome run_experiment(const RunOptions& opts) {
                             "recomputation and at the peak with it (the stem and head are not blocks)"}};
   }
   parts.task->set_checkpoint_segments(segments);
+  if (parts.checkpointing->selective() && !parts.task->set_selective_recompute(true))
+    throw UserError("checkpointing.policy: selective recomputes a GPT's GELU outputs and logits; task " + cfg.task.name +
+                    " has no selective recompute (use sqrt, every or budget)");
   if (!measured.empty()) metrics::reset_peak_memory(device);  // the report's peak is training's, not the probe's
   const double recompute_flops = recompute_forward_flops(parts.task->block_forward_flops_per_sample(), segments);
 

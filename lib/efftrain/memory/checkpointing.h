@@ -48,6 +48,9 @@ class Checkpointing {
   virtual std::vector<std::pair<int64_t, int64_t>> segments_for(const std::vector<BlockMemory>& measured) const {
     return segments(static_cast<int64_t>(measured.size()));
   }
+  // Selective recompute inside the blocks and the head (Task::set_selective_recompute) instead
+  // of, or besides, whole segments.
+  virtual bool selective() const { return false; }
   virtual nlohmann::json report() const = 0;
 };
 

@@ -156,7 +156,23 @@ class Budget : public Checkpointing {
   mutable int64_t estimate_ = 0;
 };
 
+class Selective : public Checkpointing {
+ public:
+  std::vector<std::pair<int64_t, int64_t>> segments(int64_t) const override { return {}; }
+  bool selective() const override { return true; }
+  nlohmann::json report() const override {
+    return {{"policy", "selective"}, {"segments", nlohmann::json::array()},
+            {"recomputed", {"each block's GELU output (from the saved MLP input of it)",
+                            "the classifier's logits, chunk by chunk, in the loss's backward"}}};
+  }
+};
+
 }  // namespace
+
+EFFTRAIN_REGISTER(Checkpointing, "selective",
+                  "no whole blocks: each GPT block's GELU output and the classifier's logits are recomputed in "
+                  "backward (a few percent of the step; no fp32 or full-vocabulary logits are kept)",
+                  [](const BuildContext&) -> std::unique_ptr<Checkpointing> { return std::make_unique<Selective>(); });
 
 EFFTRAIN_REGISTER(Checkpointing, "budget",
                   "the fewest ceil(sqrt(L))-block segments that bring measured activation memory under budget_bytes (CUDA)",

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "efftrain/kernels/cross_entropy.h"
 #include "efftrain/memory/checkpoint.h"
 
 namespace efftrain::models {
@@ -17,9 +18,101 @@ torch::nn::Linear linear(int64_t in, int64_t out, double std) {
   l->bias.zero_();
   return l;
 }
+// at::linear, not the C++ frontend's Linear::forward / functional::linear: for inputs of more
+// than two dimensions those run matmul and then `out += bias` as a broadcast add of its own
+// (19.5 ms of a 96 ms GPT-2 small step at 32 x 1024 on an H200), where at::linear folds the
+// batch dimensions and cuBLAS adds the bias in the matmul's epilogue, as PyTorch's nn.Linear does.
+torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  return at::linear(x, weight, bias.defined() ? std::optional<torch::Tensor>(bias) : std::nullopt);
+}
+torch::Tensor dense(const torch::nn::Linear& l, const torch::Tensor& x) { return dense(x, l->weight, l->bias); }
 torch::nn::LayerNorm layer_norm(int64_t w) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({w}).eps(1e-5));
 }
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// y = linear(gelu_tanh(u), w, b), keeping u alone for backward: the GELU output (4 x width per
+// token) is recomputed there instead of stored. Under autocast the linear ran in u's dtype on
+// cast weights; backward (no autocast) casts the same way.
+struct GeluLinear : torch::autograd::Function<GeluLinear> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& u, const torch::Tensor& w,
+                               const torch::Tensor& b) {
+    auto y = dense(torch::gelu(u, "tanh"), w, b);
+    ctx->save_for_backward({u, w, b});
+    ctx->saved_data["dtype"] = static_cast<int64_t>(y.scalar_type());
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto& u = s[0];
+    const auto& w = s[1];
+    const auto& b = s[2];
+    const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    auto g = grads[0].to(dt).reshape({-1, w.size(0)});
+    auto a = torch::gelu(u.to(dt), "tanh").reshape({-1, w.size(1)});
+    auto gw = g.t().mm(a).to(w.scalar_type());
+    auto gb = b.defined() ? g.sum(0).to(b.scalar_type()) : torch::Tensor();
+    auto ga = g.mm(w.to(dt)).view(u.sizes());
+    return {at::gelu_backward(ga, u.to(dt), "tanh").to(u.scalar_type()), gw, gb};
+  }
+};
+
+// Mean cross-entropy of the tied classifier over [rows, width] features, `chunk` rows of
+// logits at a time: forward keeps only each row's log-sum-exp; backward computes each chunk's
+// logits again, turns them into their gradient in place, and multiplies out dx and dW.
+struct HeadArgs {
+  torch::Tensor mask;  // [vocab] bias: 0, -inf on the padding; undefined without padding
+  int64_t chunk;
+};
+struct ChunkedHeadLoss : torch::autograd::Function<ChunkedHeadLoss> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
+                               const torch::Tensor& targets, HeadArgs a) {
+    const int64_t n = x.size(0);
+    auto t = targets.to(torch::kLong).contiguous();
+    std::vector<torch::Tensor> lses, losses;
+    at::ScalarType dt = x.scalar_type();
+    for (int64_t s = 0; s < n; s += a.chunk) {
+      const int64_t m = std::min(a.chunk, n - s);
+      auto logits = dense(x.narrow(0, s, m), w, a.mask);  // autocast applies, as in forward()
+      dt = logits.scalar_type();
+      auto [lse, loss] = kernels::cross_entropy_rows(logits, t.narrow(0, s, m));
+      lses.push_back(lse);
+      losses.push_back(loss);
+    }
+    ctx->save_for_backward({x, w, t, torch::cat(lses)});
+    ctx->saved_data["mask"] = a.mask.defined() ? c10::IValue(a.mask) : c10::IValue();
+    ctx->saved_data["chunk"] = a.chunk;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(dt);
+    return torch::cat(losses).mean();
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto &x = s[0], &w = s[1], &t = s[2], &lse = s[3];
+    const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    const int64_t chunk = ctx->saved_data["chunk"].toInt(), n = x.size(0);
+    const auto& iv = ctx->saved_data["mask"];
+    const auto mask = iv.isTensor() ? iv.toTensor() : torch::Tensor();
+    auto wc = w.to(dt);
+    auto mc = mask.defined() ? mask.to(dt) : torch::Tensor();
+    auto dx = torch::empty_like(x);
+    auto dw = torch::zeros_like(w);
+    for (int64_t b = 0; b < n; b += chunk) {
+      const int64_t m = std::min(chunk, n - b);
+      auto xc = x.narrow(0, b, m).to(dt);
+      auto logits = dense(xc, wc, mc);
+      kernels::cross_entropy_rows_backward(logits, t.narrow(0, b, m), lse.narrow(0, b, m), grads[0],
+                                           1.0 / static_cast<double>(n), logits);
+      dx.narrow(0, b, m).copy_(logits.mm(wc));
+      if (dw.is_cuda() && dt != dw.scalar_type())  // cuBLAS adds into the fp32 dW in its epilogue
+        at::addmm_out(dw, dw, logits.t(), xc, dw.scalar_type());
+      else
+        dw.add_(logits.t().mm(xc));
+    }
+    return {dx, dw, torch::Tensor(), torch::Tensor()};
+  }
+};
+
 const char* kernel_name(int64_t backend) {
   switch (backend) {
     case 0: return "math";
@@ -44,7 +137,7 @@ GptBlockImpl::GptBlockImpl(const GptConfig& c) : c_(c) {
 
 torch::Tensor GptBlockImpl::attention(const torch::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), C = c_.width, H = c_.heads, D = C / H;
-  auto qkv = c_attn_->forward(x).split(C, 2);
+  auto qkv = dense(c_attn_, x).split(C, 2);
   auto q = qkv[0].view({B, T, H, D}).transpose(1, 2);
   auto k = qkv[1].view({B, T, H, D}).transpose(1, 2);
   auto v = qkv[2].view({B, T, H, D}).transpose(1, 2);
@@ -61,13 +154,15 @@ torch::Tensor GptBlockImpl::attention(const torch::Tensor& x) {
     y = torch::matmul(att, v);
   }
   y = y.transpose(1, 2).contiguous().view({B, T, C});
-  return torch::dropout(attn_proj_->forward(y), p, is_training());
+  return torch::dropout(dense(attn_proj_, y), p, is_training());
 }
 
 torch::Tensor GptBlockImpl::forward(const torch::Tensor& x) {
   const double p = is_training() ? c_.dropout : 0.0;
   auto h = x + attention(ln1_->forward(x));
-  auto m = mlp_proj_->forward(torch::gelu(c_fc_->forward(ln2_->forward(h)), "tanh"));
+  auto u = dense(c_fc_, ln2_->forward(h));
+  auto m = c_.selective_recompute ? GeluLinear::apply(u, mlp_proj_->weight, mlp_proj_->bias)
+                                  : dense(mlp_proj_, torch::gelu(u, "tanh"));
   return h + torch::dropout(m, p, is_training());
 }
 
@@ -94,7 +189,18 @@ GptImpl::GptImpl(const GptConfig& c) : c_(c) {
   ln_f_ = register_module("ln_f", layer_norm(c.width));
 }
 
+void GptImpl::set_selective_recompute(bool on) {
+  c_.selective_recompute = on;
+  for (auto& b : blocks_) b->c_.selective_recompute = on;
+}
+
 torch::Tensor GptImpl::forward(const torch::Tensor& idx) {
+  auto x = features(idx);
+  if (pad_mask_.defined() && pad_mask_.device() != x.device()) pad_mask_ = pad_mask_.to(x.device());
+  return dense(x, wte_->weight, pad_mask_);  // tied output embedding
+}
+
+torch::Tensor GptImpl::features(const torch::Tensor& idx) {
   const int64_t T = idx.size(1);
   TORCH_CHECK(T <= c_.context, "sequence of ", T, " tokens is longer than the context ", c_.context);
   auto pos = torch::arange(T, torch::TensorOptions().device(idx.device()).dtype(torch::kLong));
@@ -112,14 +218,25 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx) {
   x = run_blocks(
       c_.layers, segments_, is_training(), [this](int64_t i, const torch::Tensor& h) { return blocks_[i]->forward(h); },
       nullptr, block_observer, x);
-  x = ln_f_->forward(x);
-  if (pad_mask_.defined() && pad_mask_.device() != x.device()) pad_mask_ = pad_mask_.to(x.device());
-  return torch::nn::functional::linear(x, wte_->weight, pad_mask_);  // tied output embedding
+  return ln_f_->forward(x);
 }
 
 torch::Tensor GptImpl::loss(const torch::Tensor& idx, const torch::Tensor& targets) {
+  if (c_.selective_recompute && torch::GradMode::is_enabled()) {
+    auto x = features(idx);
+    if (pad_mask_.defined() && pad_mask_.device() != x.device()) pad_mask_ = pad_mask_.to(x.device());
+    loss_kernel_ = std::string(kernels::cross_entropy_path(x.view({-1, x.size(-1)}))) + ", chunked";
+    return ChunkedHeadLoss::apply(x.reshape({-1, x.size(-1)}), wte_->weight, targets.reshape({-1}),
+                                  HeadArgs{pad_mask_, c_.head_chunk_rows});
+  }
   auto logits = forward(idx);
-  return torch::nn::functional::cross_entropy(logits.view({-1, logits.size(-1)}), targets.reshape({-1}));
+  auto flat = logits.view({-1, logits.size(-1)});
+  if (c_.fused_loss) {
+    loss_kernel_ = kernels::cross_entropy_path(flat);
+    return kernels::cross_entropy_mean(flat, targets.reshape({-1}), /*logits_dead=*/true);
+  }
+  loss_kernel_ = "aten";
+  return torch::nn::functional::cross_entropy(flat, targets.reshape({-1}));
 }
 
 double GptImpl::train_flops_per_token(int64_t T) const {

@@ -20,6 +20,12 @@ struct GptConfig {
   double dropout = 0.1;
   bool sdpa = true;
   int64_t vocab_multiple = 1;
+  bool fused_loss = false;  // loss(): kernels::cross_entropy_mean on the logits' own dtype
+  // Selective recompute (checkpointing.policy selective): the MLP keeps its GELU input only and
+  // recomputes the output in backward; loss() computes the logits `head_chunk_rows` rows at a
+  // time and again in backward, never holding all of them.
+  bool selective_recompute = false;
+  int64_t head_chunk_rows = 2048;  // 2048 x 50304 bf16 logits: 0.2 GB
   int64_t padded_vocab() const { return (vocab + vocab_multiple - 1) / vocab_multiple * vocab_multiple; }
 };
 
@@ -30,6 +36,7 @@ class GptBlockImpl : public torch::nn::Module {
 
  private:
   torch::Tensor attention(const torch::Tensor& x);
+  friend class GptImpl;
   GptConfig c_;
   torch::nn::LayerNorm ln1_{nullptr}, ln2_{nullptr};
   torch::nn::Linear c_attn_{nullptr}, attn_proj_{nullptr}, c_fc_{nullptr}, mlp_proj_{nullptr};
@@ -41,10 +48,12 @@ class GptImpl : public torch::nn::Module {
   explicit GptImpl(const GptConfig& c);
   // idx: int64 [B, T] -> logits [B, T, padded vocab] (-inf on the padding)
   torch::Tensor forward(const torch::Tensor& idx);
-  // Mean token cross-entropy of next-token prediction.
+  // Mean token cross-entropy of next-token prediction (fused_loss: without an fp32 copy of the
+  // logits, and the gradient written over them).
   torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& targets);
   int64_t num_blocks() const { return c_.layers; }
   void set_checkpoint_segments(std::vector<std::pair<int64_t, int64_t>> s) { segments_ = std::move(s); }
+  void set_selective_recompute(bool on);
   const GptConfig& config() const { return c_; }
   // Training FLOPs per token: 6 x (parameters that do matmuls: all but the position table)
   // + the attention term 12 x layers x T x width; and the forward FLOPs of one block per token.
@@ -52,11 +61,15 @@ class GptImpl : public torch::nn::Module {
   double block_forward_flops_per_token(int64_t seq_len) const;
   // Which SDPA kernel the last forward used ("flash_attention", "cudnn_attention", ...).
   const std::string& attention_kernel() const { return kernel_; }
+  // "fused_kernel" or "aten" once loss() ran.
+  const std::string& loss_kernel() const { return loss_kernel_; }
   // Called with (-1, embedding output) and then (i, output of block i) during forward (probes).
   std::function<void(int64_t, const torch::Tensor&)> block_observer;
   std::string kernel_;
+  std::string loss_kernel_;
 
  private:
+  torch::Tensor features(const torch::Tensor& idx);  // embeddings, blocks, final LayerNorm
   GptConfig c_;
   torch::nn::Embedding wte_{nullptr}, wpe_{nullptr};
   std::vector<GptBlock> blocks_;

@@ -11,6 +11,7 @@
 #include "efftrain/data/gpt2_tokenizer.h"
 #include "efftrain/data/sampler.h"
 #include "efftrain/engine/context.h"
+#include "efftrain/kernels/cross_entropy.h"
 #include "efftrain/memory/probe.h"
 #include "efftrain/models/gpt2.h"
 #include "efftrain/tasks/task.h"
@@ -140,11 +141,16 @@ class LanguageModelTask : public Task {
       const int64_t e = std::min(n_eval_, s + batch_);
       auto starts = torch::arange(s, e, torch::TensorOptions().device(device_).dtype(torch::kLong)) * T_;
       auto seq = splits_.eval.index({starts.view({-1, 1}) + offs.view({1, -1})});
-      auto logits = model_->forward(seq.slice(1, 0, T_)).to(torch::kFloat);
-      sum += torch::nn::functional::cross_entropy(
-                 logits.view({-1, logits.size(-1)}), seq.slice(1, 1, T_ + 1).reshape({-1}),
-                 torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                 .to(torch::kDouble);
+      auto logits = model_->forward(seq.slice(1, 0, T_));
+      auto flat = logits.view({-1, logits.size(-1)});
+      auto targets = seq.slice(1, 1, T_ + 1).reshape({-1});
+      if (model_->config().fused_loss)  // no fp32 copy of the logits here either
+        sum += kernels::cross_entropy_mean(flat, targets, /*logits_dead=*/true).to(torch::kDouble) *
+               static_cast<double>(flat.size(0));
+      else
+        sum += torch::nn::functional::cross_entropy(flat.to(torch::kFloat), targets,
+                                                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                   .to(torch::kDouble);
     }
     model_->train();
     EvalResult r;
@@ -161,6 +167,10 @@ class LanguageModelTask : public Task {
   int64_t num_blocks() const override { return model_->num_blocks(); }
   std::vector<double> block_forward_flops_per_sample() const override {
     return std::vector<double>(model_->num_blocks(), model_->block_forward_flops_per_token(T_) * T_);
+  }
+  bool set_selective_recompute(bool on) override {
+    model_->set_selective_recompute(on);
+    return true;
   }
   void set_checkpoint_segments(const std::vector<std::pair<int64_t, int64_t>>& s) override {
     model_->set_checkpoint_segments(s);
@@ -187,6 +197,8 @@ class LanguageModelTask : public Task {
             {"attention", c.sdpa ? "sdpa" : "plain"},
             {"attention_kernel", model_->attention_kernel().empty() ? nlohmann::json(nullptr)
                                                                     : nlohmann::json(model_->attention_kernel())},
+            {"fused_loss", c.fused_loss},
+            {"loss_kernel", model_->loss_kernel().empty() ? nlohmann::json(nullptr) : nlohmann::json(model_->loss_kernel())},
             {"data", splits_.source}, {"train_sequences", n_train_}, {"train_tokens", splits_.train.size(0)},
             {"eval_tokens", n_eval_ * T_}, {"input_path", on_device_ ? "device" : "host"}};
   }
@@ -215,6 +227,7 @@ std::unique_ptr<Task> make_gpt(const BuildContext& ctx, models::GptConfig g, con
   g.dropout = ctx.cfg.task.model.dropout;
   g.sdpa = ctx.cfg.task.model.attention == "sdpa";
   g.vocab_multiple = ctx.cfg.task.model.vocab_multiple;
+  g.fused_loss = ctx.cfg.task.model.fused_loss;
   torch::manual_seed(ctx.cfg.train.seed);
   return std::make_unique<LanguageModelTask>(ctx, name, std::move(splits), models::Gpt(g));
 }
