@@ -103,3 +103,20 @@ TEST_CASE("efftrain tune measures the candidates of a small CPU experiment and w
   const auto bad = test::run_efftrain("tune experiments/quickstart.yaml --set optim.lr=-1 --out '" + d.file("u") + "'");
   CHECK(bad.exit_code == 2);
 }
+
+TEST_CASE("efftrain tune offers a GPT selective recompute as a third checkpointing placement") {
+  test::TempDir d;
+  // --time 0.001: the first candidate runs, the rest are listed as not run
+  const auto r = test::run_efftrain("tune experiments/smoke/wikitext2_gpt_tiny.yaml --steps 3 --time 0.001 --out '" +
+                                    d.file("t") + "'");
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(test::read_text(d.file("t/tune.json")));
+  std::vector<std::string> names;
+  for (const auto& c : j["candidates"]) names.push_back(c["name"]);
+  for (const char* n : {"bf16-selective-b16", "fp32-selective-b32", "bf16-sqrt-b16", "fp32-none-b32"}) {
+    INFO(n);
+    CHECK(std::find(names.begin(), names.end(), n) != names.end());
+  }
+  CHECK(names.size() == 1 + 2 * 3 * 2 - 1);  // as written = fp32-none-b16
+}
