@@ -2,7 +2,7 @@
 # Issue 12: efftrain against the same recipe in PyTorch (scripts/pytorch_reference.py, eager and
 # torch.compile) on the same kind of card, bf16 + fused AdamW: GPT-2 small b32x1024 (SDPA) and
 # ResNet-50/CIFAR b512 and b128 (channels_last). efftrain runs each twice: fast (ResNet-50:
-# train.cuda_graph; GPT-2: the vocabulary padded to 128 and the graph; listed first, the ratios
+# train.cuda_graph; GPT-2: the vocabulary padded to 128, the fused loss and the graph; listed first, the ratios
 # are against it) and as before; PyTorch eager also runs GPT-2 with the same padding. With several GPUs the PyTorch runs go to GPUs
 # 1.. while efftrain runs on GPU 0, at the same time (one card each). Usage: pytorch_vs_efftrain.sh OUT_DIR
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -32,8 +32,12 @@ fast_r50=(experiments/bench/cifar10_resnet50_fp32.yaml --set precision.mode=bf16
           --set task.model.channels_last=true --set task.data.input_path=device --set train.timing_warmup_steps=20)
 fast_gpt2=(experiments/bench/wikitext2_gpt2_fp32.yaml --set precision.mode=bf16 --set optim.name=adamw_fused
            --set task.model.attention=sdpa --set train.max_steps=25)
-# GPT-2: the vocabulary padded to 128 (task.model.vocab_multiple) with the graph, and neither.
-CUDA_VISIBLE_DEVICES=0 bench_run ef_gpt2_fast "${fast_gpt2[@]}" --set task.model.vocab_multiple=128 --set train.cuda_graph=true
+# GPT-2: the vocabulary padded to 128 (task.model.vocab_multiple), the fused loss and the graph; the same with
+# selective recompute (the memory target); and none of them.
+CUDA_VISIBLE_DEVICES=0 bench_run ef_gpt2_fast "${fast_gpt2[@]}" --set task.model.vocab_multiple=128 --set task.model.fused_loss=true \
+  --set train.cuda_graph=true
+CUDA_VISIBLE_DEVICES=0 bench_run ef_gpt2_fast_selective "${fast_gpt2[@]}" --set task.model.vocab_multiple=128 \
+  --set task.model.fused_loss=true --set train.cuda_graph=true --set checkpointing.policy=selective
 CUDA_VISIBLE_DEVICES=0 bench_run ef_gpt2 "${fast_gpt2[@]}"
 for mode in graph eager; do
   graph=(--set train.cuda_graph=$([ $mode = graph ] && echo true || echo false))
@@ -42,29 +46,11 @@ for mode in graph eager; do
   CUDA_VISIBLE_DEVICES=0 bench_run ef_r50_b128$suffix "${fast_r50[@]}" --set train.batch_size=128 --set train.max_steps=150 "${graph[@]}"
 done
 wait
-for pair in "gpt2:ef_gpt2_fast ef_gpt2 pt_gpt2_eager pt_gpt2_eager_pad pt_gpt2_compile" \
+for pair in "gpt2:ef_gpt2_fast ef_gpt2_fast_selective ef_gpt2 pt_gpt2_eager pt_gpt2_eager_pad pt_gpt2_compile" \
             "r50_b512:ef_r50_b512_graph ef_r50_b512 pt_r50_b512_eager pt_r50_b512_compile" \
             "r50_b128:ef_r50_b128_graph ef_r50_b128 pt_r50_b128_eager pt_r50_b128_compile"; do
   key="${pair%%:*}"; names=(${pair#*:})
   reports=(); for n in "${names[@]}"; do [ -f "$RUNS/$n/report.json" ] && reports+=("$RUNS/$n/report.json"); done
-  python3 - "$out/pytorch_vs_efftrain_$key.json" "${BENCH_COMMAND:-scripts/gpu-check.sh}" "${reports[@]}" <<'PY'
-import json, os, sys
-out, command, *paths = sys.argv[1:]
-runs = []
-for p in paths:
-    j = json.load(open(p))
-    runs.append({"name": os.path.basename(os.path.dirname(p)), "runner": j["environment"].get("runner", "efftrain"),
-                 "device_name": j["environment"]["device_name"], "status": j["status"],
-                 "samples_per_s": j["throughput"]["samples_per_s"], "tokens_per_s": j["throughput"]["tokens_per_s"],
-                 "peak_allocated_bytes": j["memory"]["peak_allocated_bytes"], "mfu": j.get("mfu"),
-                 "config": j["experiment"].get("config") if j["environment"].get("runner") else j["experiment"].get("overrides")})
-base = runs[0]["samples_per_s"] if runs else 0
-for r in runs:
-    r["efftrain_over_this"] = base / r["samples_per_s"] if r["samples_per_s"] else None
-json.dump({"title": "efftrain vs PyTorch, same recipe, bf16 + fused AdamW", "command": command,
-           "card": runs[0]["device_name"] if runs else None, "runs": runs}, open(out, "w"), indent=1)
-for r in runs:
-    print(f"  {r['name']:<22} {r['device_name']:<24} {r['samples_per_s']:>9.1f} samples/s {r['tokens_per_s']:>9.0f} tok/s "
-          f"peak {(r['peak_allocated_bytes'] or 0) / 2**30:6.2f} GiB  efftrain/this x{r['efftrain_over_this'] or 0:.2f}")
-PY
+  python3 "$root/scripts/bench/side_by_side.py" "$out/pytorch_vs_efftrain_$key.json" "efftrain vs PyTorch, same recipe, bf16 + fused AdamW" \
+    "${BENCH_COMMAND:-scripts/gpu-check.sh}" "${reports[@]}"
 done
