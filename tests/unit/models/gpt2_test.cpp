@@ -118,6 +118,21 @@ TEST_CASE("a padded vocabulary computes the unpadded model: same loss and gradie
   for (size_t i = 0; i < plain.grads.size(); ++i) CHECK(torch::allclose(padded.grads[i], plain.grads[i], 1e-5, 1e-7));
 }
 
+TEST_CASE("a GPT's fused loss equals its ATen loss on the CPU path") {
+  auto c = tiny(true);
+  c.vocab_multiple = 8;
+  torch::manual_seed(0);
+  models::Gpt a(c);
+  c.fused_loss = true;
+  torch::manual_seed(0);
+  models::Gpt b(c);
+  auto idx = torch::randint(0, 97, {3, 16}, torch::kLong), tgt = torch::randint(0, 97, {3, 16}, torch::kLong);
+  auto la = a->loss(idx, tgt), lb = b->loss(idx, tgt);
+  CHECK(la.item<double>() == lb.item<double>());
+  CHECK(a->loss_kernel() == "aten");
+  CHECK(b->loss_kernel() == "aten");  // no CUDA here
+}
+
 TEST_CASE("selective recompute (GELU outputs, chunked logits) gives the same loss and gradients (fp32, dropout on)") {
   auto c = tiny(true, 0.1);
   c.vocab_multiple = 8;  // 97 -> 104 rows: the -inf padding goes through the chunks too
