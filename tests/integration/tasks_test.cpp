@@ -122,6 +122,7 @@ TEST_CASE("selective recompute trains the tiny GPT and is refused for a ResNet w
   const auto& c = j["optimizations"]["checkpointing"];
   CHECK(c["policy"] == "selective");
   CHECK(c["recomputed"].size() == 2);
+  CHECK(c["memory_saved"]["why"].get<std::string>().find("selective") != std::string::npos);
   CHECK(j["model"]["loss_kernel"] == "aten, chunked");  // no CUDA here
   CHECK(j["status"] == "completed");
   CHECK(j["quality"]["final"].get<double>() < 40.0);  // from ~64 at the start

@@ -320,6 +320,9 @@ RunOutcome run_experiment(const RunOptions& opts) {
   // The memory the placement saves, estimated from a probe forward (the device's allocator; on
   // the CPU the tensor bytes that metrics::track_cpu_memory counts).
   nlohmann::json memory_saved = {{"estimate", nullptr}, {"why", "no segments are recomputed"}};
+  if (parts.checkpointing->selective())
+    memory_saved["why"] = "selective recompute inside the blocks and the head: not estimated from the block probe; "
+                          "compare memory.peak_allocated_bytes with a run without it";
   if (!segments.empty()) {
     if (measured.empty()) measured = probe();
     int64_t without = 0;
