@@ -97,3 +97,35 @@ TEST_CASE("policy auto decides the same on every rank (2 processes, ddp)") {
   CHECK(p["decisions"][0]["action"] == "switched_off");
   CHECK(two["status"] == "completed");
 }
+
+TEST_CASE("policy auto freezes adaptive k at 1 when the noise scale is below the micro-batch, and keeps it otherwise") {
+  // The tiny GPT on synthetic text: B_noise of a few samples against 16 per micro-step.
+  const std::string adaptive = " --set accumulation.mode=adaptive --set accumulation.interval=5 --set policy.mode=auto "
+                               "--set policy.observe_steps=3 --set train.max_steps=20";
+  const auto low = run_report("run experiments/smoke/wikitext2_gpt_tiny.yaml" + adaptive);
+  const auto& pl = low["optimizations"]["policy"];
+  INFO(pl.dump());
+  REQUIRE(pl["decisions"].size() == 1);
+  const auto& d = pl["decisions"][0];
+  CHECK(d["component"] == "accumulation");
+  CHECK(d["step"] == 5);  // the first estimate comes at the first interval, after observe_steps
+  CHECK(d["b_noise"].get<double>() < 16.0);
+  CHECK(d["micro_batch_samples"] == 16);
+  CHECK(d["action"] == "switched_off");
+  const auto& a = low["optimizations"]["accumulation"];
+  CHECK(a["k"] == 1);
+  CHECK(a["frozen_by_policy"]["step"] == 6);
+  CHECK(a["noise_history"].size() == 1);  // no estimates after the freeze
+  // steps 1-5 at k = 2 (the single-process minimum for an estimate), 6-20 at k = 1
+  CHECK(low["result"]["samples"] == (5 * 2 + 15) * 16);
+
+  // The quickstart CNN: B_noise above a hundred samples against 64 per micro-step.
+  const auto high = run_report("run experiments/quickstart.yaml" + adaptive);
+  const auto& ph = high["optimizations"]["policy"];
+  INFO(ph.dump());
+  REQUIRE(ph["decisions"].size() == 1);
+  CHECK(ph["decisions"][0]["action"] == "kept");
+  CHECK(ph["decisions"][0]["b_noise"].get<double>() >= 64.0);
+  CHECK(high["optimizations"]["accumulation"]["frozen_by_policy"].is_null());
+  CHECK(high["optimizations"]["accumulation"]["noise_history"].size() == 4);
+}

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "efftrain/core/registry.h"
 
@@ -32,6 +33,11 @@ class Accumulation {
   virtual void load_state(torch::serialize::InputArchive& in) {}
   // Multiplier of the scheduled learning rate (the response to a batch change).
   virtual double lr_scale() const { return 1.0; }
+  // The latest gradient noise scale estimate (samples), for components that measure one.
+  virtual std::optional<double> noise_scale() const { return std::nullopt; }
+  // policy.mode auto: stop adapting and run k micro-batches per step from optimizer step
+  // `from_step` on (no more noise measurements). False when the component does not adapt.
+  virtual bool freeze(int64_t k, int64_t from_step) { return false; }
   virtual nlohmann::json report() const = 0;
 };
 

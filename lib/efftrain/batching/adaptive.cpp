@@ -45,6 +45,7 @@ class Adaptive : public Accumulation {
   void after_backward(int64_t i, int64_t k, const std::vector<torch::Tensor>& params,
                       const torch::Tensor& loss_scale) override {
     cur_k_ = k;
+    if (frozen_.is_object()) return;
     if (comm_) {  // the local accumulated gradient, |g|^2 averaged over the ranks
       if (i != k - 1) return;
       torch::NoGradGuard ng;
@@ -61,12 +62,13 @@ class Adaptive : public Accumulation {
     if (i == k - 1) big_ = sq;
   }
 
-  bool wants_global_norm() const override { return comm_ != nullptr; }
+  bool wants_global_norm() const override { return comm_ != nullptr && !frozen_.is_object(); }
   void after_sync(const torch::Tensor& global_sq, const torch::Tensor& loss_scale) override {
     big_ = unscaled(global_sq, loss_scale);
   }
 
   void after_step(int64_t step, const torch::Tensor& found_inf) override {
+    if (frozen_.is_object()) return;
     torch::Tensor valid;
     if (found_inf.defined()) valid = found_inf == 0;
     const double k = static_cast<double>(cur_k_);
@@ -79,10 +81,18 @@ class Adaptive : public Accumulation {
   }
 
   double lr_scale() const override { return lr_scale_; }
+  std::optional<double> noise_scale() const override { return last_b_noise_; }
+  bool freeze(int64_t k, int64_t from_step) override {
+    if (frozen_.is_object()) return true;  // a resumed run's policy decides again: keep the first freeze
+    set_k(std::clamp<int64_t>(k, 1, std::max<int64_t>(1, cfg_.k_max)), from_step);
+    frozen_ = {{"step", from_step}, {"k", k_}};
+    return true;
+  }
   void save_state(torch::serialize::OutputArchive& out) const override {
     est_.save(out);
     state::write_json(out, "decision", {{"k", k_}, {"lr_scale", lr_scale_}, {"k_history", k_history_},
-                                        {"noise_history", noise_history_}});
+                                        {"noise_history", noise_history_}, {"frozen", frozen_},
+                                        {"last_b_noise", last_b_noise_ ? nlohmann::json(*last_b_noise_) : nlohmann::json()}});
   }
   void load_state(torch::serialize::InputArchive& in) override {
     est_.load(in);
@@ -91,6 +101,8 @@ class Adaptive : public Accumulation {
     lr_scale_ = d.at("lr_scale").get<double>();
     k_history_ = d.at("k_history");
     noise_history_ = d.at("noise_history");
+    frozen_ = d.value("frozen", nlohmann::json());
+    if (d.contains("last_b_noise") && d["last_b_noise"].is_number()) last_b_noise_ = d["last_b_noise"].get<double>();
   }
 
   nlohmann::json report() const override {
@@ -100,7 +112,7 @@ class Adaptive : public Accumulation {
             {"micro_batch", b_}, {"world_size", world_},
             {"estimate_from", comm_ ? "local (micro-batch x k) and global (x world size) gradients"
                                     : "first micro-batch and accumulated gradients"},
-            {"k_history", k_history_}, {"noise_history", noise_history_}};
+            {"k_history", k_history_}, {"noise_history", noise_history_}, {"frozen_by_policy", frozen_}};
   }
 
  private:
@@ -110,14 +122,23 @@ class Adaptive : public Accumulation {
     noise_history_.push_back({{"step", step}, {"b_noise", std::isfinite(bn) ? nlohmann::json(bn) : nlohmann::json(nullptr)},
                               {"g2", g2}, {"trace_sigma", tr}, {"k", k_}});
     if (!std::isfinite(bn) || bn <= 0) return;
+    last_b_noise_ = bn;
     const double per_k = b_ * world_;
     const double current = per_k * static_cast<double>(k_);
     const double target = cfg_.factor * bn;
     if (target <= current * (1.0 + cfg_.hysteresis) && target >= current / (1.0 + cfg_.hysteresis)) return;
     const int64_t next = std::clamp<int64_t>(std::llround(target / per_k), k_min_, cfg_.k_max);
     if (next == k_) return;
+    set_k(next, step + 1);
+  }
+
+  // k from optimizer step `from_step` on, and the learning-rate response to it.
+  void set_k(int64_t next, int64_t from_step) {
+    if (next == k_) return;
     k_ = next;
-    k_history_.push_back({{"step", step + 1}, {"k", k_}});
+    k_history_.push_back({{"step", from_step}, {"k", k_}});
+    const double per_k = b_ * world_;
+    const double g2 = est_.g2(), tr = est_.trace_sigma();
     const double S = static_cast<double>(k_) / static_cast<double>(k0_);
     if (cfg_.lr_response == "sqrt") lr_scale_ = std::sqrt(S);
     else if (cfg_.lr_response == "linear") lr_scale_ = S;
@@ -135,6 +156,8 @@ class Adaptive : public Accumulation {
   int64_t k_min_, k_, k0_, cur_k_ = 0;
   double lr_scale_ = 1.0;
   torch::Tensor small_, big_;
+  std::optional<double> last_b_noise_;  // the latest finite estimate
+  nlohmann::json frozen_;               // {step, k} once policy auto froze k; null before
   nlohmann::json k_history_ = nlohmann::json::array();
   nlohmann::json noise_history_ = nlohmann::json::array();
 };

@@ -7,17 +7,56 @@
 namespace efftrain {
 
 OnlinePolicy::OnlinePolicy(const config::ExperimentConfig& cfg, Components& parts, torch::Device device,
-                           std::vector<BlockMemory> blocks, std::vector<std::pair<int64_t, int64_t>> segments)
+                           std::vector<BlockMemory> blocks, std::vector<std::pair<int64_t, int64_t>> segments,
+                           int64_t world)
     : cfg_(cfg.policy), parts_(parts), device_(device), blocks_(std::move(blocks)), segments_(std::move(segments)) {
+  micro_batch_ = cfg.train.batch_size * world;
+  accumulation_decided_ = cfg.accumulation.mode != "adaptive";  // nothing to weigh
   budget_ = cfg_.memory_budget_bytes;
   if (budget_ == 0 && device.is_cuda()) budget_ = metrics::describe(device).total_memory_bytes;
   metrics::reset_peak_memory(device_);
 }
 
 bool OnlinePolicy::after_step(int64_t step, int64_t steps_done, const std::function<bool(bool)>& all) {
-  if (decided_ || steps_done < cfg_.observe_steps) return false;
-  decided_ = true;
-  if (segments_.empty()) return false;
+  if (steps_done < cfg_.observe_steps) return false;
+  bool changed = false;
+  if (!checkpointing_decided_) {
+    checkpointing_decided_ = true;
+    if (!segments_.empty()) changed = decide_checkpointing(step, all) || changed;
+  }
+  if (!accumulation_decided_) changed = decide_accumulation(step, all) || changed;
+  return changed;
+}
+
+void OnlinePolicy::record(nlohmann::json d) {
+  log::info("policy auto: " + d["component"].get<std::string>() + " " + d["action"].get<std::string>() + " at step " +
+            std::to_string(d["step"].get<int64_t>()) + ": " + d["why"].get<std::string>());
+  decisions_.push_back(std::move(d));
+}
+
+bool OnlinePolicy::decide_accumulation(int64_t step, const std::function<bool(bool)>& all) {
+  const auto bn = parts_.accumulation->noise_scale();
+  if (!all(bn.has_value())) return false;  // not adaptive, or no estimate yet: look again next step
+  accumulation_decided_ = true;
+  const bool below = all(*bn < static_cast<double>(micro_batch_));
+  nlohmann::json d = {{"step", step},
+                      {"component", "accumulation"},
+                      {"b_noise", *bn},
+                      {"micro_batch_samples", micro_batch_},
+                      {"k_before", parts_.accumulation->next_k(step + 1)}};
+  const bool frozen = below && parts_.accumulation->freeze(1, step + 1);
+  d["action"] = frozen ? "switched_off" : "kept";
+  d["why"] = frozen ? strf("the gradient noise scale (%.1f samples) is below one micro-step's batch (%lld samples): "
+                           "accumulating more costs time and buys no statistical efficiency; k = 1 from step %lld",
+                           *bn, static_cast<long long>(micro_batch_), static_cast<long long>(step + 1))
+                    : strf("the gradient noise scale (%.1f samples) is at or above one micro-step's batch (%lld "
+                           "samples): larger batches still pay",
+                           *bn, static_cast<long long>(micro_batch_));
+  record(d);
+  return frozen;
+}
+
+bool OnlinePolicy::decide_checkpointing(int64_t step, const std::function<bool(bool)>& all) {
   // Checkpointing: the measured peak with recomputation, and without it by the probe's estimate.
   const int64_t peak = metrics::peak_memory(device_).allocated;
   const int64_t with = estimate_activation_peak(blocks_, segments_);
@@ -49,9 +88,7 @@ bool OnlinePolicy::after_step(int64_t step, int64_t steps_done, const std::funct
                           "headroom (%.2f GiB): the memory it saves is needed",
                           gib(estimated), gib(usable));
   }
-  log::info("policy auto: checkpointing " + d["action"].get<std::string>() + " at step " + std::to_string(step) +
-            ": " + d["why"].get<std::string>());
-  decisions_.push_back(d);
+  record(d);
   return fits;
 }
 

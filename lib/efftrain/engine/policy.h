@@ -5,6 +5,11 @@
 //    (with recomputation) plus what the placement saves by the block probe's estimate gives the
 //    peak without it; when that fits the budget less the headroom, recomputation is switched off
 //    (its cost is the recompute FLOPs, reported), otherwise kept.
+//  - adaptive accumulation: its benefit is statistical efficiency, which exists only when the
+//    gradient noise scale exceeds the batch a single micro-step already uses (micro-batch x world
+//    size). At the first noise estimate at or after observe_steps, when B_noise is below that,
+//    k is frozen at 1 (accumulating more only costs time and the per-step norm measurements),
+//    otherwise adaptation is kept.
 // Every decision is logged and reported with the numbers behind it (optimizations.policy).
 #pragma once
 
@@ -23,7 +28,7 @@ class OnlinePolicy {
   // `segments`: the recomputed segments in use. Resets the device's peak-memory statistics, so
   // that the peak it measures is the training steps'.
   OnlinePolicy(const config::ExperimentConfig& cfg, Components& parts, torch::Device device,
-               std::vector<BlockMemory> blocks, std::vector<std::pair<int64_t, int64_t>> segments);
+               std::vector<BlockMemory> blocks, std::vector<std::pair<int64_t, int64_t>> segments, int64_t world = 1);
   // After each optimizer step (`steps_done` of this process); true when a decision changed
   // what a step runs (a captured step graph must then be captured again). `all(v)` is true
   // when v is true on every rank: a switch happens on all ranks or on none.
@@ -36,8 +41,13 @@ class OnlinePolicy {
   torch::Device device_;
   std::vector<BlockMemory> blocks_;
   std::vector<std::pair<int64_t, int64_t>> segments_;
+  bool decide_checkpointing(int64_t step, const std::function<bool(bool)>& all);
+  bool decide_accumulation(int64_t step, const std::function<bool(bool)>& all);
+  void record(nlohmann::json d);
+
   int64_t budget_ = 0;  // bytes; 0 = none
-  bool decided_ = false;
+  int64_t micro_batch_ = 0;  // samples of one micro-step over all ranks
+  bool checkpointing_decided_ = false, accumulation_decided_ = false;
   nlohmann::json decisions_ = nlohmann::json::array();
 };
 

@@ -134,7 +134,7 @@ TrainResult Trainer::fit() {
   }
   std::unique_ptr<OnlinePolicy> policy;
   if (cfg_.policy.mode == "auto")
-    policy = std::make_unique<OnlinePolicy>(cfg_, parts_, device_, opts_.block_memory, opts_.segments);
+    policy = std::make_unique<OnlinePolicy>(cfg_, parts_, device_, opts_.block_memory, opts_.segments, world);
   metrics::StepProfiler profiler(tc.profile_start_step, tc.profile_steps, opts_.profile_path, device_);
   auto window_start = Clock::now();
 
