@@ -17,17 +17,16 @@ bool built() {
 #endif
 }
 
-const char* cross_entropy_path(const torch::Tensor& logits) {
+namespace {
+// Whether the kernels take these logits: a build with them, CUDA, [rows, vocab], fp32/fp16/bf16.
+bool fused(const torch::Tensor& logits) {
 #ifdef EFFTRAIN_WITH_KERNELS
   const auto s = logits.scalar_type();
-  if (logits.is_cuda() && logits.dim() == 2 && (s == torch::kFloat || s == torch::kHalf || s == torch::kBFloat16))
-    return "fused_kernel";
+  return logits.is_cuda() && logits.dim() == 2 && (s == torch::kFloat || s == torch::kHalf || s == torch::kBFloat16);
+#else
+  return false;
 #endif
-  return "aten";
 }
-
-namespace {
-bool fused(const torch::Tensor& logits) { return std::string(cross_entropy_path(logits)) == "fused_kernel"; }
 
 #ifdef EFFTRAIN_WITH_KERNELS
 DType dtype_of(const torch::Tensor& t) {
@@ -43,6 +42,8 @@ void check_launch(const char* err, const char* what) {
 void* stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 #endif
 }  // namespace
+
+const char* cross_entropy_path(const torch::Tensor& logits) { return fused(logits) ? "fused_kernel" : "aten"; }
 
 std::pair<torch::Tensor, torch::Tensor> cross_entropy_rows(const torch::Tensor& logits, const torch::Tensor& targets) {
   TORCH_CHECK(logits.dim() == 2 && targets.dim() == 1 && targets.size(0) == logits.size(0),

@@ -50,11 +50,12 @@ struct GeluLinear : torch::autograd::Function<GeluLinear> {
     const auto& b = s[2];
     const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
     auto g = grads[0].to(dt).reshape({-1, w.size(0)});
-    auto a = torch::gelu(u.to(dt), "tanh").reshape({-1, w.size(1)});
+    auto uc = u.to(dt);
+    auto a = torch::gelu(uc, "tanh").reshape({-1, w.size(1)});
     auto gw = g.t().mm(a).to(w.scalar_type());
     auto gb = b.defined() ? g.sum(0).to(b.scalar_type()) : torch::Tensor();
     auto ga = g.mm(w.to(dt)).view(u.sizes());
-    return {at::gelu_backward(ga, u.to(dt), "tanh").to(u.scalar_type()), gw, gb};
+    return {at::gelu_backward(ga, uc, "tanh").to(u.scalar_type()), gw, gb};
   }
 };
 
@@ -194,10 +195,14 @@ void GptImpl::set_selective_recompute(bool on) {
   for (auto& b : blocks_) b->c_.selective_recompute = on;
 }
 
+const torch::Tensor& GptImpl::pad_mask_on(const torch::Device& d) {
+  if (pad_mask_.defined() && pad_mask_.device() != d) pad_mask_ = pad_mask_.to(d);
+  return pad_mask_;
+}
+
 torch::Tensor GptImpl::forward(const torch::Tensor& idx) {
   auto x = features(idx);
-  if (pad_mask_.defined() && pad_mask_.device() != x.device()) pad_mask_ = pad_mask_.to(x.device());
-  return dense(x, wte_->weight, pad_mask_);  // tied output embedding
+  return dense(x, wte_->weight, pad_mask_on(x.device()));  // tied output embedding
 }
 
 torch::Tensor GptImpl::features(const torch::Tensor& idx) {
@@ -224,10 +229,10 @@ torch::Tensor GptImpl::features(const torch::Tensor& idx) {
 torch::Tensor GptImpl::loss(const torch::Tensor& idx, const torch::Tensor& targets) {
   if (c_.selective_recompute && torch::GradMode::is_enabled()) {
     auto x = features(idx);
-    if (pad_mask_.defined() && pad_mask_.device() != x.device()) pad_mask_ = pad_mask_.to(x.device());
-    loss_kernel_ = std::string(kernels::cross_entropy_path(x.view({-1, x.size(-1)}))) + ", chunked";
-    return ChunkedHeadLoss::apply(x.reshape({-1, x.size(-1)}), wte_->weight, targets.reshape({-1}),
-                                  HeadArgs{pad_mask_, c_.head_chunk_rows});
+    auto rows = x.reshape({-1, x.size(-1)});
+    loss_kernel_ = std::string(kernels::cross_entropy_path(rows)) + ", chunked";
+    return ChunkedHeadLoss::apply(rows, wte_->weight, targets.reshape({-1}),
+                                  HeadArgs{pad_mask_on(x.device()), c_.head_chunk_rows});
   }
   auto logits = forward(idx);
   auto flat = logits.view({-1, logits.size(-1)});

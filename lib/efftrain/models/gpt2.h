@@ -70,6 +70,7 @@ class GptImpl : public torch::nn::Module {
 
  private:
   torch::Tensor features(const torch::Tensor& idx);  // embeddings, blocks, final LayerNorm
+  const torch::Tensor& pad_mask_on(const torch::Device& d);  // pad_mask_, moved to d once
   GptConfig c_;
   torch::nn::Embedding wte_{nullptr}, wpe_{nullptr};
   std::vector<GptBlock> blocks_;

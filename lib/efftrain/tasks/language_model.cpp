@@ -145,8 +145,7 @@ class LanguageModelTask : public Task {
       auto flat = logits.view({-1, logits.size(-1)});
       auto targets = seq.slice(1, 1, T_ + 1).reshape({-1});
       if (model_->config().fused_loss)  // no fp32 copy of the logits here either
-        sum += kernels::cross_entropy_mean(flat, targets, /*logits_dead=*/true).to(torch::kDouble) *
-               static_cast<double>(flat.size(0));
+        sum += kernels::cross_entropy_rows(flat, targets).second.sum().to(torch::kDouble);
       else
         sum += torch::nn::functional::cross_entropy(flat.to(torch::kFloat), targets,
                                                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
