@@ -1,6 +1,8 @@
 # Shared by scripts/bench/*.sh: run efftrain experiments and collect their reports.
 #   bench_run NAME EXPERIMENT [efftrain run args...]   -> $RUNS/NAME/report.json
+#   bench_pytorch NAME GPU [pytorch_reference.py args...] -> $RUNS/NAME/report.json (that GPU)
 #   bench_collect OUT.json TITLE NAME...                 -> one JSON with the key figures
+#   bench_side_by_side OUT.json TITLE NAME...            -> efftrain and PyTorch runs side by side
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RUNS="${RUNS:-/tmp/efftrain-bench}"
 mkdir -p "$RUNS"
@@ -15,6 +17,22 @@ bench_run() {
   local rc=$?
   [ $rc = 0 ] || { echo "    exit $rc"; tail -5 "$RUNS/$name.log"; }
   return 0
+}
+
+bench_pytorch() {
+  local name="$1" gpu="$2"; shift 2
+  echo "--- $name: pytorch_reference.py $*"
+  CUDA_VISIBLE_DEVICES="$gpu" python3 "$root/scripts/pytorch_reference.py" --out "$RUNS/$name/report.json" --name "$name" "$@" \
+    > "$RUNS/$name.log" 2>&1 || { echo "    failed"; tail -5 "$RUNS/$name.log"; }
+  return 0
+}
+
+# The runs that left a report (a failed one is named in its log above).
+bench_side_by_side() {
+  local out="$1" title="$2"; shift 2
+  local reports=()
+  for n in "$@"; do [ -f "$RUNS/$n/report.json" ] && reports+=("$RUNS/$n/report.json"); done
+  python3 "$root/scripts/bench/side_by_side.py" "$out" "$title" "${BENCH_COMMAND:-scripts/gpu-check.sh}" "${reports[@]}"
 }
 
 bench_collect() {

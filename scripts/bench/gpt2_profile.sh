@@ -11,15 +11,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="$1"
 gpus="$(nvidia-smi -L | wc -l)"
 ptgpu=$(( gpus > 1 ? 1 : 0 ))
-ref() {  # name args...
-  local name="$1"; shift
-  echo "--- $name: pytorch_reference.py $*"
-  CUDA_VISIBLE_DEVICES="$ptgpu" python3 "$root/scripts/pytorch_reference.py" --out "$RUNS/$name/report.json" --name "$name" \
-    --profile "$RUNS/$name.trace.json" "$@" > "$RUNS/$name.log" 2>&1 || { echo "    failed"; tail -5 "$RUNS/$name.log"; }
-}
 pt() {
-  ref pt_gpt2_eager_pad --task gpt2 --batch 32 --precision bf16 --steps 20 --warmup 5 --vocab-multiple 128
-  ref pt_gpt2_compile_pad --task gpt2 --batch 32 --precision bf16 --steps 20 --warmup 10 --compile --vocab-multiple 128
+  bench_pytorch pt_gpt2_eager_pad "$ptgpu" --profile "$RUNS/pt_gpt2_eager_pad.trace.json" --task gpt2 --batch 32 \
+    --precision bf16 --steps 20 --warmup 5 --vocab-multiple 128
+  bench_pytorch pt_gpt2_compile_pad "$ptgpu" --profile "$RUNS/pt_gpt2_compile_pad.trace.json" --task gpt2 --batch 32 \
+    --precision bf16 --steps 20 --warmup 10 --compile --vocab-multiple 128
 }
 if [ "$gpus" -gt 1 ]; then pt & else pt; fi
 gpt2=(experiments/bench/wikitext2_gpt2_fp32.yaml --set precision.mode=bf16 --set optim.name=adamw_fused
@@ -41,9 +37,7 @@ wait
 unset CUDA_VISIBLE_DEVICES
 names=(ef_gpt2_fused_graph ef_gpt2_fused ef_gpt2_pad pt_gpt2_eager_pad pt_gpt2_compile_pad
        ef_gpt2_fused_selective ef_gpt2_fused_selective_graph ef_gpt2_fused_sqrt)
-reports=(); for n in "${names[@]}"; do [ -f "$RUNS/$n/report.json" ] && reports+=("$RUNS/$n/report.json"); done
-python3 "$root/scripts/bench/side_by_side.py" "$out/gpt2_profile.json" \
-  "GPT-2 small b32x1024 bf16, vocabulary padded to 128: efftrain vs PyTorch" "${BENCH_COMMAND:-scripts/gpu-check.sh}" "${reports[@]}"
+bench_side_by_side "$out/gpt2_profile.json" "GPT-2 small b32x1024 bf16, vocabulary padded to 128: efftrain vs PyTorch" "${names[@]}"
 traces=()
 for n in ef_gpt2_pad ef_gpt2_fused ef_gpt2_fused_graph; do
   [ -f "$RUNS/$n/profile/trace.rank0.json" ] && traces+=("$n=$RUNS/$n/profile/trace.rank0.json")

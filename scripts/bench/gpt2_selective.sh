@@ -15,7 +15,5 @@ for rep in 1 2; do
   bench_run gpt2_selective_$rep "${fast[@]}" --set checkpointing.policy=selective
   names+=(gpt2_fast_$rep gpt2_selective_$rep)
 done
-reports=(); for n in "${names[@]}"; do [ -f "$RUNS/$n/report.json" ] && reports+=("$RUNS/$n/report.json"); done
-python3 "$root/scripts/bench/side_by_side.py" "$out/gpt2_selective.json" \
-  "GPT-2 small b32x1024 bf16 fast configuration, with and without selective recompute (alternated)" \
-  "${BENCH_COMMAND:-scripts/gpu-check.sh}" "${reports[@]}"
+bench_side_by_side "$out/gpt2_selective.json" \
+  "GPT-2 small b32x1024 bf16 fast configuration, with and without selective recompute (alternated)" "${names[@]}"

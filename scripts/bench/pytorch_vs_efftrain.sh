@@ -8,25 +8,19 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="$1"
 gpus="$(nvidia-smi -L | wc -l)"
-ref() {  # name gpu args...
-  local name="$1" gpu="$2"; shift 2
-  echo "--- $name: pytorch_reference.py $*"
-  CUDA_VISIBLE_DEVICES="$gpu" python3 "$root/scripts/pytorch_reference.py" --out "$RUNS/$name/report.json" --name "$name" "$@" \
-    > "$RUNS/$name.log" 2>&1 || { echo "    failed"; tail -5 "$RUNS/$name.log"; }
-}
 g() { echo $(( ($1) % gpus )); }
 (
-  ref pt_gpt2_eager "$(g 1)" --task gpt2 --batch 32 --precision bf16 --steps 20 --warmup 5
-  ref pt_gpt2_compile "$(g 1)" --task gpt2 --batch 32 --precision bf16 --steps 20 --warmup 10 --compile
-  ref pt_gpt2_eager_pad "$(g 1)" --task gpt2 --batch 32 --precision bf16 --steps 20 --warmup 5 --vocab-multiple 128
+  bench_pytorch pt_gpt2_eager "$(g 1)" --task gpt2 --batch 32 --precision bf16 --steps 20 --warmup 5
+  bench_pytorch pt_gpt2_compile "$(g 1)" --task gpt2 --batch 32 --precision bf16 --steps 20 --warmup 10 --compile
+  bench_pytorch pt_gpt2_eager_pad "$(g 1)" --task gpt2 --batch 32 --precision bf16 --steps 20 --warmup 5 --vocab-multiple 128
 ) &
 (
-  ref pt_r50_b512_eager "$(g 2)" --task resnet50 --batch 512 --precision bf16 --channels-last --steps 40 --warmup 10
-  ref pt_r50_b512_compile "$(g 2)" --task resnet50 --batch 512 --precision bf16 --channels-last --steps 40 --warmup 15 --compile
+  bench_pytorch pt_r50_b512_eager "$(g 2)" --task resnet50 --batch 512 --precision bf16 --channels-last --steps 40 --warmup 10
+  bench_pytorch pt_r50_b512_compile "$(g 2)" --task resnet50 --batch 512 --precision bf16 --channels-last --steps 40 --warmup 15 --compile
 ) &
 (
-  ref pt_r50_b128_eager "$(g 3)" --task resnet50 --batch 128 --precision bf16 --channels-last --steps 100 --warmup 20
-  ref pt_r50_b128_compile "$(g 3)" --task resnet50 --batch 128 --precision bf16 --channels-last --steps 100 --warmup 20 --compile
+  bench_pytorch pt_r50_b128_eager "$(g 3)" --task resnet50 --batch 128 --precision bf16 --channels-last --steps 100 --warmup 20
+  bench_pytorch pt_r50_b128_compile "$(g 3)" --task resnet50 --batch 128 --precision bf16 --channels-last --steps 100 --warmup 20 --compile
 ) &
 fast_r50=(experiments/bench/cifar10_resnet50_fp32.yaml --set precision.mode=bf16 --set optim.name=adamw_fused
           --set task.model.channels_last=true --set task.data.input_path=device --set train.timing_warmup_steps=20)
@@ -50,7 +44,5 @@ for pair in "gpt2:ef_gpt2_fast ef_gpt2_fast_selective ef_gpt2 pt_gpt2_eager pt_g
             "r50_b512:ef_r50_b512_graph ef_r50_b512 pt_r50_b512_eager pt_r50_b512_compile" \
             "r50_b128:ef_r50_b128_graph ef_r50_b128 pt_r50_b128_eager pt_r50_b128_compile"; do
   key="${pair%%:*}"; names=(${pair#*:})
-  reports=(); for n in "${names[@]}"; do [ -f "$RUNS/$n/report.json" ] && reports+=("$RUNS/$n/report.json"); done
-  python3 "$root/scripts/bench/side_by_side.py" "$out/pytorch_vs_efftrain_$key.json" "efftrain vs PyTorch, same recipe, bf16 + fused AdamW" \
-    "${BENCH_COMMAND:-scripts/gpu-check.sh}" "${reports[@]}"
+  bench_side_by_side "$out/pytorch_vs_efftrain_$key.json" "efftrain vs PyTorch, same recipe, bf16 + fused AdamW" "${names[@]}"
 done
