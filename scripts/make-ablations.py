@@ -36,9 +36,10 @@ TASK_PATHS = {
     "cifar10_resnet50": ("task: {data: {input_path: host}, model: {channels_last: false}}\ntrain: {cuda_graph: false}",
                          "task: {data: {input_path: device}, model: {channels_last: true}}\ntrain: {cuda_graph: true}",
                          "GPU-resident input, channels_last and the CUDA-graph micro-step"),
-    "wikitext2_gpt2": ("task: {model: {attention: plain, vocab_multiple: 1, fused_loss: false}}",
-                       "task: {model: {attention: sdpa, vocab_multiple: 128, fused_loss: true}}",
-                       "scaled_dot_product_attention, the vocabulary padded to a multiple of 128 and the fused loss"),
+    "wikitext2_gpt2": ("task: {model: {attention: plain, vocab_multiple: 1, fused_loss: false, fused_norm: false}}",
+                       "task: {model: {attention: sdpa, vocab_multiple: 128, fused_loss: true, fused_norm: true}}",
+                       "scaled_dot_product_attention, the vocabulary padded to a multiple of 128, the fused loss "
+                       "and the fused residual LayerNorms"),
 }
 # Schedule settings of each optimized seed (GPU, smoke): warmup, total (samples), peak lr.
 SCHEDULE = {

@@ -11,6 +11,7 @@ import json
 import re
 
 CLASSES = [  # first match wins; patterns over the kernel name, lower-cased
+    ("residual_norm", r"residual_norm|column_sums_kernel"),  # efftrain's fused residual + dropout + LayerNorm
     ("attention", r"flash|fmha|attention|native_sdpa|sdpa"),
     ("matmul", r"gemm|cutlass|sm90_xmma|nvjet|cublas|wgmma|xmma_gemm"),
     ("cross_entropy", r"log_softmax|softmax|nll_loss|cross_entropy|ce_forward|ce_backward"),

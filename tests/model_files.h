@@ -1,4 +1,4 @@
-// model.pt files in tests: read every tensor by name, and compare two models.
+// model.pt files in tests: read every tensor by name, and compare two models (or two tensors).
 #pragma once
 
 #include <torch/torch.h>
@@ -31,6 +31,12 @@ inline double relative_difference(const std::map<std::string, torch::Tensor>& a,
     den += t.to(torch::kDouble).pow(2).sum().item<double>();
   }
   return std::sqrt(num / den);
+}
+
+// ||a - b|| / ||b|| in double precision, on the CPU.
+inline double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
+  auto af = a.detach().to(torch::kCPU, torch::kDouble), bf = b.detach().to(torch::kCPU, torch::kDouble);
+  return ((af - bf).norm() / bf.norm().clamp_min(1e-30)).item<double>();
 }
 
 // Every tensor bit-for-bit equal (same names, shapes, dtypes and bytes).

@@ -130,6 +130,9 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
   // eager warm-up and the capture.
   const std::vector<Case> cases = {
       {"tiny GPT fp32, dropout 0.1", "run experiments/smoke/wikitext2_gpt_tiny.yaml --set task.model.dropout=0.1", 1e-6},
+      {"tiny GPT fp32 width 128, dropout 0.1, fused residual LayerNorms (the kernels' dropout in the graph)",
+       "run experiments/smoke/wikitext2_gpt_tiny.yaml --set task.model.width=128 --set task.model.dropout=0.1 "
+       "--set task.model.fused_norm=true", 1e-6},
       {"tiny GPT bf16, k = 2", "run experiments/smoke/wikitext2_gpt_tiny.yaml --set precision.mode=bf16 "
                                "--set accumulation.mode=fixed --set accumulation.k=2", 1e-3},
       {"CNN fp32 with BatchNorm", "run experiments/quickstart.yaml", 1e-6},
@@ -152,6 +155,7 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
     INFO("largest relative loss difference " << loss_diff << ", parameters " << param_diff);
     CHECK(loss_diff <= c.tol);
     CHECK(param_diff <= c.tol);
+    if (c.args.find("fused_norm=true") != std::string::npos) CHECK(graph.report["model"]["norm_kernel"] == "fused_kernel");
     const auto& pe = eager.report["optimizations"]["precision"];
     if (pe.contains("overflows")) {
       CHECK(pe["overflows"].get<int>() > 0);

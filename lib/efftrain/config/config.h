@@ -42,6 +42,7 @@ struct ModelConfig {
   int64_t vocab = 0;   // 0 = from the tokenizer
   int64_t vocab_multiple = 1;  // GPT: embedding/classifier rows padded up to a multiple of this
   bool fused_loss = false;     // GPT: fused cross-entropy kernel on the logits' own dtype (CUDA)
+  bool fused_norm = false;     // GPT: fused residual add + dropout + LayerNorm kernels (CUDA)
   int64_t context = 1024;
   double dropout = 0.0;
   bool channels_last = false;

@@ -364,6 +364,11 @@ template <class V> void visit(V& v, ModelConfig& c) {
           "GPT: the loss through one fused CUDA kernel per direction that reads the logits in their own dtype "
           "(no fp32 copy; the gradient is written over the logits). Same function as ATen's cross_entropy; "
           "on the CPU, or in a build without nvcc, ATen runs (the report's model.loss_kernel says which).");
+  v.field("fused_norm", c.fused_norm,
+          "GPT: each residual add, its dropout and the LayerNorm after it in one CUDA kernel per direction (fp32 "
+          "stream, width a multiple of 128 up to 2048; the LayerNorm output in the autocast dtype; the dropout mask "
+          "drawn again in backward, not stored). Same function as the ATen ops, which run elsewhere (the report's "
+          "model.norm_kernel says which).");
   v.field("context", c.context, "Context length (GPT).", at_least(1));
   v.field("dropout", c.dropout, "Dropout probability in training.", between(0, 1));
   v.field("channels_last", c.channels_last, "channels_last memory format (CNNs).");

@@ -231,13 +231,14 @@ int run_cli(const CliOptions& o) {
   if (cuda) precisions.push_back("fp16");
   precisions.push_back("fp32");
   // GPT: selective recompute is a third placement, and on CUDA every candidate takes the fast
-  // paths that compute the same function (SDPA, the padded vocabulary, the fused loss).
+  // paths that compute the same function (SDPA, the padded vocabulary, the fused loss and LayerNorms).
   const bool gpt = cfg.task.name.rfind("wikitext2_gpt", 0) == 0;
   std::vector<std::string> placements = {"none", "sqrt"};
   if (gpt) placements.push_back("selective");
   std::vector<std::string> same_function;
   if (gpt && cuda)
-    same_function = {"task.model.attention=sdpa", "task.model.vocab_multiple=128", "task.model.fused_loss=true"};
+    same_function = {"task.model.attention=sdpa", "task.model.vocab_multiple=128", "task.model.fused_loss=true",
+                     "task.model.fused_norm=true"};
   for (const auto& p : precisions)
     for (const auto& ck : placements)
       for (const int64_t mult : {1, 2}) {

@@ -4,7 +4,8 @@
 
 #ifdef EFFTRAIN_WITH_KERNELS
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+
+#include "efftrain/kernels/glue.h"
 #endif
 
 namespace efftrain::kernels {
@@ -21,26 +22,12 @@ namespace {
 // Whether the kernels take these logits: a build with them, CUDA, [rows, vocab], fp32/fp16/bf16.
 bool fused(const torch::Tensor& logits) {
 #ifdef EFFTRAIN_WITH_KERNELS
-  const auto s = logits.scalar_type();
-  return logits.is_cuda() && logits.dim() == 2 && (s == torch::kFloat || s == torch::kHalf || s == torch::kBFloat16);
+  return logits.is_cuda() && logits.dim() == 2 && kernel_dtype(logits);
 #else
   return false;
 #endif
 }
 
-#ifdef EFFTRAIN_WITH_KERNELS
-DType dtype_of(const torch::Tensor& t) {
-  switch (t.scalar_type()) {
-    case torch::kFloat: return DType::f32;
-    case torch::kHalf: return DType::f16;
-    default: return DType::bf16;  // cross_entropy_path admits only these three
-  }
-}
-void check_launch(const char* err, const char* what) {
-  TORCH_CHECK(err == nullptr, "fused cross-entropy ", what, ": ", err);
-}
-void* stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
-#endif
 }  // namespace
 
 const char* cross_entropy_path(const torch::Tensor& logits) { return fused(logits) ? "fused_kernel" : "aten"; }
@@ -59,7 +46,7 @@ std::pair<torch::Tensor, torch::Tensor> cross_entropy_rows(const torch::Tensor& 
     auto lse = torch::empty({x.size(0)}, f32), losses = torch::empty({x.size(0)}, f32);
     check_launch(cross_entropy_forward(dtype_of(x), x.data_ptr(), t.data_ptr<int64_t>(), x.size(0), x.size(1),
                                        lse.data_ptr<float>(), losses.data_ptr<float>(), stream()),
-                 "forward");
+                 "fused cross-entropy forward");
     return {lse, losses};
   }
 #endif
@@ -83,7 +70,7 @@ void cross_entropy_rows_backward(const torch::Tensor& logits, const torch::Tenso
     check_launch(cross_entropy_backward(dtype_of(logits), logits.data_ptr(), t.data_ptr<int64_t>(),
                                         lse.data_ptr<float>(), g.data_ptr<float>(), static_cast<float>(scale),
                                         logits.size(0), logits.size(1), dlogits.data_ptr(), stream()),
-                 "backward");
+                 "fused cross-entropy backward");
     return;
   }
 #endif

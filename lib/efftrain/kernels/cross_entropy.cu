@@ -13,21 +13,13 @@
 #include <cmath>
 #include <cstdint>
 
+#include "efftrain/kernels/common.cuh"
 #include "efftrain/kernels/launch.h"
 
 namespace efftrain::kernels {
 namespace {
 
 constexpr int kThreads = 512;
-
-template <class T> __device__ __forceinline__ float to_f(T v);
-template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <class T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // (max, sum of exp(x - max)) pairs; -inf max means an empty sum.
 struct MaxSum {
@@ -40,13 +32,6 @@ __device__ __forceinline__ MaxSum combine(MaxSum a, MaxSum b) {
   const float sb = b.m == -INFINITY ? 0.f : b.s * expf(b.m - m);
   return {m, sa + sb};
 }
-
-// Elements per 16-byte load.
-template <class T> constexpr int vec_of() { return 16 / static_cast<int>(sizeof(T)); }
-
-template <class T, int N> struct alignas(16) Pack {
-  T v[N];
-};
 
 template <class T, bool kVec>
 __global__ void __launch_bounds__(kThreads) ce_forward_kernel(const T* __restrict__ logits, const int64_t* __restrict__ targets,

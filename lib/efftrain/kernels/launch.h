@@ -18,4 +18,34 @@ const char* cross_entropy_backward(DType dtype, const void* logits, const int64_
                                    const float* grad, float scale, int64_t rows, int64_t vocab, void* dlogits,
                                    void* stream);
 
+// The CUDA generator's Philox position for one kernel (at::PhiloxCudaState's fields): while a
+// graph is captured the seed and the base offset are read on the device from the pointers
+// (plus `intragraph`), so a replay draws new numbers; otherwise the values are used.
+struct Philox {
+  uint64_t seed = 0, offset = 0;
+  const int64_t* seed_ptr = nullptr;
+  const int64_t* offset_ptr = nullptr;
+  uint64_t intragraph = 0;
+  bool captured = false;
+};
+// Philox values one residual_norm_forward draws per subsequence (the generator's increment).
+constexpr uint64_t kResidualNormPhiloxIncrement = 4;
+
+// s_out = s_in + dropout(h) (fp32; dropout keeps with probability `keep` and scales by 1/keep,
+// rounded to h's dtype, as ATen's dropout is) and y = layer_norm(s_out) * gamma + beta in h's
+// dtype, with mean and rstd [rows] for backward. s_in, s_out: fp32 [rows, width]; h, y: `dtype`;
+// width a multiple of 128 (residual_norm_width_supported). keep == 1: no random numbers.
+bool residual_norm_width_supported(int64_t width);
+const char* residual_norm_forward(DType dtype, const float* s_in, const void* h, const float* gamma, const float* beta,
+                                  int64_t rows, int64_t width, float keep, Philox rng, float eps, float* s_out,
+                                  void* y, float* mean, float* rstd, void* stream);
+// ds = ds_out + d layer_norm / d s_out . dy (ds_out may be null: zero); dh = dropout's backward
+// of ds rounded to h's dtype (the same mask: the same `rng`); dgamma, dbeta summed over rows
+// through `partials` (residual_norm_partials(rows, width) floats of scratch).
+int64_t residual_norm_partials(int64_t rows, int64_t width);
+const char* residual_norm_backward(DType dtype, const void* dy, const float* ds_out, const float* s_out,
+                                   const float* mean, const float* rstd, const float* gamma, int64_t rows,
+                                   int64_t width, float keep, Philox rng, float* ds, void* dh, float* partials,
+                                   float* dgamma, float* dbeta, void* stream);
+
 }  // namespace efftrain::kernels

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "efftrain/kernels/cross_entropy.h"
+#include "efftrain/kernels/residual_norm.h"
 #include "efftrain/memory/checkpoint.h"
 
 namespace efftrain::models {
@@ -155,16 +156,23 @@ torch::Tensor GptBlockImpl::attention(const torch::Tensor& x) {
     y = torch::matmul(att, v);
   }
   y = y.transpose(1, 2).contiguous().view({B, T, C});
-  return torch::dropout(dense(attn_proj_, y), p, is_training());
+  return dense(attn_proj_, y);
+}
+
+torch::Tensor GptBlockImpl::mlp(const torch::Tensor& x) {
+  auto u = dense(c_fc_, x);
+  return c_.selective_recompute ? GeluLinear::apply(u, mlp_proj_->weight, mlp_proj_->bias)
+                                : dense(mlp_proj_, torch::gelu(u, "tanh"));
+}
+
+std::pair<torch::Tensor, torch::Tensor> GptBlockImpl::add_norm(const torch::Tensor& s, const torch::Tensor& h,
+                                                               const torch::nn::LayerNorm& ln) {
+  return kernels::residual_layer_norm(s, h, ln->weight, ln->bias, c_.dropout, is_training(), 1e-5, c_.fused_norm);
 }
 
 torch::Tensor GptBlockImpl::forward(const torch::Tensor& x) {
-  const double p = is_training() ? c_.dropout : 0.0;
-  auto h = x + attention(ln1_->forward(x));
-  auto u = dense(c_fc_, ln2_->forward(h));
-  auto m = c_.selective_recompute ? GeluLinear::apply(u, mlp_proj_->weight, mlp_proj_->bias)
-                                  : dense(mlp_proj_, torch::gelu(u, "tanh"));
-  return h + torch::dropout(m, p, is_training());
+  auto [h, a] = add_norm(x, attention(ln1_->forward(x)), ln2_);
+  return h + torch::dropout(mlp(a), is_training() ? c_.dropout : 0.0, is_training());
 }
 
 GptImpl::GptImpl(const GptConfig& c) : c_(c) {
@@ -218,6 +226,18 @@ torch::Tensor GptImpl::features(const torch::Tensor& idx) {
     kernel_ = kernel_name(at::_fused_sdp_choice(probe, probe, probe, {}, is_training() ? c_.dropout : 0.0, true));
   } else if (!c_.sdpa) {
     kernel_ = "plain (materialized masked softmax)";
+  }
+  const bool chain = c_.fused_norm && c_.layers > 0 && !block_observer && (segments_.empty() || !is_training());
+  norm_kernel_ = !c_.fused_norm ? "aten"
+                 : std::string(kernels::residual_norm_path(x, x, ln_f_->weight)) + (chain ? "" : ", within blocks");
+  if (chain) {  // each block's MLP output joins the stream with the next block's ln_1, the last's with ln_f
+    torch::Tensor a = blocks_[0]->ln1_->forward(x);
+    for (int64_t i = 0; i < c_.layers; ++i) {
+      auto& b = blocks_[i];
+      auto [h, m_in] = b->add_norm(x, b->attention(a), b->ln2_);
+      std::tie(x, a) = b->add_norm(h, b->mlp(m_in), i + 1 < c_.layers ? blocks_[i + 1]->ln1_ : ln_f_);
+    }
+    return a;
   }
   if (block_observer) block_observer(-1, x);
   x = run_blocks(

@@ -21,6 +21,10 @@ struct GptConfig {
   bool sdpa = true;
   int64_t vocab_multiple = 1;
   bool fused_loss = false;  // loss(): kernels::cross_entropy_mean on the logits' own dtype
+  // Residual add + dropout + LayerNorm through kernels::residual_layer_norm: each block's
+  // attention output joins the stream with ln_2, its MLP output with the next block's ln_1 (or
+  // ln_f) -- within blocks only while segments are recomputed or a probe watches the blocks.
+  bool fused_norm = false;
   // Selective recompute (checkpointing.policy selective): the MLP keeps its GELU input only and
   // recomputes the output in backward; loss() computes the logits `head_chunk_rows` rows at a
   // time and again in backward, never holding all of them.
@@ -35,7 +39,11 @@ class GptBlockImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
-  torch::Tensor attention(const torch::Tensor& x);
+  torch::Tensor attention(const torch::Tensor& x);  // the output projection, before its dropout
+  torch::Tensor mlp(const torch::Tensor& x);        // likewise
+  // {s + dropout(h), ln(s + dropout(h))}
+  std::pair<torch::Tensor, torch::Tensor> add_norm(const torch::Tensor& s, const torch::Tensor& h,
+                                                   const torch::nn::LayerNorm& ln);
   friend class GptImpl;
   GptConfig c_;
   torch::nn::LayerNorm ln1_{nullptr}, ln2_{nullptr};
@@ -63,10 +71,13 @@ class GptImpl : public torch::nn::Module {
   const std::string& attention_kernel() const { return kernel_; }
   // "fused_kernel" or "aten" once loss() ran.
   const std::string& loss_kernel() const { return loss_kernel_; }
+  // What ran the residual + LayerNorm steps in the last forward ("aten", "fused_kernel", ...).
+  const std::string& norm_kernel() const { return norm_kernel_; }
   // Called with (-1, embedding output) and then (i, output of block i) during forward (probes).
   std::function<void(int64_t, const torch::Tensor&)> block_observer;
   std::string kernel_;
   std::string loss_kernel_;
+  std::string norm_kernel_;
 
  private:
   torch::Tensor features(const torch::Tensor& idx);  // embeddings, blocks, final LayerNorm

@@ -6,15 +6,11 @@
 #include "efftrain/engine/context.h"
 #include "efftrain/optim/optimizer.h"
 #include "efftrain/core/error.h"
+#include "model_files.h"
 #include "helpers.h"
 
 using namespace efftrain;
-
-namespace {
-double rel(const torch::Tensor& a, const torch::Tensor& b) {
-  return ((a - b).norm() / b.norm().clamp_min(1e-30)).item<double>();
-}
-}  // namespace
+using efftrain::test::relative_error;
 
 TEST_CASE("adamw_fused matches torch::optim::AdamW with the same groups over 20 steps") {
   config::ExperimentConfig cfg;
@@ -42,8 +38,8 @@ TEST_CASE("adamw_fused matches torch::optim::AdamW with the same groups over 20 
     fused->step(1e-2, torch::zeros({}));
     ref.step();
   }
-  CHECK(rel(w1, w2) < 1e-6);  // decay group
-  CHECK(rel(b1, b2) < 1e-6);  // no-decay group
+  CHECK(relative_error(w1, w2) < 1e-6);  // decay group
+  CHECK(relative_error(b1, b2) < 1e-6);  // no-decay group
   CHECK(fused->state_bytes() == (40 + 40 + 5 + 5) * 4 + 2 * 4);
 }
 
