@@ -162,16 +162,17 @@ class Selective : public Checkpointing {
   bool selective() const override { return true; }
   nlohmann::json report() const override {
     return {{"policy", "selective"}, {"segments", nlohmann::json::array()},
-            {"recomputed", {"each block's GELU output (from the saved MLP input of it)",
-                            "the classifier's logits, chunk by chunk, in the loss's backward"}}};
+            {"recomputed", {"each block's GELU output (from the saved MLP input of it)"}},
+            {"not_kept", {"the classifier's logits: chunk by chunk, each chunk's gradients computed in forward "
+                          "and scaled in backward"}}};
   }
 };
 
 }  // namespace
 
 EFFTRAIN_REGISTER(Checkpointing, "selective",
-                  "no whole blocks: each GPT block's GELU output and the classifier's logits are recomputed in "
-                  "backward (a few percent of the step; no fp32 or full-vocabulary logits are kept)",
+                  "no whole blocks: each GPT block's GELU output is recomputed in backward, and the classifier's "
+                  "logits are never kept whole (chunks, their gradients computed in forward)",
                   [](const BuildContext&) -> std::unique_ptr<Checkpointing> { return std::make_unique<Selective>(); });
 
 EFFTRAIN_REGISTER(Checkpointing, "budget",

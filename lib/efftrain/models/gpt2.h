@@ -27,7 +27,7 @@ struct GptConfig {
   bool fused_norm = false;
   // Selective recompute (checkpointing.policy selective): the MLP keeps its GELU input only and
   // recomputes the output in backward; loss() computes the logits `head_chunk_rows` rows at a
-  // time and again in backward, never holding all of them.
+  // time and their gradients with them, in forward, never holding all of them.
   bool selective_recompute = false;
   int64_t head_chunk_rows = 2048;  // 2048 x 50304 bf16 logits: 0.2 GB
   int64_t padded_vocab() const { return (vocab + vocab_multiple - 1) / vocab_multiple * vocab_multiple; }
