@@ -129,3 +129,27 @@ TEST_CASE("policy auto freezes adaptive k at 1 when the noise scale is below the
   CHECK(high["optimizations"]["accumulation"]["frozen_by_policy"].is_null());
   CHECK(high["optimizations"]["accumulation"]["noise_history"].size() == 4);
 }
+
+TEST_CASE("policy auto runs none where zero2 or ddp was asked for one process, and says so") {
+  const std::string one = "run experiments/quickstart.yaml --set train.max_steps=3 --set train.eval_every=0";
+  for (const char* sync : {"zero2", "ddp"}) {
+    INFO(sync);
+    TempDir d;
+    const auto refused = run_efftrain(one + " --set distributed.grad_sync=" + sync + " --out '" + d.file("run") + "'");
+    CHECK(refused.exit_code == 2);  // without the policy: the config asks for what cannot run
+    CHECK(refused.err.find("needs more than one process") != std::string::npos);
+    const auto j = run_report(one + " --set distributed.grad_sync=" + sync + " --set policy.mode=auto");
+    CHECK(j["optimizations"]["grad_sync"]["name"] == "none");
+    const auto& p = j["optimizations"]["policy"];
+    INFO(p.dump());
+    REQUIRE(p["decisions"].size() == 1);
+    CHECK(p["decisions"][0]["component"] == "grad_sync");
+    CHECK(p["decisions"][0]["asked"] == sync);
+    CHECK(p["decisions"][0]["action"] == "switched_off");
+    CHECK(p["decisions"][0]["step"] == 0);
+  }
+  // with two processes zero2 stays
+  const auto two = run_report(one + " --set distributed.grad_sync=zero2 --set policy.mode=auto --nproc 2");
+  CHECK(two["optimizations"]["grad_sync"]["name"] == "zero2");
+  CHECK(two["optimizations"]["policy"]["decisions"].empty());
+}

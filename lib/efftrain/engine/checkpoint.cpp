@@ -9,6 +9,7 @@
 #include "efftrain/core/log.h"
 #include "efftrain/core/util.h"
 #include "efftrain/dist/comm.h"
+#include "efftrain/engine/policy.h"
 #include "efftrain/engine/state.h"
 #include "efftrain/engine/trainer.h"
 #include "efftrain/memory/checkpoint.h"
@@ -101,7 +102,7 @@ std::string save_checkpoint(const std::string& root, int64_t step, const nlohman
                                      {"config_hash", config::config_hash(cfg)},
                                      {"trajectory_hash", trajectory_hash(cfg)},
                                      {"world_size", world},
-                                     {"grad_sync", cfg.distributed.resolved_grad_sync(world)},
+                                     {"grad_sync", running_grad_sync(cfg, world)},
                                      {"optimizer", cfg.optim.name},
                                      {"task", cfg.task.name},
                                      {"step", step},

@@ -10,6 +10,7 @@
 #include "efftrain/core/files.h"
 #include "efftrain/core/util.h"
 #include "efftrain/engine/checkpoint.h"
+#include "efftrain/engine/policy.h"
 
 namespace efftrain {
 
@@ -94,7 +95,7 @@ nlohmann::json verify_checkpoint(const std::string& dir, const config::Experimen
       if (m.at(key).get<std::string>() != want)
         throw UserError(path + ": " + key + " is " + m.at(key).get<std::string>() + ", this run uses " + want);
     }
-    const std::string sync = cfg.distributed.resolved_grad_sync(world), saved_sync = m.at("grad_sync").get<std::string>();
+    const std::string sync = running_grad_sync(cfg, world), saved_sync = m.at("grad_sync").get<std::string>();
     if ((saved_sync == "zero2") != (sync == "zero2"))
       throw UserError(path + ": grad_sync " + saved_sync + " and " + sync +
                       " keep different optimizer state (sharded or whole)");

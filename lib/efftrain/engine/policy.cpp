@@ -6,10 +6,24 @@
 
 namespace efftrain {
 
+std::string running_grad_sync(const config::ExperimentConfig& cfg, int64_t world) {
+  const std::string sync = cfg.distributed.resolved_grad_sync(world);
+  return cfg.policy.mode == "auto" && world == 1 && sync != "none" ? "none" : sync;
+}
+
 OnlinePolicy::OnlinePolicy(const config::ExperimentConfig& cfg, Components& parts, torch::Device device,
                            std::vector<BlockMemory> blocks, std::vector<std::pair<int64_t, int64_t>> segments,
                            int64_t world)
     : cfg_(cfg.policy), parts_(parts), device_(device), blocks_(std::move(blocks)), segments_(std::move(segments)) {
+  const std::string asked = cfg.distributed.resolved_grad_sync(world);
+  if (asked != running_grad_sync(cfg, world))
+    record({{"step", 0},
+            {"component", "grad_sync"},
+            {"action", "switched_off"},
+            {"asked", asked},
+            {"world_size", world},
+            {"why", asked + " with one process has no other rank to communicate with or partition across: none runs "
+                            "(the optimizer state stays whole, no collectives)"}});
   micro_batch_ = cfg.train.batch_size * world;
   accumulation_decided_ = cfg.accumulation.mode != "adaptive";  // nothing to weigh
   budget_ = cfg_.memory_budget_bytes;

@@ -10,6 +10,8 @@
 //    size). At the first noise estimate at or after observe_steps, when B_noise is below that,
 //    k is frozen at 1 (accumulating more only costs time and the per-step norm measurements),
 //    otherwise adaptation is kept.
+//  - gradient sync: ddp or zero2 with one process has nothing to communicate or partition; it is
+//    replaced by none before training (running_grad_sync), and that decision is reported at step 0.
 // Every decision is logged and reported with the numbers behind it (optimizations.policy).
 #pragma once
 
@@ -21,6 +23,10 @@
 #include "efftrain/engine/trainer.h"
 
 namespace efftrain {
+
+// The grad sync that runs with `world` processes: distributed.grad_sync resolved (auto: none for
+// one process), except that policy auto runs none where ddp or zero2 would run in one process.
+std::string running_grad_sync(const config::ExperimentConfig& cfg, int64_t world);
 
 class OnlinePolicy {
  public:

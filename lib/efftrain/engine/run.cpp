@@ -18,6 +18,7 @@
 #include "efftrain/engine/checkpoint.h"
 #include "efftrain/engine/step_graph.h"
 #include "efftrain/engine/context.h"
+#include "efftrain/engine/policy.h"
 #include "efftrain/engine/trainer.h"
 #include "efftrain/metrics/device.h"
 #include "efftrain/metrics/report.h"
@@ -109,7 +110,7 @@ Components build_components(const BuildContext& ctx) {
   parts.accumulation = AccumulationRegistry::create(c.accumulation.mode, ctx);
   parts.schedule = ScheduleRegistry::create(c.schedule.name, ctx);
   parts.optimizer = OptimizerRegistry::create(c.optim.name, ctx);
-  parts.grad_sync = GradSyncRegistry::create(c.distributed.grad_sync, ctx);
+  parts.grad_sync = GradSyncRegistry::create(running_grad_sync(c, ctx.world_size), ctx);
   parts.checkpointing = CheckpointingRegistry::create(c.checkpointing.policy, ctx);
   return parts;
 }
