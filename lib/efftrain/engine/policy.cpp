@@ -25,6 +25,7 @@ OnlinePolicy::OnlinePolicy(const config::ExperimentConfig& cfg, Components& part
             {"why", asked + " with one process has no other rank to communicate with or partition across: none runs "
                             "(the optimizer state stays whole, no collectives)"}});
   micro_batch_ = cfg.train.batch_size * world;
+  interval_ = std::max<int64_t>(1, cfg.accumulation.interval);
   accumulation_decided_ = cfg.accumulation.mode != "adaptive";  // nothing to weigh
   budget_ = cfg_.memory_budget_bytes;
   if (budget_ == 0 && device.is_cuda()) budget_ = metrics::describe(device).total_memory_bytes;
@@ -49,22 +50,30 @@ void OnlinePolicy::record(nlohmann::json d) {
 }
 
 bool OnlinePolicy::decide_accumulation(int64_t step, const std::function<bool(bool)>& all) {
+  // Before the first estimate: every step. Once kept: at the steps that bring a new estimate.
+  if (watching_ && step % interval_ != 0) return false;
   const auto bn = parts_.accumulation->noise_scale();
   if (!all(bn.has_value())) return false;  // not adaptive, or no estimate yet: look again next step
-  accumulation_decided_ = true;
   const bool below = all(*bn < static_cast<double>(micro_batch_));
+  if (watching_ && !below) {
+    ++watched_;
+    return false;
+  }
   nlohmann::json d = {{"step", step},
                       {"component", "accumulation"},
                       {"b_noise", *bn},
                       {"micro_batch_samples", micro_batch_},
                       {"k_before", parts_.accumulation->next_k(step + 1)}};
+  if (watching_) d["estimates_kept_before"] = watched_;
   const bool frozen = below && parts_.accumulation->freeze(1, step + 1);
+  accumulation_decided_ = below;  // frozen, or nothing that could be
+  watching_ = !below;
   d["action"] = frozen ? "switched_off" : "kept";
   d["why"] = frozen ? strf("the gradient noise scale (%.1f samples) is below one micro-step's batch (%lld samples): "
                            "accumulating more costs time and buys no statistical efficiency; k = 1 from step %lld",
                            *bn, static_cast<long long>(micro_batch_), static_cast<long long>(step + 1))
                     : strf("the gradient noise scale (%.1f samples) is at or above one micro-step's batch (%lld "
-                           "samples): larger batches still pay",
+                           "samples): larger batches still pay (each later estimate is weighed again)",
                            *bn, static_cast<long long>(micro_batch_));
   record(d);
   return frozen;
@@ -113,6 +122,7 @@ nlohmann::json OnlinePolicy::report() const {
           {"observe_steps", cfg_.observe_steps},
           {"memory_source", metrics::peak_memory(device_).source},
           {"checkpointing_segments_at_end", segments_},
+          {"accumulation_estimates_watched", watched_},
           {"decisions", decisions_}};
 }
 

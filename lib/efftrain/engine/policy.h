@@ -9,7 +9,8 @@
 //    gradient noise scale exceeds the batch a single micro-step already uses (micro-batch x world
 //    size). At the first noise estimate at or after observe_steps, when B_noise is below that,
 //    k is frozen at 1 (accumulating more only costs time and the per-step norm measurements),
-//    otherwise adaptation is kept.
+//    otherwise adaptation is kept -- and watched: each later estimate (every
+//    accumulation.interval steps) is weighed the same way, and the first one below freezes it.
 //  - gradient sync: ddp or zero2 with one process has nothing to communicate or partition; it is
 //    replaced by none before training (running_grad_sync), and that decision is reported at step 0.
 // Every decision is logged and reported with the numbers behind it (optimizations.policy).
@@ -53,7 +54,10 @@ class OnlinePolicy {
 
   int64_t budget_ = 0;  // bytes; 0 = none
   int64_t micro_batch_ = 0;  // samples of one micro-step over all ranks
+  int64_t interval_ = 1;     // optimizer steps between noise estimates
   bool checkpointing_decided_ = false, accumulation_decided_ = false;
+  bool watching_ = false;    // accumulation was kept: later estimates are weighed too
+  int64_t watched_ = 0;      // estimates weighed since, all at or above the micro-step's batch
   nlohmann::json decisions_ = nlohmann::json::array();
 };
 
