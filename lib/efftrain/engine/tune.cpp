@@ -192,6 +192,16 @@ Measurement run_candidate(const CliOptions& o, const std::vector<std::string>& e
 
 }  // namespace
 
+std::vector<std::string> same_function_paths(const std::string& task, bool cuda) {
+  if (!cuda) return {};
+  if (task.rfind("wikitext2_gpt", 0) == 0)
+    return {"task.model.attention=sdpa", "task.model.vocab_multiple=128", "task.model.fused_loss=true",
+            "task.model.fused_norm=true", "train.cuda_graph=true"};
+  if (task.rfind("cifar10_resnet", 0) == 0)
+    return {"task.data.input_path=device", "task.model.channels_last=true", "train.cuda_graph=true"};
+  return {};
+}
+
 int run_cli(const CliOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   auto clock = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
@@ -230,15 +240,10 @@ int run_cli(const CliOptions& o) {
   std::vector<std::string> precisions = {"bf16"};
   if (cuda) precisions.push_back("fp16");
   precisions.push_back("fp32");
-  // GPT: selective recompute is a third placement, and on CUDA every candidate takes the fast
-  // paths that compute the same function (SDPA, the padded vocabulary, the fused loss and LayerNorms).
-  const bool gpt = cfg.task.name.rfind("wikitext2_gpt", 0) == 0;
+  // GPT: selective recompute is a third placement.
   std::vector<std::string> placements = {"none", "sqrt"};
-  if (gpt) placements.push_back("selective");
-  std::vector<std::string> same_function;
-  if (gpt && cuda)
-    same_function = {"task.model.attention=sdpa", "task.model.vocab_multiple=128", "task.model.fused_loss=true",
-                     "task.model.fused_norm=true"};
+  if (cfg.task.name.rfind("wikitext2_gpt", 0) == 0) placements.push_back("selective");
+  const std::vector<std::string> same_function = same_function_paths(cfg.task.name, cuda);
   for (const auto& p : precisions)
     for (const auto& ck : placements)
       for (const int64_t mult : {1, 2}) {

@@ -68,6 +68,12 @@ double score(const Measurement& m, const Measurement& baseline, const Options& o
 std::string table_markdown(const Result& r);
 nlohmann::json to_json(const Result& r, const Options& opts);
 
+// The overrides every candidate of a task takes on CUDA because they compute the same function
+// faster: GPT (task name wikitext2_gpt*): SDPA, the vocabulary padded to 128, the fused loss and
+// residual LayerNorms; ResNet (cifar10_resnet*): GPU-resident input, channels_last; both: the
+// CUDA-graph micro-step (it falls back to eager where it cannot capture). None off CUDA.
+std::vector<std::string> same_function_paths(const std::string& task, bool cuda);
+
 // The CLI: builds the candidate grid for the experiment, measures each with a short run under
 // out_dir/<candidate>, and writes out_dir/tuned.yaml, tune.md and tune.json. Returns the exit code.
 struct CliOptions {

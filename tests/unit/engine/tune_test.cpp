@@ -120,3 +120,16 @@ TEST_CASE("efftrain tune offers a GPT selective recompute as a third checkpointi
   }
   CHECK(names.size() == 1 + 2 * 3 * 2 - 1);  // as written = fp32-none-b16
 }
+
+TEST_CASE("on CUDA every tune candidate takes its task's same-function fast paths, and each is a valid override") {
+  CHECK(tune::same_function_paths("wikitext2_gpt2", false).empty());
+  const auto gpt = tune::same_function_paths("wikitext2_gpt2", true);
+  const auto resnet = tune::same_function_paths("cifar10_resnet50", true);
+  CHECK(std::find(gpt.begin(), gpt.end(), "task.model.fused_norm=true") != gpt.end());
+  CHECK(std::find(resnet.begin(), resnet.end(), "task.data.input_path=device") != resnet.end());
+  for (const auto* paths : {&gpt, &resnet}) CHECK(std::find(paths->begin(), paths->end(), "train.cuda_graph=true") != paths->end());
+  CHECK(tune::same_function_paths("cifar10_small_cnn", true).empty());
+  // every one loads on top of its seed (a misspelt key or value would be refused)
+  CHECK_NOTHROW(config::load(test::source_path("experiments/seed/wikitext2_gpt2_baseline.yaml"), gpt));
+  CHECK_NOTHROW(config::load(test::source_path("experiments/seed/cifar10_resnet50_baseline.yaml"), resnet));
+}
