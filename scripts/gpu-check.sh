@@ -23,7 +23,9 @@ log "build: $(( $(date +%s) - t0 ))s; $(grep -ho "efftrain: CUDA kernels.*\|efft
 
 if [ "${EFFTRAIN_SKIP_TESTS:-0}" != 1 ]; then
   # EFFTRAIN_TEST_LABELS=gpu runs only the GPU-labelled tests (the CPU ones ran in CI).
-  ctest --test-dir build -L "^(${EFFTRAIN_TEST_LABELS:-cpu|gpu})\$" -j 8 --output-on-failure > /tmp/tests.log 2>&1
+  # EFFTRAIN_TEST_REGEX narrows them to the tests whose names match (ctest -R).
+  ctest --test-dir build -L "^(${EFFTRAIN_TEST_LABELS:-cpu|gpu})\$" ${EFFTRAIN_TEST_REGEX:+-R "$EFFTRAIN_TEST_REGEX"} -j 8 \
+    --output-on-failure > /tmp/tests.log 2>&1
   log "tests: $(grep -E 'tests passed|tests failed' /tmp/tests.log)"
   if grep -q "The following tests FAILED" /tmp/tests.log; then
     cp /tmp/tests.log "$OUT/tests.log"
