@@ -2,7 +2,9 @@
 # Issues 7/11: ResNet-50 optimized (bf16, adamw_fused, channels_last, device input, b128/GPU)
 # on 1 GPU and, with zero2 and with ddp, on 2 and 4 GPUs (as many as the machine has): where
 # the multi-process cost of the launch-bound step goes. Every point runs eager and with
-# train.cuda_graph (suffix _graph). Usage: scaling_r50_sync.sh OUT_DIR
+# train.cuda_graph (suffix _graph). R50_SYNC_COMM="fp32 bf16" runs each multi-GPU point with
+# each distributed.comm_dtype named (suffix _bf16, ...; default fp32 only) and writes
+# scaling_r50_sync_comm.json. Usage: scaling_r50_sync.sh OUT_DIR
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="$1"
 gpus="$(nvidia-smi -L | wc -l)"
@@ -19,9 +21,13 @@ for suffix in "${suffixes[@]}"; do
   for w in 2 4; do
     [ "$gpus" -ge "$w" ] || continue
     for sync in zero2 ddp; do
-      bench_run "r50_sync_${w}gpu_$sync$suffix" "${args[@]}" --nproc "$w" --set distributed.grad_sync=$sync "${mode[@]}"
-      names+=("r50_sync_${w}gpu_$sync$suffix")
+      for comm in ${R50_SYNC_COMM:-fp32}; do
+        tag=$([ "$comm" = fp32 ] || echo "_$comm")
+        bench_run "r50_sync_${w}gpu_$sync$suffix$tag" "${args[@]}" --nproc "$w" --set distributed.grad_sync=$sync \
+          --set distributed.comm_dtype=$comm "${mode[@]}"
+        names+=("r50_sync_${w}gpu_$sync$suffix$tag")
+      done
     done
   done
 done
-bench_collect "$out/scaling_r50_sync.json" "ResNet-50 optimized: zero2 vs ddp over world sizes, same per-GPU batch" "${names[@]}"
+bench_collect "$out/scaling_r50_sync$([ -n "${R50_SYNC_COMM:-}" ] && echo _comm).json" "ResNet-50 optimized: zero2 vs ddp over world sizes, same per-GPU batch" "${names[@]}"

@@ -111,6 +111,25 @@ TEST_CASE("zero2 equals ddp and holds 1/N of the optimizer state per rank") {
   }
 }
 
+TEST_CASE("distributed.comm_dtype bf16 and fp16 send halved buckets: ddp and zero2 stay within their rounding") {
+  const std::string common = kGpt + batch(12, 2) + " --nproc 2 --set optim.name=adamw_fused --set distributed.bucket_mb=0.02";
+  for (const char* sync : {"ddp", "zero2"}) {
+    const auto exact = train(common + " --set distributed.grad_sync=" + sync);
+    CHECK(exact.report["optimizations"]["grad_sync"]["comm_dtype"] == "the gradients' own");
+    for (const char* dtype : {"bf16", "fp16"}) {
+      INFO(sync << " " << dtype);
+      const auto half = train(common + " --set distributed.grad_sync=" + sync + " --set distributed.comm_dtype=" + dtype);
+      CHECK(half.report["optimizations"]["grad_sync"]["comm_dtype"] == (std::string(dtype) == "bf16" ? "BFloat16" : "Half"));
+      const double diff = relative_difference(exact.params, half.params);
+      INFO("relative difference " << diff);
+      // the averaged gradient rounded to 8 (bf16) or 11 (fp16) significant bits, ten steps of
+      // an update proportional to it (eps = 1): well below a percent, and not zero
+      CHECK(diff > 0);
+      CHECK(diff < 1e-2);
+    }
+  }
+}
+
 TEST_CASE("gradient clipping by global norm is the same under zero2 (norm summed over shards) as under ddp") {
   const std::string common = kGpt + batch(12, 2) + " --nproc 2 --set optim.name=adamw_fused --set optim.grad_clip=0.05";
   const auto ddp = train(common + " --set distributed.grad_sync=ddp");

@@ -72,18 +72,20 @@ TEST_CASE("static gradients (the graph step's data flow) give the eager run's pa
 
 TEST_CASE("static gradients under ddp and zero2 (every bucket sent after backward) equal the eager sync") {
   for (const char* sync : {"ddp", "zero2"}) {
-    INFO(sync);
-    const std::string common = kGpt + " --set train.batch_size=6 --nproc 2 --set distributed.bucket_mb=0.02 "
-                               "--set accumulation.mode=fixed --set accumulation.k=2 --set distributed.grad_sync=" +
-                               std::string(sync);
-    const auto eager = train(common);
-    const auto flow = train(common, kStatic);
-    CHECK(flow.report["optimizations"]["grad_sync"]["name"] == sync);
-    CHECK(eager.report["optimizations"]["grad_sync"]["buckets_launched_during_backward"].get<int>() > 0);
-    CHECK(flow.report["optimizations"]["grad_sync"]["buckets_launched_during_backward"] == 0);
-    const double diff = relative_difference(eager.params, flow.params);
-    INFO("relative difference " << diff);
-    CHECK(diff < 1e-6);
+    for (const char* wire : {"fp32", "bf16"}) {  // bf16: the static wire buffers round the same way
+      INFO(sync << " " << wire);
+      const std::string common = kGpt + " --set train.batch_size=6 --nproc 2 --set distributed.bucket_mb=0.02 "
+                                 "--set accumulation.mode=fixed --set accumulation.k=2 --set distributed.grad_sync=" +
+                                 std::string(sync) + " --set distributed.comm_dtype=" + wire;
+      const auto eager = train(common);
+      const auto flow = train(common, kStatic);
+      CHECK(flow.report["optimizations"]["grad_sync"]["name"] == sync);
+      CHECK(eager.report["optimizations"]["grad_sync"]["buckets_launched_during_backward"].get<int>() > 0);
+      CHECK(flow.report["optimizations"]["grad_sync"]["buckets_launched_during_backward"] == 0);
+      const double diff = relative_difference(eager.params, flow.params);
+      INFO("relative difference " << diff);
+      CHECK(diff < 1e-6);
+    }
   }
 }
 

@@ -478,6 +478,12 @@ template <class V> void visit(V& v, DistributedConfig& c) {
   v.one_of("auto_sync", c.auto_sync, {"ddp", "zero2"},
            "What grad_sync auto uses with several processes (one process: none).");
   v.field("bucket_mb", c.bucket_mb, "Gradient bucket size in MiB (ddp, zero2).", positive());
+  v.one_of("comm_dtype", c.comm_dtype, {"fp32", "bf16", "fp16"},
+           "Dtype of ddp's and zero2's gradient collectives (DeepSpeed's communication_data_type, PyTorch DDP's "
+           "bf16/fp16 compress hooks): fp32 sends the gradients as they are; bf16 or fp16 halves the bytes: each "
+           "bucket, already divided by the world size, is cast, summed across ranks in that dtype and cast back, so "
+           "the averaged gradient is rounded (multi-process runs are then no longer exact against one process). "
+           "zero2's all-gather of the updated parameters stays fp32.");
   v.field("timeout_s", c.timeout_s,
           "Seconds the rendezvous waits for every worker, and the timeout of each collective.", positive());
   v.field("stop_grace_s", c.stop_grace_s,

@@ -29,11 +29,14 @@ void broadcast_model(Comm& comm, torch::nn::Module& model) {
 }
 
 GradBuckets::GradBuckets(std::shared_ptr<Comm> comm, torch::nn::Module& model, double bucket_bytes, int64_t pad,
-                         std::function<Work(Bucket&)> launch)
+                         std::function<Work(Bucket&)> launch, std::optional<at::ScalarType> wire,
+                         std::function<void(Bucket&)> land)
     : comm_(std::move(comm)),
       params_(unique_parameters(model)),
       bucket_bytes_(bucket_bytes),
-      launch_(std::move(launch)) {
+      launch_(std::move(launch)),
+      wire_(wire),
+      land_(std::move(land)) {
   where_.resize(params_.size());
   // One open bucket per dtype; parameters in reverse order. (Grouping by anything else, such
   // as weight decay, would make a bucket span the whole network and delay every launch after
@@ -130,6 +133,10 @@ void GradBuckets::start(Bucket& b) {
     if (!b.copied[j]) slot(b.flat, b, j).zero_();  // a parameter without a gradient this step
   if (b.padded > b.numel) b.flat.narrow(0, b.numel, b.padded - b.numel).zero_();
   if (comm_->size() > 1) b.flat.div_(static_cast<double>(comm_->size()));
+  if (wire_ && *wire_ != b.flat.scalar_type()) {
+    if (!b.wire.defined()) b.wire = torch::empty({b.padded}, b.flat.options().dtype(*wire_));
+    b.wire.copy_(b.flat);
+  }
   b.work = launch_(b);
   b.launched = true;
 }
@@ -151,12 +158,13 @@ void GradBuckets::finish() {
   for (auto& b : buckets_) {
     if (b.work) b.work->wait();
     b.work.reset();
+    if (b.wire.defined() && land_) land_(b);
   }
 }
 
 void GradBuckets::release_buffers() {
   if (static_) return;
-  for (auto& b : buckets_) b.flat = torch::Tensor();
+  for (auto& b : buckets_) b.flat = b.wire = torch::Tensor();
 }
 
 void GradBuckets::use_static() {
@@ -166,6 +174,7 @@ void GradBuckets::use_static() {
   static_ = true;
   for (auto& b : buckets_) {
     b.flat = torch::zeros({b.padded}, params_[b.params[0]].options());
+    if (wire_ && *wire_ != b.flat.scalar_type()) b.wire = torch::zeros({b.padded}, b.flat.options().dtype(*wire_));
     for (size_t j = 0; j < b.params.size(); ++j) params_[b.params[j]].mutable_grad() = alias(b.flat, b, j);
   }
 }
@@ -174,9 +183,10 @@ void GradBuckets::zero_static() {
   for (auto& b : buckets_) b.flat.zero_();
 }
 
-void BucketedSync::make_buckets(torch::nn::Module& model, int64_t pad, std::function<Work(Bucket&)> launch) {
+void BucketedSync::make_buckets(torch::nn::Module& model, int64_t pad, std::function<Work(Bucket&)> launch,
+                                std::function<void(Bucket&)> land) {
   broadcast_model(*comm_, model);
-  buckets_ = std::make_unique<GradBuckets>(comm_, model, bucket_bytes_, pad, std::move(launch));
+  buckets_ = std::make_unique<GradBuckets>(comm_, model, bucket_bytes_, pad, std::move(launch), wire_, std::move(land));
 }
 
 nlohmann::json BucketedSync::base_report(const char* name, const char* collective) const {
@@ -184,6 +194,7 @@ nlohmann::json BucketedSync::base_report(const char* name, const char* collectiv
                       {"world_size", comm_->size()},
                       {"backend", comm_->backend_name()},
                       {"collective", collective},
+                      {"comm_dtype", wire_ ? std::string(c10::toString(*wire_)) : "the gradients' own"},
                       {"optimizer_steps", steps_},
                       {"buckets_launched_during_backward", buckets_->launched_from_hooks()}};
   j.update(buckets_->describe());

@@ -3,7 +3,9 @@
 // about `bucket_bytes` of one dtype. A post hook on each
 // parameter's AccumulateGrad node copies its gradient into the bucket's flat buffer on the
 // micro-batch that communicates; a full bucket is handed to `launch` in bucket order (the same
-// order on every rank), so communication overlaps the rest of backward.
+// order on every rank), so communication overlaps the rest of backward. With a wire dtype
+// (distributed.comm_dtype) the collective runs on a copy of the bucket in that dtype, made after
+// the division by the world size, and `land` puts the result back where the sync keeps it.
 #pragma once
 
 #include <torch/torch.h>
@@ -11,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "efftrain/core/error.h"
 #include "efftrain/dist/comm.h"
@@ -25,6 +28,7 @@ struct Bucket {
   int64_t numel = 0;             // elements of the parameters
   int64_t padded = 0;            // buffer length: numel rounded up to a multiple of `pad`
   torch::Tensor flat;            // the gradient buffer of this step
+  torch::Tensor wire;            // flat in the wire dtype, what the collective sends (else undefined)
   Work work;
   // This step's progress.
   std::vector<char> copied;
@@ -37,8 +41,13 @@ class GradBuckets {
   // `launch(bucket)` starts the bucket's collective on bucket.flat (already divided by the
   // world size) and returns its work. Flat buffers are allocated on first use and kept until
   // release_buffers() (zero2 releases them after every step).
+  // `wire`: the collective's dtype when it differs from the gradients' (undefined: theirs);
+  // `land(bucket)` runs after each wait when the bucket went over the wire in that dtype.
   GradBuckets(std::shared_ptr<Comm> comm, torch::nn::Module& model, double bucket_bytes, int64_t pad,
-              std::function<Work(Bucket&)> launch);
+              std::function<Work(Bucket&)> launch, std::optional<at::ScalarType> wire = std::nullopt,
+              std::function<void(Bucket&)> land = nullptr);
+  // What the collective of bucket b sends: its wire copy, or its flat buffer.
+  static torch::Tensor& sent(Bucket& b) { return b.wire.defined() ? b.wire : b.flat; }
 
   const std::vector<torch::Tensor>& params() const { return params_; }
   std::vector<Bucket>& buckets() { return buckets_; }
@@ -76,6 +85,8 @@ class GradBuckets {
   std::vector<Bucket> buckets_;
   double bucket_bytes_;
   std::function<Work(Bucket&)> launch_;
+  std::optional<at::ScalarType> wire_;
+  std::function<void(Bucket&)> land_;
   std::mutex mu_;
   bool armed_ = false;
   bool static_ = false;
@@ -93,8 +104,9 @@ torch::Tensor plain_alias(const torch::Tensor& flat, int64_t offset, at::IntArra
 // their report.
 class BucketedSync : public GradSync {
  public:
-  BucketedSync(std::shared_ptr<Comm> comm, double bucket_bytes)
-      : comm_(std::move(comm)), bucket_bytes_(bucket_bytes) {}
+  // `wire`: distributed.comm_dtype when it is not the gradients' own (fp32).
+  BucketedSync(std::shared_ptr<Comm> comm, double bucket_bytes, std::optional<at::ScalarType> wire = std::nullopt)
+      : comm_(std::move(comm)), bucket_bytes_(bucket_bytes), wire_(wire) {}
   void before_backward(bool last) override { buckets_->arm(last); }
   void use_static_grads() override { buckets_->use_static(); }
   bool communicates() const override { return true; }
@@ -104,11 +116,13 @@ class BucketedSync : public GradSync {
 
  protected:
   // Every rank takes rank 0's model; then the buckets (padded to a multiple of `pad`).
-  void make_buckets(torch::nn::Module& model, int64_t pad, std::function<Work(Bucket&)> launch);
+  void make_buckets(torch::nn::Module& model, int64_t pad, std::function<Work(Bucket&)> launch,
+                    std::function<void(Bucket&)> land = nullptr);
   nlohmann::json base_report(const char* name, const char* collective) const;
 
   std::shared_ptr<Comm> comm_;
   double bucket_bytes_;
+  std::optional<at::ScalarType> wire_;
   std::unique_ptr<GradBuckets> buckets_;
   int64_t steps_ = 0;
 };
@@ -118,7 +132,11 @@ template <class Sync>
 std::unique_ptr<GradSync> make_bucketed_sync(const BuildContext& ctx, const std::string& name) {
   if (!ctx.comm)
     throw UserError("distributed.grad_sync: " + name + " needs more than one process (world size 1); use none or auto");
-  return std::make_unique<Sync>(ctx.comm, ctx.cfg.distributed.bucket_mb * 1024 * 1024);
+  const auto& d = ctx.cfg.distributed.comm_dtype;
+  std::optional<at::ScalarType> wire;
+  if (d == "bf16") wire = at::kBFloat16;
+  if (d == "fp16") wire = at::kHalf;
+  return std::make_unique<Sync>(ctx.comm, ctx.cfg.distributed.bucket_mb * 1024 * 1024, wire);
 }
 
 // The model's trainable parameters without duplicates (tied weights appear once).

@@ -11,7 +11,9 @@ class Ddp : public BucketedSync {
   using BucketedSync::BucketedSync;
 
   ParamSet attach(torch::nn::Module& model) override {
-    make_buckets(model, /*pad=*/1, [this](Bucket& b) { return comm_->all_reduce_sum(b.flat); });
+    make_buckets(
+        model, /*pad=*/1, [this](Bucket& b) { return comm_->all_reduce_sum(GradBuckets::sent(b)); },
+        [](Bucket& b) { b.flat.copy_(b.wire); });
     return default_param_set(buckets_->params());
   }
 

@@ -16,10 +16,14 @@ class Zero2 : public BucketedSync {
 
   ParamSet attach(torch::nn::Module& model) override {
     const int64_t world = comm_->size(), rank = comm_->rank();
-    make_buckets(model, /*pad=*/world, [this](Bucket& b) {
-      const size_t i = static_cast<size_t>(&b - buckets_->buckets().data());
-      return comm_->reduce_scatter_sum(grad_shards_[i], b.flat);
-    });
+    auto index = [this](const Bucket& b) { return static_cast<size_t>(&b - buckets_->buckets().data()); };
+    make_buckets(
+        model, /*pad=*/world,
+        [this, index](Bucket& b) {
+          const size_t i = index(b);
+          return comm_->reduce_scatter_sum(b.wire.defined() ? wire_shards_[i] : grad_shards_[i], GradBuckets::sent(b));
+        },
+        [this, index](Bucket& b) { grad_shards_[index(b)].copy_(wire_shards_[index(b)]); });
     ParamSet set;
     torch::NoGradGuard ng;
     const auto& params = buckets_->params();
@@ -30,6 +34,7 @@ class Zero2 : public BucketedSync {
       for (size_t j = 0; j < b.params.size(); ++j) buckets_->slot(flat, b, j).copy_(params[b.params[j]]);
       masters_.push_back(flat.narrow(0, lo, shard).clone());
       grad_shards_.push_back(torch::zeros({shard}, p0.options()));
+      if (wire_) wire_shards_.push_back(torch::zeros({shard}, p0.options().dtype(*wire_)));
       shard_elements_ += shard;
       // Runs of this shard's elements with one decay setting (parameters with >= 2 dims decay).
       for (size_t j = 0; j < b.params.size(); ++j) {
@@ -100,6 +105,7 @@ class Zero2 : public BucketedSync {
 
  private:
   std::vector<torch::Tensor> masters_, grad_shards_;
+  std::vector<torch::Tensor> wire_shards_;  // the reduce-scatter's output in the wire dtype (comm_dtype)
   struct Run {  // elements [start, start + length) of masters_[bucket], one decay setting
     size_t bucket;
     int64_t start, length;
