@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <functional>
+
 #include "efftrain/models/gpt2.h"
 #include "efftrain/tasks/task.h"
 
@@ -18,6 +20,27 @@ models::GptConfig tiny(bool sdpa, double dropout = 0.0) {
   c.dropout = dropout;
   c.sdpa = sdpa;
   return c;
+}
+
+struct LossGrads {
+  double loss;
+  std::vector<torch::Tensor> grads;
+  std::string norm_kernel;
+};
+// One training forward and backward on a fixed 3 x 16 batch with fixed dropout masks, on the
+// model of `c` built from seed 0 and then changed by `setup`.
+LossGrads cpu_step(const models::GptConfig& c, const std::function<void(models::Gpt&)>& setup) {
+  torch::manual_seed(0);
+  models::Gpt m(c);
+  if (setup) setup(m);
+  torch::manual_seed(1);
+  auto idx = torch::randint(0, 97, {3, 16}, torch::kLong), tgt = torch::randint(0, 97, {3, 16}, torch::kLong);
+  torch::manual_seed(2);  // the dropout masks
+  auto loss = m->loss(idx, tgt);
+  loss.backward();
+  LossGrads r{loss.item<double>(), {}, m->norm_kernel()};
+  for (const auto& p : m->parameters()) r.grads.push_back(p.grad().clone());
+  return r;
 }
 }  // namespace
 
@@ -140,17 +163,8 @@ TEST_CASE("selective recompute (GELU outputs, chunked logits) gives the same los
     auto cc = c;
     cc.fused_loss = fused;
     cc.head_chunk_rows = 7;  // 3 x 16 = 48 rows: six chunks of 7 and one of 6
-    torch::manual_seed(0);
-    models::Gpt m(cc);
-    m->set_selective_recompute(selective);
-    torch::manual_seed(1);
-    auto idx = torch::randint(0, 97, {3, 16}, torch::kLong), tgt = torch::randint(0, 97, {3, 16}, torch::kLong);
-    torch::manual_seed(2);  // the dropout masks
-    auto loss = m->loss(idx, tgt);
-    loss.backward();
-    std::vector<torch::Tensor> grads;
-    for (const auto& p : m->parameters()) grads.push_back(p.grad().clone());
-    return std::make_pair(loss.item<double>(), grads);
+    const auto r = cpu_step(cc, [&](models::Gpt& m) { m->set_selective_recompute(selective); });
+    return std::make_pair(r.loss, r.grads);
   };
   auto [l0, g0] = run(false, false);
   auto [l1, g1] = run(true, false);
@@ -174,22 +188,13 @@ TEST_CASE("fused residual LayerNorms (fused_norm) compute the unfused model: los
     auto run = [&](bool fused) {
       auto cc = c;
       cc.fused_norm = fused;
-      torch::manual_seed(0);
-      models::Gpt m(cc);
-      m->set_checkpoint_segments(segs);
-      {  // LayerNorms away from (1, 0), so that one applied in the wrong place shows
-        torch::NoGradGuard ng;
+      const auto r = cpu_step(cc, [&](models::Gpt& m) {
+        m->set_checkpoint_segments(segs);
+        torch::NoGradGuard ng;  // LayerNorms away from (1, 0), so that one applied in the wrong place shows
         for (auto& p : m->named_parameters())
           if (p.key().find("ln_") != std::string::npos) p.value().uniform_(-1.5, 1.5);
-      }
-      torch::manual_seed(1);
-      auto idx = torch::randint(0, 97, {3, 16}, torch::kLong), tgt = torch::randint(0, 97, {3, 16}, torch::kLong);
-      torch::manual_seed(2);  // the dropout masks
-      auto loss = m->loss(idx, tgt);
-      loss.backward();
-      std::vector<torch::Tensor> grads;
-      for (const auto& p : m->parameters()) grads.push_back(p.grad().clone());
-      return std::make_tuple(loss.item<double>(), grads, m->norm_kernel());
+      });
+      return std::make_tuple(r.loss, r.grads, r.norm_kernel);
     };
     INFO(segs.size() << " recomputed segments");
     auto [l0, g0, k0] = run(false);
