@@ -113,8 +113,9 @@ struct ResidualNorm : torch::autograd::Function<ResidualNorm> {
 #endif
 }  // namespace
 
-const char* residual_norm_path(const torch::Tensor& s_in, const torch::Tensor& h, const torch::Tensor& weight) {
-  return fused(s_in, h, weight, weight) ? "fused_kernel" : "aten";
+const char* residual_norm_path(const torch::Tensor& s_in, const torch::Tensor& h, const torch::Tensor& weight,
+                               const torch::Tensor& bias) {
+  return fused(s_in, h, weight, bias) ? "fused_kernel" : "aten";
 }
 
 std::pair<torch::Tensor, torch::Tensor> residual_layer_norm(const torch::Tensor& s_in, const torch::Tensor& h,

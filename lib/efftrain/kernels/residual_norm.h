@@ -13,7 +13,8 @@
 namespace efftrain::kernels {
 
 // What residual_layer_norm runs for these inputs: "fused_kernel" or "aten".
-const char* residual_norm_path(const torch::Tensor& s_in, const torch::Tensor& h, const torch::Tensor& weight);
+const char* residual_norm_path(const torch::Tensor& s_in, const torch::Tensor& h, const torch::Tensor& weight,
+                               const torch::Tensor& bias);
 
 // {s, y} for s_in [..., width] and h of its shape; p is applied only when `training`.
 // `use_kernel` false: ATen's ops wherever it runs.

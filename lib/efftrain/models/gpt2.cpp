@@ -230,8 +230,9 @@ torch::Tensor GptImpl::features(const torch::Tensor& idx) {
     kernel_ = "plain (materialized masked softmax)";
   }
   const bool chain = c_.fused_norm && c_.layers > 0 && !block_observer && (segments_.empty() || !is_training());
-  norm_kernel_ = !c_.fused_norm ? "aten"
-                 : std::string(kernels::residual_norm_path(x, x, ln_f_->weight)) + (chain ? "" : ", within blocks");
+  norm_kernel_ = "aten";
+  if (c_.fused_norm)
+    norm_kernel_ = std::string(kernels::residual_norm_path(x, x, ln_f_->weight, ln_f_->bias)) + (chain ? "" : ", within blocks");
   if (chain) {  // each block's MLP output joins the stream with the next block's ln_1, the last's with ln_f
     torch::Tensor a = blocks_[0]->ln1_->forward(x);
     for (int64_t i = 0; i < c_.layers; ++i) {

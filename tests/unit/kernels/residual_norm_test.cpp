@@ -60,7 +60,7 @@ Result reference(const Inputs& in, const torch::Tensor& keep_mask, double scale)
 
 Result fused(const Inputs& in, double p) {
   auto l = leaves(in);
-  REQUIRE(std::string(kernels::residual_norm_path(l[0], l[1], l[2])) == "fused_kernel");
+  REQUIRE(std::string(kernels::residual_norm_path(l[0], l[1], l[2], l[3])) == "fused_kernel");
   auto [s, y] = kernels::residual_layer_norm(l[0], l[1], l[2], l[3], p, /*training=*/true, 1e-5);
   CHECK(y.scalar_type() == in.h.scalar_type());
   return backward(l, s, y, in);
@@ -72,7 +72,7 @@ TEST_CASE("residual_layer_norm off CUDA runs ATen's ops") {
   torch::manual_seed(0);
   auto in = inputs(5, 24, torch::kFloat, true, torch::kCPU);
   auto l = leaves(in);
-  CHECK(std::string(kernels::residual_norm_path(l[0], l[1], l[2])) == "aten");
+  CHECK(std::string(kernels::residual_norm_path(l[0], l[1], l[2], l[3])) == "aten");
   torch::manual_seed(3);
   auto [s, y] = kernels::residual_layer_norm(l[0], l[1], l[2], l[3], 0.25, true, 1e-5);
   torch::manual_seed(3);
