@@ -38,7 +38,7 @@ struct Bucket {
 
 class GradBuckets {
  public:
-  // `launch(bucket)` starts the bucket's collective on bucket.flat (already divided by the
+  // `launch(bucket)` starts the bucket's collective on sent(bucket) (already divided by the
   // world size) and returns its work. Flat buffers are allocated on first use and kept until
   // release_buffers() (zero2 releases them after every step).
   // `wire`: the collective's dtype when it differs from the gradients' (undefined: theirs);
