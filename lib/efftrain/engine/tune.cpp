@@ -192,6 +192,14 @@ Measurement run_candidate(const CliOptions& o, const std::vector<std::string>& e
 
 }  // namespace
 
+std::optional<double> run_estimate_s(const Measurement& m, int64_t max_steps, double max_time_s) {
+  std::optional<double> s;
+  if (m.outcome == "ran" && m.samples_per_s > 0 && max_steps > 0)
+    s = static_cast<double>(max_steps) * static_cast<double>(m.global_batch) / m.samples_per_s;
+  if (max_time_s > 0) s = s ? std::min(*s, max_time_s) : max_time_s;
+  return s;
+}
+
 std::vector<std::string> same_function_paths(const std::string& task, bool cuda) {
   if (!cuda) return {};
   if (task.rfind("wikitext2_gpt", 0) == 0)
@@ -272,12 +280,19 @@ int run_cli(const CliOptions& o) {
   tuned.description = "efftrain tune of " + o.experiment + ": " + w.candidate.name + " (" + w.verdict + ")";
   write_file_atomic((fs::path(out) / "tuned.yaml").string(), config::to_yaml(tuned));
   const double spent = clock();
+  const auto run_s = run_estimate_s(r.rows[0].m, cfg.train.max_steps, cfg.train.max_time_s);
   std::string md = "# efftrain tune: " + o.experiment + "\n\n" + table_markdown(r) +
                    strf("\nSearch time %.1f s for %zu candidates; winner: %s.\n", spent, r.rows.size(),
                         w.candidate.name.c_str());
+  if (run_s)
+    md += strf("The search cost %.1f%% of the experiment as written (about %.0f s of training at its measured "
+               "throughput).\n",
+               100.0 * spent / *run_s, *run_s);
   write_file_atomic((fs::path(out) / "tune.md").string(), md);
   auto j = to_json(r, opts);
   j["search_s"] = spent;
+  j["run_estimate_s"] = run_s ? nlohmann::json(*run_s) : nlohmann::json(nullptr);
+  j["search_fraction_of_run"] = run_s ? nlohmann::json(spent / *run_s) : nlohmann::json(nullptr);
   j["steps_per_candidate"] = o.steps;
   write_file_atomic((fs::path(out) / "tune.json").string(), j.dump(2) + "\n");
   std::printf("%s", md.c_str());

@@ -66,6 +66,11 @@ double score(const Measurement& m, const Measurement& baseline, const Options& o
              double* goodput = nullptr);
 
 std::string table_markdown(const Result& r);
+
+// How long the experiment as written would train, from its measurement: max_steps optimizer
+// steps of its global batch at its samples/s, capped by max_time_s (0: no cap); none when it did
+// not run or has neither limit. The search's cost is stated against it.
+std::optional<double> run_estimate_s(const Measurement& as_written, int64_t max_steps, double max_time_s);
 nlohmann::json to_json(const Result& r, const Options& opts);
 
 // The overrides every candidate of a task takes on CUDA because they compute the same function

@@ -96,6 +96,14 @@ TEST_CASE("efftrain tune measures the candidates of a small CPU experiment and w
   int ran = 0;
   for (const auto& c : j["candidates"]) ran += c["outcome"] == "ran";
   CHECK(ran == 4);  // the small CNN has no blocks: its four sqrt candidates are not applicable
+  // the search's cost, stated against the experiment as written (quickstart: max_steps 120)
+  const auto& base = j["candidates"][0];
+  REQUIRE(j["run_estimate_s"].is_number());
+  CHECK_THAT(j["run_estimate_s"].get<double>(),
+             Catch::Matchers::WithinRel(120.0 * base["global_batch"].get<double>() / base["samples_per_s"].get<double>(), 1e-9));
+  CHECK_THAT(j["search_fraction_of_run"].get<double>(),
+             Catch::Matchers::WithinRel(j["search_s"].get<double>() / j["run_estimate_s"].get<double>(), 1e-9));
+  CHECK(test::read_text(d.file("t/tune.md")).find("of the experiment as written") != std::string::npos);
   const auto tuned = config::load(d.file("t/tuned.yaml"));
   CHECK(tuned.name == "quickstart-tuned");
   CHECK(test::read_text(d.file("t/tune.md")).find("winner") != std::string::npos);
@@ -132,4 +140,16 @@ TEST_CASE("on CUDA every tune candidate takes its task's same-function fast path
   // every one loads on top of its seed (a misspelt key or value would be refused)
   CHECK_NOTHROW(config::load(test::source_path("experiments/seed/wikitext2_gpt2_baseline.yaml"), gpt));
   CHECK_NOTHROW(config::load(test::source_path("experiments/seed/cifar10_resnet50_baseline.yaml"), resnet));
+}
+
+TEST_CASE("run_estimate_s: max_steps of the measured step time, capped by max_time_s; none without a measurement") {
+  tune::Measurement m;
+  m.samples_per_s = 100;
+  m.global_batch = 50;
+  CHECK(*tune::run_estimate_s(m, 1000, 0) == 500.0);   // 1000 steps x 0.5 s
+  CHECK(*tune::run_estimate_s(m, 1000, 120) == 120.0);  // the time limit comes first
+  CHECK(*tune::run_estimate_s(m, 0, 90) == 90.0);       // no step limit
+  m.outcome = "failed";
+  CHECK(*tune::run_estimate_s(m, 1000, 60) == 60.0);
+  CHECK_FALSE(tune::run_estimate_s(m, 1000, 0).has_value());
 }
