@@ -127,9 +127,7 @@ class Adaptive : public Accumulation {
     const double current = per_k * static_cast<double>(k_);
     const double target = cfg_.factor * bn;
     if (target <= current * (1.0 + cfg_.hysteresis) && target >= current / (1.0 + cfg_.hysteresis)) return;
-    const int64_t next = std::clamp<int64_t>(std::llround(target / per_k), k_min_, cfg_.k_max);
-    if (next == k_) return;
-    set_k(next, step + 1);
+    set_k(std::clamp<int64_t>(std::llround(target / per_k), k_min_, cfg_.k_max), step + 1);
   }
 
   // k from optimizer step `from_step` on, and the learning-rate response to it.
