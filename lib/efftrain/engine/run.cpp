@@ -322,7 +322,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
   // the CPU the tensor bytes that metrics::track_cpu_memory counts).
   nlohmann::json memory_saved = {{"estimate", nullptr}, {"why", "no segments are recomputed"}};
   if (parts.checkpointing->selective())
-    memory_saved["why"] = "selective recompute inside the blocks and the head: not estimated from the block probe; "
+    memory_saved["why"] = "selective recompute inside the blocks and a chunked head: not estimated from the block probe; "
                           "compare memory.peak_allocated_bytes with a run without it";
   if (!segments.empty()) {
     if (measured.empty()) measured = probe();
@@ -338,7 +338,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
   }
   parts.task->set_checkpoint_segments(segments);
   if (parts.checkpointing->selective() && !parts.task->set_selective_recompute(true))
-    throw UserError("checkpointing.policy: selective recomputes a GPT's GELU outputs and logits; task " + cfg.task.name +
+    throw UserError("checkpointing.policy: selective recomputes a GPT's GELU outputs and chunks its logits; task " + cfg.task.name +
                     " has no selective recompute (use sqrt, every or budget)");
   if (!measured.empty()) metrics::reset_peak_memory(device);  // the report's peak is training's, not the probe's
   const double recompute_flops = recompute_forward_flops(parts.task->block_forward_flops_per_sample(), segments);

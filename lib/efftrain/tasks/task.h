@@ -58,8 +58,9 @@ class Task {
   virtual int64_t num_blocks() const { return 0; }
   virtual std::vector<double> block_forward_flops_per_sample() const { return {}; }
   virtual void set_checkpoint_segments(const std::vector<std::pair<int64_t, int64_t>>& segments) {}
-  // checkpointing.policy selective: recompute the cheap activations that take the most memory
-  // (GPT: each MLP's GELU output and the classifier's logits) in backward. False: not offered.
+  // checkpointing.policy selective: keep less of the cheap activations that take the most memory
+  // (GPT: each MLP's GELU output recomputed in backward, the classifier's logits never held
+  // whole). False: not offered.
   virtual bool set_selective_recompute(bool on) { return false; }
   // One probe forward (training mode, grad on, a random batch of the real shape, inside
   // `scope`) that measures each block's activation memory on the device allocator; model
