@@ -90,6 +90,22 @@ TEST_CASE("a reached target stops the run and sets time_to_target") {
   CHECK(j["quality"]["final"].get<double>() >= 0.3);
 }
 
+TEST_CASE("eval_every_samples evaluates at the first step that completes each further N samples, whatever k") {
+  TempDir d;
+  const auto out = d.file("run");
+  // Batch 16, fixed k = 2: 32 samples a step. N = 80 is passed at steps 3 (96), 5 (160), 8 (256), 10 (320);
+  // step 12 is the last (always evaluated). eval_every=1 is what the samples cadence replaces.
+  auto r = run_efftrain("run experiments/quickstart.yaml --device cpu --out '" + out +
+                        "' --set train.max_steps=12 --set train.batch_size=16 --set accumulation.mode=fixed "
+                        "--set accumulation.k=2 --set train.eval_every=1 --set train.eval_every_samples=80 "
+                        "--set task.data.eval_limit=64");
+  REQUIRE(r.exit_code == 0);
+  const auto j = load_json(out + "/report.json");
+  std::vector<int64_t> steps;
+  for (const auto& p : j["quality"]["curve"]) steps.push_back(p["step"].get<int64_t>());
+  CHECK(steps == std::vector<int64_t>{3, 5, 8, 10, 12});
+}
+
 TEST_CASE("overrides with --set reach the run and the report") {
   TempDir d;
   const auto out = d.file("run");

@@ -389,6 +389,11 @@ template <class V> void visit(V& v, TrainConfig& c) {
   v.field("max_steps", c.max_steps, "Stop after this many optimizer steps; 0 = no step limit.", at_least(0));
   v.field("max_time_s", c.max_time_s, "Stop after this much training time (s); 0 = no limit.", at_least(0));
   v.field("eval_every", c.eval_every, "Optimizer steps between evaluations; 0 = only at the end.", at_least(0));
+  v.field("eval_every_samples", c.eval_every_samples,
+          "When > 0, evaluate at the first optimizer step that completes each further this many training samples "
+          "(all ranks together) instead of every eval_every steps: the same cadence in data whatever the "
+          "accumulation's k.",
+          at_least(0));
   v.field("target", c.target, "Quality target in the task's metric (accuracy, perplexity); null = none.");
   v.field("stop_at_target", c.stop_at_target, "Stop at the first evaluation that meets the target.");
   v.field("require_target", c.require_target, "Fail (exit 3) when the target was not reached.");

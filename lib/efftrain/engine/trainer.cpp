@@ -146,6 +146,10 @@ TrainResult Trainer::fit() {
   const double excluded_at_start = r.eval_s + r.checkpoint_s;
   int64_t steady_samples0 = 0, steady_tokens0 = 0, steady_step0 = 0;
 
+  // train.eval_every_samples: the next evaluation is due once r.samples reaches this (a resumed run
+  // continues from its own count).
+  const int64_t eval_samples = tc.eval_every_samples;
+  int64_t next_eval_at = eval_samples > 0 ? (r.samples / eval_samples + 1) * eval_samples : 0;
   auto reached = [&](double v) {
     return tc.target && (metric.higher_is_better ? v >= *tc.target : v <= *tc.target);
   };
@@ -233,7 +237,9 @@ TrainResult Trainer::fit() {
     const bool last_by_steps = tc.max_steps > 0 && step >= tc.max_steps;
     const bool warmup_done = step == first_step - 1 + tc.timing_warmup_steps;
     const bool want_log = step % cfg_.output.log_every == 0 || last_by_steps;
-    const bool want_eval = tc.eval_every > 0 && step % tc.eval_every == 0;
+    const bool want_eval =
+        eval_samples > 0 ? r.samples >= next_eval_at : tc.eval_every > 0 && step % tc.eval_every == 0;
+    if (eval_samples > 0 && want_eval) next_eval_at = (r.samples / eval_samples + 1) * eval_samples;
     const bool want_checkpoint = checkpoints && oc.checkpoint_every_steps > 0 && step % oc.checkpoint_every_steps == 0;
     const bool time_check = want_log || want_eval || warmup_done || want_checkpoint || step % 10 == 0;
     if (!time_check) continue;

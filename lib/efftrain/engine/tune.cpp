@@ -156,7 +156,8 @@ Measurement run_candidate(const CliOptions& o, const std::vector<std::string>& e
   std::vector<std::string> sets = o.overrides;
   const int64_t warm = std::max<int64_t>(1, std::min<int64_t>(5, o.steps / 3));
   for (const auto& s : {"train.max_steps=" + std::to_string(o.steps), std::string("train.max_time_s=0"),
-                        std::string("train.eval_every=0"), std::string("task.data.eval_limit=64"),
+                        std::string("train.eval_every=0"), std::string("train.eval_every_samples=0"),
+                        std::string("task.data.eval_limit=64"),
                         "train.timing_warmup_steps=" + std::to_string(warm), std::string("train.stop_at_target=false"),
                         std::string("train.require_target=false"), std::string("output.save_model=false"),
                         std::string("output.save_checkpoint=false"), std::string("output.checkpoint_every_steps=0"),
