@@ -54,3 +54,12 @@ bench_precision_grid() {
     done
   done
 }
+
+# bench_trim REPORT.json OUT.json: the report without its config (the overrides stay), for docs/results/.
+bench_trim() {
+  python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+j["experiment"].pop("config", None)
+json.dump(j, open(sys.argv[2], "w"), indent=1)' "$1" "$2"
+}

@@ -22,11 +22,7 @@ mkdir -p "$out/seed_reports"
 for r in "${runs[@]}"; do
   f="$RUNS/${r}_s$seed/report.json"
   [ -f "$f" ] || continue
-  python3 -c '
-import json, sys
-j = json.load(open(sys.argv[1]))
-j["experiment"].pop("config", None)
-json.dump(j, open(sys.argv[2], "w"), indent=1)' "$f" "$out/seed_reports/${r}_s$seed.json"
+  bench_trim "$f" "$out/seed_reports/${r}_s$seed.json"
 done
 for task in wikitext2_gpt2 cifar10_resnet50; do
   "$EFFTRAIN" compare "$RUNS/${task}_baseline_s$seed/report.json" "$RUNS/${task}_optimized_s$seed/report.json" \
