@@ -14,7 +14,7 @@ import sys
 COMPONENTS = {
     "precision": ("precision: {mode: fp32, tf32: false}", "precision: {mode: fp16, tf32: true}"),
     "accumulation": ("accumulation: {mode: none}",
-                     "accumulation: {mode: adaptive, k: 1, k_min: 1, k_max: 8, interval: 20}"),
+                     "accumulation: {mode: adaptive, k: 1, k_min: 1, k_max: 8, interval: 20, lr_response: {lr_response}}"),
     "schedule": ("schedule: {name: constant}",
                  "schedule: {name: warmup_cosine, unit: samples, warmup_start_factor: 0.1, warmup: {warmup}, "
                  "total: {total}}\noptim: {lr: {lr}}"),
@@ -41,21 +41,23 @@ TASK_PATHS = {
                        "scaled_dot_product_attention, the vocabulary padded to a multiple of 128, the fused loss "
                        "and the fused residual LayerNorms"),
 }
-# Schedule settings of each optimized seed (GPU, smoke): warmup, total (samples), peak lr.
+# Schedule settings of each optimized seed (GPU, smoke): warmup, total (samples), peak lr, and the
+# accumulation's learning-rate response to k.
 SCHEDULE = {
-    ("cifar10_resnet50", False): (100000, 1500000, "4.0e-4"),
-    ("wikitext2_gpt2", False): (4780, 47800, "3.0e-4"),
-    ("cifar10_resnet50", True): (128, 2048, "2.0e-3"),
-    ("wikitext2_gpt2", True): (64, 1024, "3.0e-3"),
+    ("cifar10_resnet50", False): (100000, 750000, "4.0e-4", "sqrt"),
+    ("wikitext2_gpt2", False): (4780, 47800, "3.0e-4", "none"),
+    ("cifar10_resnet50", True): (128, 2048, "2.0e-3", "none"),
+    ("wikitext2_gpt2", True): (64, 1024, "3.0e-3", "none"),
 }
 
 
 def text(task, smoke, seed, component, setting, title):
     off_on = COMPONENTS[component]
     body = off_on[setting]
-    warmup, total, lr = SCHEDULE[(task, smoke)]
+    warmup, total, lr, lr_response = SCHEDULE[(task, smoke)]
     body = (body.replace("{paths_off}", TASK_PATHS[task][0]).replace("{paths_on}", TASK_PATHS[task][1])
-            .replace("{warmup}", str(warmup)).replace("{total}", str(total)).replace("{lr}", lr))
+            .replace("{warmup}", str(warmup)).replace("{total}", str(total)).replace("{lr}", lr)
+            .replace("{lr_response}", lr_response))
     if smoke and component == "precision" and setting == 1:
         body = body.replace("fp16", "bf16")  # fp16 needs CUDA
     if smoke and component == "accumulation" and setting == 1:
