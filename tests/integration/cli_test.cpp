@@ -246,6 +246,37 @@ TEST_CASE("compare groups seeds into one configuration with median and spread, a
   CHECK_THAT(grouped, ContainsSubstring("| 1.00x |"));  // the first configuration against itself
 }
 
+TEST_CASE("compare gives no quality delta between configurations that both stopped at the target") {
+  TempDir d;
+  const std::string common = "run experiments/quickstart.yaml --device cpu --set train.target=0.3 "
+                             "--set train.stop_at_target=true --set train.eval_every=10";
+  REQUIRE(run_efftrain(common + " --out '" + d.file("a") + "'").exit_code == 0);
+  REQUIRE(run_efftrain(common + " --set optim.lr=0.002 --out '" + d.file("b") + "'").exit_code == 0);
+  REQUIRE(run_efftrain(common + " --set train.target=0.99 --set train.max_steps=20 --out '" + d.file("c") + "'")
+              .exit_code == 0);
+  REQUIRE(load_json(d.file("a") + "/report.json")["status"] == "target_reached");
+  REQUIRE(load_json(d.file("b") + "/report.json")["status"] == "target_reached");
+  auto r = run_efftrain("compare '" + d.file("a/report.json") + "' '" + d.file("b/report.json") + "' '" +
+                        d.file("c/report.json") + "'");
+  REQUIRE(r.exit_code == 0);
+  const std::string grouped = r.out.substr(r.out.find("| configuration |"));
+  CHECK(std::count(grouped.begin(), grouped.end(), '\n') == 5);  // header, rule, three configurations
+  // The quality-delta cell (the tenth) of the row whose label holds `label`.
+  auto delta_of = [&](const std::string& label) {
+    const auto row_at = grouped.find(label);
+    REQUIRE(row_at != std::string::npos);
+    std::string row = grouped.substr(row_at, grouped.find('\n', row_at) - row_at);
+    for (int i = 0; i < 9; ++i) row = row.substr(row.find(" | ") + 3);
+    return row.substr(0, row.find(" | "));
+  };
+  // b against a: both stopped at 0.3, so no delta; c ran to its step limit, so its delta stands.
+  CHECK(delta_of("optim.lr=0.002") == "— (both stopped at the target)");
+  const std::string c = delta_of("train.target=0.99");
+  CHECK(c.size() > 1);
+  CHECK((c[0] == '+' || c[0] == '-'));
+  CHECK(c.back() == '%');
+}
+
 TEST_CASE("docs/config-reference.md is what validate --reference prints") {
   auto r = run_efftrain("validate --reference");
   REQUIRE(r.exit_code == 0);

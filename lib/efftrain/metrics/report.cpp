@@ -80,6 +80,7 @@ struct Group {
   std::string label;
   int seeds = 0;
   int reached = 0;
+  int stopped = 0;  // runs that ended at the target (their final metric is the stopping evaluation's)
   double world = 1;
   Stat sps, mem, ttt, metric;
   bool higher_is_better = true;
@@ -107,6 +108,7 @@ std::string by_configuration(const std::vector<nlohmann::json>& reports) {
     ++g.seeds;
     const std::string status = j.value("status", "");
     if (status == "failed" || status == "diverged") continue;
+    if (status == "target_reached") ++g.stopped;
     if (auto v = number_at(j, "/throughput/samples_per_s")) g.sps.v.push_back(*v);
     if (auto v = number_at(j, "/memory/peak_allocated_bytes")) g.mem.v.push_back(*v);
     if (auto v = number_at(j, "/quality/final")) g.metric.v.push_back(*v);
@@ -131,7 +133,11 @@ std::string by_configuration(const std::vector<nlohmann::json>& reports) {
     const auto met = g.metric.median(), bmet = b.metric.median();
     std::string reduction = "—", delta = "—", scaling = "—";
     if (mem && bmem && *bmem > 0) reduction = fmt_num(100.0 * (1.0 - *mem / *bmem), "%.1f%%");
-    if (met && bmet && *bmet != 0) {
+    if (&g != &b && g.stopped == g.seeds && b.stopped == b.seeds && b.seeds > 0) {
+      // Both stopped at the first evaluation that met the same target: the final metrics are
+      // that evaluation's overshoot, not a quality difference (design 5: equal target).
+      delta = "— (both stopped at the target)";
+    } else if (met && bmet && *bmet != 0) {
       // Positive = better, whichever way the metric goes.
       const double d = (*met - *bmet) / std::fabs(*bmet) * (g.higher_is_better ? 1 : -1);
       delta = fmt_num(100.0 * d, "%+.2f%%");

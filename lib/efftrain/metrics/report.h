@@ -18,8 +18,9 @@ nlohmann::json read(const std::string& path);
 // Markdown: a table of the key figures of each report, with ratios to the first; then a table
 // by configuration (reports that differ only in train.seed grouped): median [min-max] over the
 // runs, and against the first configuration the throughput gain, peak-memory reduction,
-// time-to-target reduction, quality delta (positive = better) and scaling efficiency (when the
-// world size differs).
+// time-to-target reduction, quality delta (positive = better; none where both configurations
+// stopped at their target, whose final metrics are then only the stopping evaluations') and
+// scaling efficiency (when the world size differs).
 std::string compare_markdown(const std::vector<std::string>& paths,
                              const std::vector<nlohmann::json>& reports);
 
