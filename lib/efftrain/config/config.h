@@ -62,7 +62,7 @@ struct TrainConfig {
   int64_t max_steps = 100;         // optimizer steps; 0 = no limit (then max_time_s must be set)
   double max_time_s = 0;           // 0 = no limit
   int64_t eval_every = 50;         // optimizer steps between evaluations; 0 = only at the end
-  int64_t eval_every_samples = 0;  // > 0: evaluate each time this many (global) samples have passed, instead
+  int64_t eval_every_samples = 0;  // > 0: evaluate each time this many samples (all ranks) have passed instead
   std::optional<double> target;    // quality target (task metric); null = none
   bool stop_at_target = true;
   bool require_target = false;     // exit 3 when the target was not reached
