@@ -114,6 +114,26 @@ TEST_CASE("a killed single-process run resumes bit-identical (tiny CNN, tiny GPT
         resumed.report["result"]["resumed_from"]["loop_s"].get<double>() * 0.5);
 }
 
+TEST_CASE("a resumed policy-auto run keeps the decisions made before its checkpoint") {
+  // Checkpointing switched off at step 3 (an ample budget); killed at step 7, resumed from step 4.
+  const std::string args = kGpt + " --set checkpointing.policy=sqrt --set policy.mode=auto --set policy.observe_steps=3 "
+                                  "--set policy.memory_budget_bytes=8000000000 --set train.max_steps=10";
+  const auto whole = uninterrupted(args);
+  TempDir d;
+  const auto resumed = killed_and_resumed(args, d.file("run"), /*kill_step=*/7, /*every=*/4);
+  check_same_run(whole, resumed, 4);
+  const auto& pw = whole.report["optimizations"]["policy"];
+  const auto& pr = resumed.report["optimizations"]["policy"];
+  INFO(pw.dump() << "\n" << pr.dump());
+  REQUIRE(pw["decisions"].size() >= 1);
+  CHECK(pw["decisions"][0]["component"] == "checkpointing");
+  CHECK(pw["decisions"][0]["action"] == "switched_off");
+  REQUIRE(pr["decisions"].size() == pw["decisions"].size());
+  for (size_t i = 0; i < pw["decisions"].size(); ++i)
+    for (const char* key : {"component", "action", "step"}) CHECK(pr["decisions"][i][key] == pw["decisions"][i][key]);
+  CHECK(pr["checkpointing_segments_at_end"].empty());
+}
+
 TEST_CASE("a worker killed mid-run is survived: --max-restarts resumes every rank, same final parameters") {
   // ddp on the CNN and zero2 (sharded optimizer state) on the GPT, two processes each.
   const auto [args, sync] = GENERATE(std::make_pair(kCnn, std::string("ddp")), std::make_pair(kGpt, std::string("zero2")));

@@ -115,6 +115,25 @@ bool OnlinePolicy::decide_checkpointing(int64_t step, const std::function<bool(b
   return fits;
 }
 
+nlohmann::json OnlinePolicy::state() const {
+  return {{"checkpointing_decided", checkpointing_decided_}, {"accumulation_decided", accumulation_decided_},
+          {"watching", watching_},          {"watched", watched_},
+          {"segments", segments_},          {"decisions", decisions_}};
+}
+
+bool OnlinePolicy::restore(const nlohmann::json& st) {
+  checkpointing_decided_ = st.at("checkpointing_decided").get<bool>();
+  accumulation_decided_ = st.at("accumulation_decided").get<bool>();
+  watching_ = st.at("watching").get<bool>();
+  watched_ = st.at("watched").get<int64_t>();
+  decisions_ = st.at("decisions");
+  const auto segments = st.at("segments").get<std::vector<std::pair<int64_t, int64_t>>>();
+  if (segments == segments_) return false;
+  parts_.task->set_checkpoint_segments(segments);
+  segments_ = segments;
+  return true;
+}
+
 nlohmann::json OnlinePolicy::report() const {
   return {{"mode", "auto"},
           {"memory_budget_bytes", budget_ > 0 ? nlohmann::json(budget_) : nlohmann::json(nullptr)},

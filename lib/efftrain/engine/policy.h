@@ -41,6 +41,11 @@ class OnlinePolicy {
   // when v is true on every rank: a switch happens on all ranks or on none.
   bool after_step(int64_t step, int64_t steps_done, const std::function<bool(bool)>& all);
   nlohmann::json report() const;
+  // What a checkpoint carries: the decisions made and what is still watched. restore() puts a
+  // checkpoint's back (a resumed run neither observes nor decides again) and switches
+  // checkpointing off again where it had been; true when that changed what a step runs.
+  nlohmann::json state() const;
+  bool restore(const nlohmann::json& state);
 
  private:
   const config::PolicyConfig cfg_;

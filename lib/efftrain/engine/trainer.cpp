@@ -107,8 +107,10 @@ TrainResult Trainer::fit() {
       bind("final_metric", r.final_metric), bind("best_metric", r.best_metric),
       bind("final_train_loss", r.final_train_loss), bind("curve", r.curve), bind("window_steps", window_steps),
       bind("window_samples", window_samples), bind("last_loss", last_loss)};
+  nlohmann::json resumed;  // the checkpoint's loop state (resume only)
   if (!opts_.resume_from.empty()) {
-    const nlohmann::json st = load_resume_state(opts_.resume_from, rank, static_cast<int>(world), parts_, device_);
+    const nlohmann::json& st = resumed =
+        load_resume_state(opts_.resume_from, rank, static_cast<int>(world), parts_, device_);
     for (const auto& f : state) f.set(st.at(f.key));
     first_step = st.at("step").get<int64_t>() + 1;
     window_loss.fill_(st.at("window_loss").get<double>());
@@ -133,8 +135,11 @@ TrainResult Trainer::fit() {
     graph = std::make_unique<StepGraph>(parts_, device_, /*capture=*/false);
   }
   std::unique_ptr<OnlinePolicy> policy;
-  if (cfg_.policy.mode == "auto")
+  if (cfg_.policy.mode == "auto") {
     policy = std::make_unique<OnlinePolicy>(cfg_, parts_, device_, opts_.block_memory, opts_.segments, world);
+    // A checkpoint written before the policy state was saved has none: the policy decides again.
+    if (resumed.contains("policy") && policy->restore(resumed["policy"]) && graph) graph->recapture();
+  }
   metrics::StepProfiler profiler(tc.profile_start_step, tc.profile_steps, opts_.profile_path, device_);
   auto window_start = Clock::now();
 
@@ -161,6 +166,7 @@ TrainResult Trainer::fit() {
     const auto c0 = Clock::now();
     nlohmann::json st = {{"step", step}, {"loop_s", seconds_since(t0)}, {"window_loss", window_loss.item<double>()}};
     for (const auto& f : state) st[f.key] = f.get();
+    if (policy) st["policy"] = policy->state();
     r.last_checkpoint = save_checkpoint(opts_.checkpoints_root, step, st, parts_, cfg_, rank, static_cast<int>(world),
                                         comm_.get());
     ++r.checkpoints_written;
