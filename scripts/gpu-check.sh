@@ -2,7 +2,8 @@
 # One call on the GPU machine: build with all cores, run the test suite (GPU tests included),
 # the CUDA quickstart, and the benchmarks named in $EFFTRAIN_BENCH (space-separated names of
 # scripts/bench/*.sh). Only small results go under $OUT (summary.txt, benchmark JSONs, logs of
-# what failed); run folders stay in /tmp/efftrain-bench on the machine.
+# what failed); run folders stay in /tmp/efftrain-bench on the machine. More than 8 files under
+# $OUT (the device's limit) go back packed in results.tgz.
 #   device run: EFFTRAIN_BENCH="resnet50_input" scripts/gpu-check.sh     carry: [".data/data", ".data/tools"]
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,3 +44,13 @@ for b in ${EFFTRAIN_BENCH:-}; do
   BENCH_COMMAND="EFFTRAIN_BENCH=$b scripts/gpu-check.sh" bash "scripts/bench/$b.sh" "$OUT" 2>&1 | tee -a "$OUT/summary.txt"
   log "bench $b: done in $(( $(date +%s) - t1 ))s"
 done
+
+# The device returns at most 8 files from $OUT: beyond that, everything but summary.txt goes back
+# as one archive (tar xzf results.tgz where the files land).
+n=$(find "$OUT" -type f | wc -l)
+if [ "$n" -gt 8 ]; then
+  (cd "$OUT" && find . -type f ! -name summary.txt ! -name results.tgz -print0 |
+     tar czf results.tgz --null -T - --remove-files) &&
+    find "$OUT" -mindepth 1 -type d -empty -delete &&
+    log "packed $((n - 1)) files into results.tgz (the device returns at most 8 files)"
+fi
