@@ -116,6 +116,27 @@ TEST_CASE("the budget placement needs the CUDA allocator and says so on a CPU ru
   CHECK(r.err.find("budget measures activation memory with the CUDA allocator") != std::string::npos);
 }
 
+TEST_CASE("sqrt_balanced places sqrt's number of segments by measured bytes and saves at least what sqrt saves") {
+  // Two bottlenecks per stage (6 blocks, the first stage's the largest): sqrt makes {0,3},{3,3}.
+  const std::string run = "run experiments/smoke/cifar10_resnet_tiny.yaml --set task.model.blocks=[2,2,2] "
+                          "--set train.max_steps=4 --set train.eval_every=0 --set checkpointing.policy=";
+  const auto sqrt = run_report(run + "sqrt");
+  const auto balanced = run_report(run + "sqrt_balanced");
+  const auto& c = balanced["optimizations"]["checkpointing"];
+  INFO(c.dump());
+  CHECK(c["policy"] == "sqrt_balanced");
+  CHECK(c["blocks"] == 6);
+  REQUIRE(c["segments"].size() == 2);
+  CHECK(c["segments"][0]["first_block"] == 0);
+  CHECK(c["segments"][0]["blocks"].get<int64_t>() + c["segments"][1]["blocks"].get<int64_t>() == 6);
+  CHECK(c["segments"][0]["blocks"].get<int64_t>() < 3);  // the large first stage is split off
+  const auto saved = [](const nlohmann::json& j) {
+    return j["optimizations"]["checkpointing"]["memory_saved"]["fraction"].get<double>();
+  };
+  CHECK(saved(balanced) > saved(sqrt));
+  CHECK(balanced["status"] == "completed");
+}
+
 TEST_CASE("selective recompute trains the tiny GPT and is refused for a ResNet with exit 2") {
   const auto j = run_report("run experiments/smoke/wikitext2_gpt_tiny.yaml --set train.max_steps=20 "
                             "--set checkpointing.policy=selective --set task.model.fused_loss=true");

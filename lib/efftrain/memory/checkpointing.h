@@ -35,6 +35,14 @@ std::vector<std::pair<int64_t, int64_t>> select_budget_segments(const std::vecto
                                                                int64_t budget_bytes, int64_t segment_size,
                                                                bool* met = nullptr, int64_t* estimate = nullptr);
 
+// sqrt_balanced placement: the `segments` contiguous segments (all recomputed) whose largest
+// measured activation bytes is the smallest -- sqrt's segment count with the blocks shared out by
+// bytes instead of by count (ResNet-50's first stage holds about half of all block activations).
+std::vector<std::pair<int64_t, int64_t>> balanced_segments(const std::vector<BlockMemory>& blocks, int64_t segments);
+
+// The number of segments sqrt makes of n blocks: ceil(n / ceil(sqrt(n))).
+int64_t sqrt_segment_count(int64_t n);
+
 class Checkpointing {
  public:
   static constexpr const char* kKind = "checkpointing";

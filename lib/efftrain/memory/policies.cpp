@@ -1,6 +1,8 @@
-// Checkpointing placements: sqrt (segments of ceil(sqrt(L)) blocks) and every(n).
+// Checkpointing placements: sqrt (segments of ceil(sqrt(L)) blocks), every(n), sqrt_balanced (sqrt's
+// segment count, shared out by measured bytes), budget and selective.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "efftrain/core/error.h"
 #include "efftrain/engine/context.h"
@@ -10,12 +12,17 @@ namespace efftrain {
 
 namespace {
 
+// sqrt's segment length: ceil(sqrt(n)) blocks.
+int64_t ceil_sqrt(int64_t n) {
+  return static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(std::max<int64_t>(n, 1)))));
+}
+
 class Segments : public Checkpointing {
  public:
   Segments(std::string policy, int64_t fixed_size) : policy_(std::move(policy)), fixed_(fixed_size) {}
 
   std::vector<std::pair<int64_t, int64_t>> segments(int64_t n) const override {
-    const int64_t size = fixed_ > 0 ? fixed_ : static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n))));
+    const int64_t size = fixed_ > 0 ? fixed_ : ceil_sqrt(n);
     std::vector<std::pair<int64_t, int64_t>> out;
     for (int64_t start = 0; start < n; start += size) out.emplace_back(start, std::min(size, n - start));
     last_ = out;
@@ -121,7 +128,63 @@ std::vector<std::pair<int64_t, int64_t>> select_budget_segments(const std::vecto
   return chosen_segments();
 }
 
+int64_t sqrt_segment_count(int64_t n) {
+  if (n <= 0) return 0;
+  const int64_t size = ceil_sqrt(n);
+  return (n + size - 1) / size;
+}
+
+std::vector<std::pair<int64_t, int64_t>> balanced_segments(const std::vector<BlockMemory>& blocks, int64_t segments) {
+  const int64_t n = static_cast<int64_t>(blocks.size());
+  const int64_t k = std::clamp<int64_t>(segments, 0, n);
+  if (k == 0) return {};
+  std::vector<int64_t> prefix(static_cast<size_t>(n) + 1, 0);
+  for (int64_t i = 0; i < n; ++i) prefix[i + 1] = prefix[i] + blocks[i].activation_bytes;
+  // worst[j][i]: the smallest possible largest segment when the first i blocks form j segments;
+  // cut[j][i]: where the last of those segments starts.
+  const int64_t inf = std::numeric_limits<int64_t>::max();
+  std::vector<std::vector<int64_t>> worst(k + 1, std::vector<int64_t>(n + 1, inf)), cut(k + 1, std::vector<int64_t>(n + 1, 0));
+  worst[0][0] = 0;
+  for (int64_t j = 1; j <= k; ++j)
+    for (int64_t i = j; i <= n; ++i)
+      for (int64_t c = j - 1; c < i; ++c) {
+        if (worst[j - 1][c] == inf) continue;
+        const int64_t w = std::max(worst[j - 1][c], prefix[i] - prefix[c]);
+        if (w < worst[j][i]) {
+          worst[j][i] = w;
+          cut[j][i] = c;
+        }
+      }
+  std::vector<std::pair<int64_t, int64_t>> out(static_cast<size_t>(k));
+  for (int64_t j = k, i = n; j > 0; --j) {
+    const int64_t c = cut[j][i];
+    out[static_cast<size_t>(j - 1)] = {c, i - c};
+    i = c;
+  }
+  return out;
+}
+
 namespace {
+
+class SqrtBalanced : public Checkpointing {
+ public:
+  std::vector<std::pair<int64_t, int64_t>> segments(int64_t) const override { return {}; }
+  bool needs_measurement() const override { return true; }
+  std::vector<std::pair<int64_t, int64_t>> segments_for(const std::vector<BlockMemory>& m) const override {
+    chosen_ = balanced_segments(m, sqrt_segment_count(static_cast<int64_t>(m.size())));
+    blocks_ = static_cast<int64_t>(m.size());
+    return chosen_;
+  }
+  nlohmann::json report() const override {
+    nlohmann::json segs = nlohmann::json::array();
+    for (const auto& s : chosen_) segs.push_back({{"first_block", s.first}, {"blocks", s.second}});
+    return {{"policy", "sqrt_balanced"}, {"blocks", blocks_}, {"segments", segs}};
+  }
+
+ private:
+  mutable std::vector<std::pair<int64_t, int64_t>> chosen_;
+  mutable int64_t blocks_ = 0;
+};
 
 class Budget : public Checkpointing {
  public:
@@ -130,7 +193,7 @@ class Budget : public Checkpointing {
   bool needs_measurement() const override { return true; }
   std::vector<std::pair<int64_t, int64_t>> segments_for(const std::vector<BlockMemory>& m) const override {
     const int64_t n = static_cast<int64_t>(m.size());
-    const int64_t size = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(std::max<int64_t>(n, 1)))));
+    const int64_t size = ceil_sqrt(n);
     measured_ = m;
     chosen_ = select_budget_segments(m, budget_, size, &met_, &estimate_);
     return chosen_;
@@ -169,6 +232,11 @@ class Selective : public Checkpointing {
 };
 
 }  // namespace
+
+EFFTRAIN_REGISTER(Checkpointing, "sqrt_balanced",
+                  "recompute every block, in as many segments as sqrt makes, shared out by the blocks' measured "
+                  "activation bytes (probe forward) so that the largest recomputed segment is the smallest",
+                  [](const BuildContext&) -> std::unique_ptr<Checkpointing> { return std::make_unique<SqrtBalanced>(); });
 
 EFFTRAIN_REGISTER(Checkpointing, "selective",
                   "no whole blocks: each GPT block's GELU output is recomputed in backward, and the classifier's "

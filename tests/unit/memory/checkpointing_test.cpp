@@ -1,5 +1,7 @@
 #include <catch2/catch_test_macros.hpp>
 
+#include <limits>
+
 #include <torch/torch.h>
 
 #include "efftrain/config/config.h"
@@ -49,6 +51,50 @@ TEST_CASE("placements pick the segments they promise") {
   CHECK(placement("sqrt", 0, 12) == Segs{{0, 4}, {4, 4}, {8, 4}});          // GPT-2 small: ceil(sqrt 12) = 4
   CHECK(placement("sqrt", 0, 5) == Segs{{0, 3}, {3, 2}});
   CHECK(placement("every", 2, 5) == Segs{{0, 2}, {2, 2}, {4, 1}});
+}
+
+TEST_CASE("sqrt_balanced: sqrt's segment count, shared out so that the largest segment is the smallest") {
+  CHECK(sqrt_segment_count(16) == 4);
+  CHECK(sqrt_segment_count(12) == 3);
+  CHECK(sqrt_segment_count(10) == 3);  // segments of 4: 4, 4, 2
+  CHECK(sqrt_segment_count(5) == 2);
+  CHECK(sqrt_segment_count(1) == 1);
+  CHECK(sqrt_segment_count(0) == 0);
+  auto largest = [](const std::vector<BlockMemory>& b, const Segs& segs) {
+    int64_t worst = 0;
+    for (const auto& [first, count] : segs) {
+      int64_t held = 0;
+      for (int64_t i = first; i < first + count; ++i) held += b[i].activation_bytes;
+      worst = std::max(worst, held);
+    }
+    return worst;
+  };
+  // Equal blocks (a GPT): the segments sqrt makes.
+  const std::vector<BlockMemory> equal(12, BlockMemory{100, 10});
+  CHECK(balanced_segments(equal, sqrt_segment_count(12)) == placement("sqrt", 0, 12));
+  // ResNet-50 on CIFAR-10 in proportion: stage 1's three blocks and stage 2's first hold over half.
+  std::vector<BlockMemory> r50;
+  for (int64_t b : {1000, 1000, 1000, 1240, 520, 520, 520, 400, 260, 260, 260, 260, 260, 200, 130, 130})
+    r50.push_back({b, 10});
+  const Segs segs = balanced_segments(r50, 4);
+  REQUIRE(segs.size() == 4);
+  int64_t next = 0;
+  for (const auto& [first, count] : segs) {  // contiguous, every block once
+    CHECK(first == next);
+    CHECK(count >= 1);
+    next = first + count;
+  }
+  CHECK(next == 16);
+  // The smallest largest segment over every way of cutting 16 blocks into 4 (455 ways).
+  int64_t best = std::numeric_limits<int64_t>::max();
+  for (int64_t a = 1; a < 16; ++a)
+    for (int64_t b = a + 1; b < 16; ++b)
+      for (int64_t c = b + 1; c < 16; ++c)
+        best = std::min(best, largest(r50, Segs{{0, a}, {a, b - a}, {b, c - b}, {c, 16 - c}}));
+  CHECK(largest(r50, segs) == best);
+  CHECK(largest(r50, segs) == 2240);                        // {0,1} + ... : at most two of the large blocks together
+  CHECK(largest(r50, placement("sqrt", 0, 16)) == 4240);   // sqrt's first segment
+  CHECK(estimate_activation_peak(r50, segs) < estimate_activation_peak(r50, placement("sqrt", 0, 16)));
 }
 
 TEST_CASE("checkpointed ResNet: same loss and gradients, BatchNorm statistics updated once") {
