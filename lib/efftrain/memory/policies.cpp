@@ -17,6 +17,13 @@ int64_t ceil_sqrt(int64_t n) {
   return static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(std::max<int64_t>(n, 1)))));
 }
 
+// The report's form of a placement: [{first_block, blocks}, ...].
+nlohmann::json segments_json(const std::vector<std::pair<int64_t, int64_t>>& segments) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& s : segments) out.push_back({{"first_block", s.first}, {"blocks", s.second}});
+  return out;
+}
+
 class Segments : public Checkpointing {
  public:
   Segments(std::string policy, int64_t fixed_size) : policy_(std::move(policy)), fixed_(fixed_size) {}
@@ -30,9 +37,7 @@ class Segments : public Checkpointing {
     return out;
   }
   nlohmann::json report() const override {
-    nlohmann::json segs = nlohmann::json::array();
-    for (const auto& s : last_) segs.push_back({{"first_block", s.first}, {"blocks", s.second}});
-    return {{"policy", policy_}, {"blocks", last_n_}, {"segments", segs}};
+    return {{"policy", policy_}, {"blocks", last_n_}, {"segments", segments_json(last_)}};
   }
 
  private:
@@ -176,9 +181,7 @@ class SqrtBalanced : public Checkpointing {
     return chosen_;
   }
   nlohmann::json report() const override {
-    nlohmann::json segs = nlohmann::json::array();
-    for (const auto& s : chosen_) segs.push_back({{"first_block", s.first}, {"blocks", s.second}});
-    return {{"policy", "sqrt_balanced"}, {"blocks", blocks_}, {"segments", segs}};
+    return {{"policy", "sqrt_balanced"}, {"blocks", blocks_}, {"segments", segments_json(chosen_)}};
   }
 
  private:
@@ -199,8 +202,7 @@ class Budget : public Checkpointing {
     return chosen_;
   }
   nlohmann::json report() const override {
-    nlohmann::json segs = nlohmann::json::array(), blocks = nlohmann::json::array();
-    for (const auto& s : chosen_) segs.push_back({{"first_block", s.first}, {"blocks", s.second}});
+    nlohmann::json blocks = nlohmann::json::array();
     int64_t total = 0;
     for (const auto& b : measured_) {
       blocks.push_back(b.activation_bytes);
@@ -208,7 +210,7 @@ class Budget : public Checkpointing {
     }
     return {{"policy", "budget"}, {"budget_bytes", budget_}, {"blocks", measured_.size()},
             {"measured_block_activation_bytes", blocks}, {"measured_activation_bytes", total},
-            {"estimated_activation_bytes", estimate_}, {"budget_met", met_}, {"segments", segs}};
+            {"estimated_activation_bytes", estimate_}, {"budget_met", met_}, {"segments", segments_json(chosen_)}};
   }
 
  private:
