@@ -109,8 +109,8 @@ TrainResult Trainer::fit() {
       bind("window_samples", window_samples), bind("last_loss", last_loss)};
   nlohmann::json resumed;  // the checkpoint's loop state (resume only)
   if (!opts_.resume_from.empty()) {
-    const nlohmann::json& st = resumed =
-        load_resume_state(opts_.resume_from, rank, static_cast<int>(world), parts_, device_);
+    resumed = load_resume_state(opts_.resume_from, rank, static_cast<int>(world), parts_, device_);
+    const nlohmann::json& st = resumed;
     for (const auto& f : state) f.set(st.at(f.key));
     first_step = st.at("step").get<int64_t>() + 1;
     window_loss.fill_(st.at("window_loss").get<double>());
@@ -154,7 +154,8 @@ TrainResult Trainer::fit() {
   // train.eval_every_samples: the next evaluation is due once r.samples reaches this (a resumed run
   // continues from its own count).
   const int64_t eval_samples = tc.eval_every_samples;
-  int64_t next_eval_at = eval_samples > 0 ? (r.samples / eval_samples + 1) * eval_samples : 0;
+  auto next_multiple = [&](int64_t samples) { return (samples / eval_samples + 1) * eval_samples; };
+  int64_t next_eval_at = eval_samples > 0 ? next_multiple(r.samples) : 0;
   auto reached = [&](double v) {
     return tc.target && (metric.higher_is_better ? v >= *tc.target : v <= *tc.target);
   };
@@ -245,7 +246,7 @@ TrainResult Trainer::fit() {
     const bool want_log = step % cfg_.output.log_every == 0 || last_by_steps;
     const bool want_eval =
         eval_samples > 0 ? r.samples >= next_eval_at : tc.eval_every > 0 && step % tc.eval_every == 0;
-    if (eval_samples > 0 && want_eval) next_eval_at = (r.samples / eval_samples + 1) * eval_samples;
+    if (eval_samples > 0 && want_eval) next_eval_at = next_multiple(r.samples);
     const bool want_checkpoint = checkpoints && oc.checkpoint_every_steps > 0 && step % oc.checkpoint_every_steps == 0;
     const bool time_check = want_log || want_eval || warmup_done || want_checkpoint || step % 10 == 0;
     if (!time_check) continue;
