@@ -31,7 +31,7 @@ for n in "${names[@]}"; do
 import json, sys
 j = json.load(open(sys.argv[1]))
 o = j["optimizations"]
-print(sys.argv[2], j["status"], round(j["throughput"]["samples_per_s"]), "samples/s", "sync", o["grad_sync"].get("mode"),
-      "k", [(h["step"], h["k"]) for h in o["accumulation"].get("k_history", [])], "graph", j.get("cuda_graph", {}).get("enabled"))' \
+print(sys.argv[2], j["status"], round(j["throughput"]["samples_per_s"]), "samples/s", "sync", o["grad_sync"].get("name"),
+      "k", [(h["step"], h["k"]) for h in o["accumulation"].get("k_history", [])], "graph", o.get("cuda_graph", {}).get("enabled"))' \
     "$RUNS/$n/report.json" "$n" 2>&1
 done
