@@ -10,6 +10,7 @@
 # communication between them -- what running side by side costs before any gradient exchange.
 #   SCALING_TASKS   "cifar10_resnet50 wikitext2_gpt2"   SCALING_CONFIGS "optimized baseline"
 #   SCALING_WORLDS  "1 2 4"                             SCALING_INDEPENDENT 1 (0: no control)
+#   SCALING_SET     "key=value ..." added to every run, SCALING_TAG then names its runs and JSONs
 # The GPT-2 baseline (fp32, plain attention, b32 x 1024) needs ~80 GiB: it is left out, and
 # said so, on a card with less than 100 GiB.
 # Usage: scaling_seeds.sh OUT_DIR -> OUT_DIR/scaling_seeds_<task>_<config>.json (+ _independent)
@@ -19,7 +20,10 @@ gpus="$(nvidia-smi -L | wc -l)"
 mem_mib="$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)"
 worlds=()
 for w in ${SCALING_WORLDS:-1 2 4}; do [ "$gpus" -ge "$w" ] && worlds+=("$w"); done
-common=(--set train.max_steps=0 --set train.eval_every=0 --set train.eval_every_samples=0
+tag="${SCALING_TAG:+_$SCALING_TAG}"
+extra=()
+for kv in ${SCALING_SET:-}; do extra+=(--set "$kv"); done
+common=("${extra[@]}" --set train.max_steps=0 --set train.eval_every=0 --set train.eval_every_samples=0
         --set train.stop_at_target=false --set task.data.eval_limit=1000)
 for task in ${SCALING_TASKS:-cifar10_resnet50 wikitext2_gpt2}; do
   case "$task" in
@@ -35,24 +39,24 @@ for task in ${SCALING_TASKS:-cifar10_resnet50 wikitext2_gpt2}; do
           "${common[@]}")
     names=()
     for w in "${worlds[@]}"; do
-      name="scale_${task}_${cfg}_${w}gpu"
+      name="scale_${task}_${cfg}${tag}_${w}gpu"
       if [ "$w" = 1 ]; then OMP_NUM_THREADS=1 bench_run "$name" "${args[@]}"
       else bench_run "$name" "${args[@]}" --nproc "$w"; fi
       names+=("$name")
     done
-    bench_collect "$out/scaling_seeds_${task}_${cfg}.json" \
-      "$task $cfg seed as written, world sizes ${worlds[*]}, same per-GPU batch" "${names[@]}"
+    bench_collect "$out/scaling_seeds_${task}_${cfg}${tag}.json" \
+      "$task $cfg seed as written${SCALING_SET:+ with $SCALING_SET}, world sizes ${worlds[*]}, same per-GPU batch" "${names[@]}"
     if [ "$task/$cfg" = cifar10_resnet50/optimized ] && [ "${SCALING_INDEPENDENT:-1}" = 1 ] && [ "$gpus" -ge 2 ]; then
       n="${worlds[-1]}"
       ind=()
       for ((g = 0; g < n; ++g)); do
-        CUDA_VISIBLE_DEVICES="$g" OMP_NUM_THREADS=1 bench_run "scale_${task}_${cfg}_alone_gpu$g" "${args[@]}" &
-        ind+=("scale_${task}_${cfg}_alone_gpu$g")
+        CUDA_VISIBLE_DEVICES="$g" OMP_NUM_THREADS=1 bench_run "scale_${task}_${cfg}${tag}_alone_gpu$g" "${args[@]}" &
+        ind+=("scale_${task}_${cfg}${tag}_alone_gpu$g")
       done
       wait
-      bench_collect "$out/scaling_seeds_${task}_${cfg}_independent.json" \
+      bench_collect "$out/scaling_seeds_${task}_${cfg}${tag}_independent.json" \
         "$task $cfg: $n independent 1-GPU runs at once (no communication), against the solo 1-GPU run" \
-        "scale_${task}_${cfg}_1gpu" "${ind[@]}"
+        "scale_${task}_${cfg}${tag}_1gpu" "${ind[@]}"
     fi
   done
 done

@@ -1,6 +1,8 @@
 // Tasks end to end on the CPU (small variants, synthetic data of the real shape).
 #include <catch2/catch_test_macros.hpp>
 
+#include <cstdlib>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "helpers.h"
@@ -169,4 +171,20 @@ TEST_CASE("train.profile_start_step writes a Chrome trace of the profiled steps 
     if (e.value("cat", "") == "cpu_op" && e.value("name", "").find("aten::") == 0) ++ops;
   CHECK(ops > 100);  // two steps of a GPT's forward, backward and update
   CHECK_FALSE(read_text(d.file("run/profile/trace.rank0.json.partial")).size() > 0);
+  // Each step's phases are named ranges, which scripts/trace_phases.py tabulates.
+  std::map<std::string, int> ranges;
+  for (const auto& e : trace["traceEvents"])
+    if (e.value("cat", "") == "user_annotation") ++ranges[e.value("name", "")];
+  CHECK(ranges["efftrain::zero_grad"] == 2);
+  CHECK(ranges["efftrain::micro_step"] == 2);  // k = 1
+  CHECK(ranges["efftrain::grad_sync"] == 2);
+  CHECK(ranges["efftrain::optimizer"] == 2);
+  CHECK(ranges["efftrain::after_step"] == 2);
+  const std::string cmd = "python3 '" EFFTRAIN_SOURCE_DIR "/scripts/trace_phases.py' --json '" + d.file("phases.json") +
+                          "' run='" + p["trace"].get<std::string>() + "' > '" + d.file("phases.txt") + "'";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  const auto ph = nlohmann::json::parse(read_text(d.file("phases.json")))["run"];
+  CHECK(ph["steps"] == 2);
+  CHECK(ph["phases_per_step"]["micro_step"]["host_ms"].get<double>() > 0);
+  CHECK(ph["phases_per_step"]["optimizer"]["host_ms"].get<double>() > 0);
 }

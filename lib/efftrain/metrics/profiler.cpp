@@ -24,6 +24,7 @@ StepProfiler::~StepProfiler() {
 
 void StepProfiler::before_step(int64_t step) {
   if (start_ <= 0 || step != start_ || active_ || saved_) return;
+  synchronize(device_);  // the trace holds these steps' kernels, not the queued tail of earlier ones
   std::set<ActivityType> acts{ActivityType::CPU};
   if (device_.is_cuda()) acts.insert(ActivityType::CUDA);
   const ProfilerConfig config(ProfilerState::KINETO, /*report_input_shapes=*/false, /*profile_memory=*/false);

@@ -4,6 +4,7 @@
 // profile outside the timed window, or in a run of its own.
 #pragma once
 
+#include <ATen/record_function.h>
 #include <torch/types.h>
 
 #include <cstdint>
@@ -11,6 +12,20 @@
 #include <string>
 
 namespace efftrain::metrics {
+
+// A named range of host time in a profiler trace (a user annotation; scripts/trace_phases.py
+// attributes the GPU work launched inside it); nothing unless a profiler is recording.
+class TraceRange {
+ public:
+  explicit TraceRange(std::string_view name) : rf_(at::RecordScope::USER_SCOPE) {
+    if (rf_.isActive()) rf_.before(name, c10::ArrayRef<const c10::IValue>{});
+  }
+  TraceRange(const TraceRange&) = delete;
+  TraceRange& operator=(const TraceRange&) = delete;
+
+ private:
+  at::RecordFunction rf_;
+};
 
 class StepProfiler {
  public:

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Where the time of a profiled optimizer step goes, phase by phase, from efftrain's Chrome traces
+(train.profile_start_step): the trainer marks each step's phases (efftrain::zero_grad,
+micro_step, grad_sync, optimizer, after_step) as user annotations, and every GPU kernel is
+charged to the phase whose host range launched it (by the launch's correlation id). Per phase
+and step: host ms, GPU busy ms, and the GPU idle time before its kernels, split into time the GPU
+waited for the host to launch them ("host") and the rest (dependencies, gaps inside a CUDA graph,
+waits on another stream). NCCL kernels are listed on their own: their time includes waiting for
+the other ranks. Traces named RUN_rankN are the ranks of one run: the GPU arrival of each at the
+step's gradient sync is compared (the traces' clocks aligned by baseTimeNanoseconds).
+
+usage: trace_phases.py [--json OUT] NAME=TRACE.json [NAME=TRACE.json ...]
+"""
+import argparse
+import bisect
+import collections
+import json
+
+DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+RUNTIME_CATS = ("cuda_runtime", "cuda_driver")
+PREFIX = "efftrain::"
+
+
+def load(path):
+    with open(path) as f:
+        t = json.load(f)
+    events = t["traceEvents"] if isinstance(t, dict) else t
+    base_us = (t.get("baseTimeNanoseconds", 0) / 1000.0) if isinstance(t, dict) else 0.0
+    return events, base_us
+
+
+def analyze(path):
+    events, base_us = load(path)
+    phases = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") == "user_annotation"
+                     and e.get("name", "").startswith(PREFIX)), key=lambda e: e["ts"])
+    launch = {}
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") in RUNTIME_CATS and "correlation" in e.get("args", {}):
+            launch[e["args"]["correlation"]] = e["ts"]
+    device = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") in DEVICE_CATS), key=lambda e: e["ts"])
+    starts = [p["ts"] for p in phases]
+
+    def phase_of(ts):
+        i = bisect.bisect_right(starts, ts) - 1
+        if i >= 0 and ts <= phases[i]["ts"] + phases[i]["dur"]:
+            return i
+        return None
+
+    steps = sum(1 for p in phases if p["name"] == PREFIX + "zero_grad") or 1
+    rows = collections.defaultdict(lambda: collections.Counter())
+    for p in phases:
+        r = rows[p["name"][len(PREFIX):]]
+        r["host_ms"] += p["dur"] / 1000.0
+        r["ranges"] += 1
+    nccl = collections.Counter()
+    nccl_n = collections.Counter()
+    first_sync_gpu = {}  # phase index of a grad_sync range -> GPU start of its first kernel
+    busy_end = None
+    for e in device:
+        corr = e.get("args", {}).get("correlation")
+        lt = launch.get(corr)
+        pi = phase_of(lt) if lt is not None else None
+        name = phases[pi]["name"][len(PREFIX):] if pi is not None else "(outside)"
+        r = rows[name]
+        r["kernels"] += 1
+        r["gpu_ms"] += e["dur"] / 1000.0
+        if "nccl" in e["name"].lower():
+            key = e["name"].split("(")[0][:60]
+            nccl[key] += e["dur"] / 1000.0
+            nccl_n[key] += 1
+        if busy_end is not None and e["ts"] > busy_end:
+            gap = e["ts"] - busy_end
+            host = max(0.0, min(lt, e["ts"]) - busy_end) if lt is not None else 0.0
+            r["idle_host_ms"] += host / 1000.0
+            r["idle_other_ms"] += (gap - host) / 1000.0
+        if pi is not None and name == "grad_sync" and pi not in first_sync_gpu:
+            first_sync_gpu[pi] = e["ts"]
+        busy_end = e["ts"] + e["dur"] if busy_end is None else max(busy_end, e["ts"] + e["dur"])
+    span = (busy_end - device[0]["ts"]) / 1000.0 if device else 0.0
+    per_step = {k: {m: v / steps for m, v in c.items() if m != "ranges"} for k, c in rows.items()}
+    sync_phases = [i for i, p in enumerate(phases) if p["name"] == PREFIX + "grad_sync"]
+    return {
+        "trace": path,
+        "steps": steps,
+        "gpu_span_ms_per_step": span / steps,
+        "phases_per_step": per_step,
+        "nccl_ms_per_step": {k: v / steps for k, v in nccl.most_common()},
+        "nccl_calls_per_step": {k: v / steps for k, v in nccl_n.items()},
+        # absolute (base-aligned) microseconds, one per step: host entry and GPU arrival at the sync
+        "sync_host_us": [phases[i]["ts"] + base_us for i in sync_phases],
+        "sync_gpu_us": [first_sync_gpu[i] + base_us if i in first_sync_gpu else None for i in sync_phases],
+    }
+
+
+ORDER = ["zero_grad", "micro_step", "grad_sync", "optimizer", "after_step", "(outside)"]
+METRICS = [("host_ms", "host"), ("gpu_ms", "gpu busy"), ("idle_host_ms", "idle: host"),
+           ("idle_other_ms", "idle: other"), ("kernels", "kernels")]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("traces", nargs="+", help="NAME=TRACE.json")
+    ap.add_argument("--json", help="write the analysis here")
+    a = ap.parse_args()
+    out = {}
+    for arg in a.traces:
+        name, _, path = arg.partition("=")
+        out[name] = analyze(path)
+    for name, s in out.items():
+        print(f"\n{name}: {s['steps']} steps, GPU span {s['gpu_span_ms_per_step']:.2f} ms/step")
+        print(f"  {'phase (per step)':<14}" + "".join(f"{h:>13}" for _, h in METRICS))
+        for ph in ORDER + sorted(set(s["phases_per_step"]) - set(ORDER)):
+            if ph not in s["phases_per_step"]:
+                continue
+            c = s["phases_per_step"][ph]
+            print(f"  {ph:<14}" + "".join(f"{c.get(m, 0):>13.2f}" for m, _ in METRICS))
+        for k, v in s["nccl_ms_per_step"].items():
+            print(f"  nccl {v:8.3f} ms/step in {s['nccl_calls_per_step'][k]:.1f} calls  {k}")
+    # Ranks of one run: traces named RUN_rankN.
+    groups = collections.defaultdict(list)
+    for n in out:
+        if "_rank" in n and out[n]["sync_gpu_us"]:
+            groups[n.rsplit("_rank", 1)[0]].append(n)
+    for run, names in groups.items():
+        if len(names) < 2:
+            continue
+        n_steps = min(len(out[n]["sync_gpu_us"]) for n in names)
+        print(f"\n{run}: GPU arrival at each step's grad_sync, ms after the earliest rank (host entry in brackets)")
+        for i in range(n_steps):
+            g = [out[n]["sync_gpu_us"][i] for n in names]
+            h = [out[n]["sync_host_us"][i] for n in names]
+            if None in g:
+                continue
+            print(f"  step {i}: " + "  ".join(f"{n[len(run) + 1:]} {(x - min(g)) / 1000:6.2f} [{(y - min(h)) / 1000:6.2f}]"
+                                             for n, x, y in zip(names, g, h)))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
