@@ -5,7 +5,7 @@ micro_step, grad_sync, optimizer, after_step) as user annotations, and every GPU
 charged to the phase whose host range launched it (by the launch's correlation id). Per phase
 and step: host ms, GPU busy ms, and the GPU idle time before its kernels, split into time the GPU
 waited for the host to launch them ("host") and the rest (dependencies, gaps inside a CUDA graph,
-waits on another stream). NCCL kernels are listed on their own: their time includes waiting for
+waits on another stream), and the kernel pairs with the most idle time between them. NCCL kernels are listed on their own: their time includes waiting for
 the other ranks. Traces named RUN_rankN are the ranks of one run: the GPU arrival of each at the
 step's gradient sync is compared (the traces' clocks aligned by baseTimeNanoseconds).
 
@@ -55,7 +55,9 @@ def analyze(path):
     nccl = collections.Counter()
     nccl_n = collections.Counter()
     first_sync_gpu = {}  # phase index of a grad_sync range -> GPU start of its first kernel
-    busy_end = None
+    gaps = collections.Counter()  # (phase, kernel before, kernel after) -> idle us
+    gap_n = collections.Counter()
+    busy_end, last = None, None
     for e in device:
         corr = e.get("args", {}).get("correlation")
         lt = launch.get(corr)
@@ -73,9 +75,13 @@ def analyze(path):
             host = max(0.0, min(lt, e["ts"]) - busy_end) if lt is not None else 0.0
             r["idle_host_ms"] += host / 1000.0
             r["idle_other_ms"] += (gap - host) / 1000.0
+            key = (name, last["name"][:50], e["name"][:50])
+            gaps[key] += gap
+            gap_n[key] += 1
         if pi is not None and name == "grad_sync" and pi not in first_sync_gpu:
             first_sync_gpu[pi] = e["ts"]
-        busy_end = e["ts"] + e["dur"] if busy_end is None else max(busy_end, e["ts"] + e["dur"])
+        if busy_end is None or e["ts"] + e["dur"] >= busy_end:
+            busy_end, last = e["ts"] + e["dur"], e
     span = (busy_end - device[0]["ts"]) / 1000.0 if device else 0.0
     per_step = {k: {m: v / steps for m, v in c.items() if m != "ranges"} for k, c in rows.items()}
     sync_phases = [i for i, p in enumerate(phases) if p["name"] == PREFIX + "grad_sync"]
@@ -86,6 +92,8 @@ def analyze(path):
         "phases_per_step": per_step,
         "nccl_ms_per_step": {k: v / steps for k, v in nccl.most_common()},
         "nccl_calls_per_step": {k: v / steps for k, v in nccl_n.items()},
+        # the largest sources of GPU idle time: [phase, kernel before, kernel after, ms per step, gaps per step]
+        "top_gaps": [[*k, v / 1000.0 / steps, gap_n[k] / steps] for k, v in gaps.most_common(15)],
         # absolute (base-aligned) microseconds, one per step: host entry and GPU arrival at the sync
         "sync_host_us": [phases[i]["ts"] + base_us for i in sync_phases],
         "sync_gpu_us": [first_sync_gpu[i] + base_us if i in first_sync_gpu else None for i in sync_phases],
@@ -114,6 +122,8 @@ def main():
                 continue
             c = s["phases_per_step"][ph]
             print(f"  {ph:<14}" + "".join(f"{c.get(m, 0):>13.2f}" for m, _ in METRICS))
+        for ph, before, after, ms, n in s["top_gaps"][:8]:
+            print(f"  idle {ms:8.3f} ms/step in {n:6.1f} gaps  [{ph}] {before} -> {after}")
         for k, v in s["nccl_ms_per_step"].items():
             print(f"  nccl {v:8.3f} ms/step in {s['nccl_calls_per_step'][k]:.1f} calls  {k}")
     # Ranks of one run: traces named RUN_rankN.

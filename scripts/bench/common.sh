@@ -43,12 +43,13 @@ bench_collect() {
 }
 
 # bench_precision_grid PREFIX EXPERIMENT [efftrain run args...]: runs fp32/fp16/bf16 x
-# checkpointing none/sqrt (GRID_POLICIES="none sqrt sqrt_balanced" adds placements) as
-# PREFIX_<precision>_<policy>; their names go to GRID_NAMES.
+# checkpointing none/sqrt (GRID_POLICIES="none sqrt sqrt_balanced" adds placements,
+# GRID_PRECISIONS="fp32 fp16" narrows the precisions) as PREFIX_<precision>_<policy>; their
+# names go to GRID_NAMES.
 bench_precision_grid() {
   local prefix="$1" exp="$2"; shift 2
   GRID_NAMES=()
-  for p in fp32 fp16 bf16; do
+  for p in ${GRID_PRECISIONS:-fp32 fp16 bf16}; do
     for c in ${GRID_POLICIES:-none sqrt}; do
       bench_run "${prefix}_${p}_${c}" "$exp" "$@" --set precision.mode=$p --set checkpointing.policy=$c
       GRID_NAMES+=("${prefix}_${p}_${c}")
