@@ -407,7 +407,8 @@ template <class V> void visit(V& v, TrainConfig& c) {
           "the other kernels allow).");
   v.field("profile_start_step", c.profile_start_step,
           "Profile optimizer steps from this one (CPU ops and CUDA kernels, LibTorch's Kineto profiler) into "
-          "OUT/profile/trace.rank<r>.json, a Chrome trace (scripts/profile_summary.py tabulates it); 0 = off. The "
+          "OUT/profile/trace.rank<r>.json, a Chrome trace with each step's phases named (scripts/profile_summary.py "
+          "tabulates its kernels, scripts/trace_phases.py its phases and idle time); 0 = off. The "
           "profiled steps run slower and count in the throughput: start after timing_warmup_steps in a run of its own.",
           at_least(0));
   v.field("profile_steps", c.profile_steps, "Optimizer steps profiled from profile_start_step.", at_least(1));
