@@ -30,7 +30,7 @@ def main():
         line, = ax.plot(ws, sps, "o-", label=label)
         ax.plot(ws, [base * w for w in ws], "--", color=line.get_color(), alpha=0.5)
         for w, s in zip(ws[1:], sps[1:]):
-            ax.annotate(f"{s / (w * base):.0%}", (w, s), textcoords="offset points", xytext=(4, -12), fontsize=8)
+            ax.annotate(f"{s / (w * base):.1%}", (w, s), textcoords="offset points", xytext=(4, -12), fontsize=8)
         card = doc.get("card")
     for ax, title, unit in ((axes[0], "ResNet-50 / CIFAR-10, b128 per GPU", "images/s"),
                             (axes[1], "GPT-2 small / WikiText-2, b32x1024 per GPU", "sequences/s")):
