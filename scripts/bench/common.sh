@@ -42,6 +42,19 @@ bench_collect() {
   python3 "$root/scripts/collect.py" "$out" "$title" "${BENCH_COMMAND:-scripts/gpu-check.sh}" "${reports[@]}"
 }
 
+# bench_series PREFIX "WORLD SIZES" EXPERIMENT [efftrain run args...]: one run per world size as
+# PREFIX_<w>gpu, the 1-GPU run with OMP_NUM_THREADS=1 (as the launcher gives every worker), the
+# others with --nproc w; their names go to SERIES_NAMES.
+bench_series() {
+  local prefix="$1" worlds="$2"; shift 2
+  SERIES_NAMES=()
+  for w in $worlds; do
+    if [ "$w" = 1 ]; then OMP_NUM_THREADS=1 bench_run "${prefix}_${w}gpu" "$@"
+    else bench_run "${prefix}_${w}gpu" "$@" --nproc "$w"; fi
+    SERIES_NAMES+=("${prefix}_${w}gpu")
+  done
+}
+
 # bench_precision_grid PREFIX EXPERIMENT [efftrain run args...]: runs fp32/fp16/bf16 x
 # checkpointing none/sqrt (GRID_POLICIES="none sqrt sqrt_balanced" adds placements,
 # GRID_PRECISIONS="fp32 fp16" narrows the precisions) as PREFIX_<precision>_<policy>; their

@@ -20,13 +20,8 @@ gpt_opt=("${gpt_base[@]}" --set precision.mode=bf16 --set optim.name=adamw_fused
 for task in r50 gpt; do
   for cfg in base opt; do
     eval "args=(\"\${${task}_${cfg}[@]}\")"
-    names=()
-    for w in "${worlds[@]}"; do
-      name="${task}_${cfg}_${w}gpu"
-      if [ "$w" = 1 ]; then OMP_NUM_THREADS=1 bench_run "$name" "${args[@]}"
-      else bench_run "$name" "${args[@]}" --nproc "$w"; fi
-      names+=("$name")
-    done
+    bench_series "${task}_${cfg}" "${worlds[*]}" "${args[@]}"
+    names=("${SERIES_NAMES[@]}")
     if [ "$task$cfg" = r50opt ]; then
       for w in "${worlds[@]:1}"; do
         bench_run "${task}_${cfg}_${w}gpu_bind" "${args[@]}" --nproc "$w" --set distributed.bind_cpus=true

@@ -39,15 +39,10 @@ for task in ${SCALING_TASKS:-cifar10_resnet50 wikitext2_gpt2}; do
     fi
     args=("experiments/seed/${task}_${cfg}.yaml" --set train.max_time_s="$secs" --set train.timing_warmup_steps="$warm"
           "${common[@]}")
-    names=()
-    for w in "${worlds[@]}"; do
-      name="scale_${task}_${cfg}${tag}_${w}gpu"
-      if [ "$w" = 1 ]; then OMP_NUM_THREADS=1 bench_run "$name" "${args[@]}"
-      else bench_run "$name" "${args[@]}" --nproc "$w"; fi
-      names+=("$name")
-    done
+    bench_series "scale_${task}_${cfg}${tag}" "${worlds[*]}" "${args[@]}"
     bench_collect "$out/scaling_seeds_${task}_${cfg}${tag}.json" \
-      "$task $cfg seed as written${SCALING_SET:+ with $SCALING_SET}, world sizes ${worlds[*]}, same per-GPU batch" "${names[@]}"
+      "$task $cfg seed as written${SCALING_SET:+ with $SCALING_SET}, world sizes ${worlds[*]}, same per-GPU batch" \
+      "${SERIES_NAMES[@]}"
     if [ "$task/$cfg" = cifar10_resnet50/optimized ] && [ "${SCALING_INDEPENDENT:-1}" = 1 ] && [ "$gpus" -ge 2 ]; then
       n="${worlds[-1]}"
       ind=()
