@@ -7,7 +7,7 @@ and step: host ms, GPU busy ms, and the GPU idle time before its kernels, split 
 waited for the host to launch them ("host") and the rest (dependencies, gaps inside a CUDA graph,
 waits on another stream), and the kernel pairs with the most idle time between them. NCCL kernels are listed on their own: their time includes waiting for
 the other ranks. Traces named RUN_rankN are the ranks of one run: the GPU arrival of each at the
-step's gradient sync is compared (the traces' clocks aligned by baseTimeNanoseconds).
+step's first collective is compared (the traces' clocks aligned by baseTimeNanoseconds).
 
 usage: trace_phases.py [--json OUT] NAME=TRACE.json [NAME=TRACE.json ...]
 """
@@ -54,7 +54,10 @@ def analyze(path):
         r["ranges"] += 1
     nccl = collections.Counter()
     nccl_n = collections.Counter()
-    first_sync_gpu = {}  # phase index of a grad_sync range -> GPU start of its first kernel
+    # Steps begin at their zero_grad range; the first collective launched in each step is where
+    # the ranks meet: its GPU start is each rank's arrival (an early rank's kernel then waits).
+    step_starts = [p["ts"] for p in phases if p["name"] == PREFIX + "zero_grad"]
+    first_coll = {}  # step index -> (GPU start, host launch) of its first NCCL kernel
     gaps = collections.Counter()  # (phase, kernel before, kernel after) -> idle us
     gap_n = collections.Counter()
     busy_end, last = None, None
@@ -78,13 +81,14 @@ def analyze(path):
             key = (name, last["name"][:50], e["name"][:50])
             gaps[key] += gap
             gap_n[key] += 1
-        if pi is not None and name == "grad_sync" and pi not in first_sync_gpu:
-            first_sync_gpu[pi] = e["ts"]
+        if "nccl" in e["name"].lower() and lt is not None and step_starts and lt >= step_starts[0]:
+            si = bisect.bisect_right(step_starts, lt) - 1
+            if si not in first_coll or lt < first_coll[si][1]:
+                first_coll[si] = (e["ts"], lt)
         if busy_end is None or e["ts"] + e["dur"] >= busy_end:
             busy_end, last = e["ts"] + e["dur"], e
     span = (busy_end - device[0]["ts"]) / 1000.0 if device else 0.0
     per_step = {k: {m: v / steps for m, v in c.items() if m != "ranges"} for k, c in rows.items()}
-    sync_phases = [i for i, p in enumerate(phases) if p["name"] == PREFIX + "grad_sync"]
     return {
         "trace": path,
         "steps": steps,
@@ -95,8 +99,10 @@ def analyze(path):
         # the largest sources of GPU idle time: [phase, kernel before, kernel after, ms per step, gaps per step]
         "top_gaps": [[*k, v / 1000.0 / steps, gap_n[k] / steps] for k, v in gaps.most_common(15)],
         # absolute (base-aligned) microseconds, one per step: host entry and GPU arrival at the sync
-        "sync_host_us": [phases[i]["ts"] + base_us for i in sync_phases],
-        "sync_gpu_us": [first_sync_gpu[i] + base_us if i in first_sync_gpu else None for i in sync_phases],
+        "first_collective_host_us": [first_coll[i][1] + base_us if i in first_coll else None
+                                     for i in range(len(step_starts))],
+        "first_collective_gpu_us": [first_coll[i][0] + base_us if i in first_coll else None
+                                    for i in range(len(step_starts))],
     }
 
 
@@ -129,17 +135,18 @@ def main():
     # Ranks of one run: traces named RUN_rankN.
     groups = collections.defaultdict(list)
     for n in out:
-        if "_rank" in n and out[n]["sync_gpu_us"]:
+        if "_rank" in n and any(x is not None for x in out[n]["first_collective_gpu_us"]):
             groups[n.rsplit("_rank", 1)[0]].append(n)
     for run, names in groups.items():
         if len(names) < 2:
             continue
-        n_steps = min(len(out[n]["sync_gpu_us"]) for n in names)
-        print(f"\n{run}: GPU arrival at each step's grad_sync, ms after the earliest rank (host entry in brackets)")
+        n_steps = min(len(out[n]["first_collective_gpu_us"]) for n in names)
+        print(f"\n{run}: GPU arrival at each step's first collective, ms after the earliest rank "
+              "(its launch by the host in brackets)")
         for i in range(n_steps):
-            g = [out[n]["sync_gpu_us"][i] for n in names]
-            h = [out[n]["sync_host_us"][i] for n in names]
-            if None in g:
+            g = [out[n]["first_collective_gpu_us"][i] for n in names]
+            h = [out[n]["first_collective_host_us"][i] for n in names]
+            if None in g or None in h:
                 continue
             print(f"  step {i}: " + "  ".join(f"{n[len(run) + 1:]} {(x - min(g)) / 1000:6.2f} [{(y - min(h)) / 1000:6.2f}]"
                                              for n, x, y in zip(names, g, h)))
