@@ -98,7 +98,7 @@ def analyze(path):
         "nccl_calls_per_step": {k: v / steps for k, v in nccl_n.items()},
         # the largest sources of GPU idle time: [phase, kernel before, kernel after, ms per step, gaps per step]
         "top_gaps": [[*k, v / 1000.0 / steps, gap_n[k] / steps] for k, v in gaps.most_common(15)],
-        # absolute (base-aligned) microseconds, one per step: host entry and GPU arrival at the sync
+        # absolute (base-aligned) microseconds, one per step: the first collective's host launch and GPU start
         "first_collective_host_us": [first_coll[i][1] + base_us if i in first_coll else None
                                      for i in range(len(step_starts))],
         "first_collective_gpu_us": [first_coll[i][0] + base_us if i in first_coll else None

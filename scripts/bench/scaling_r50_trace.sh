@@ -5,7 +5,7 @@
 # 4 GPUs (as many as the machine has), each with a Kineto trace of optimizer steps 100-102 (each 8
 # graph-replayed micro-steps), per rank; then profile_summary.py puts GPU time per step by kernel
 # class side by side, and trace_phases.py splits each step by phase (host time, GPU time, GPU idle
-# waiting for the host) and compares the ranks' GPU arrival at the gradient sync.
+# waiting for the host) and compares the ranks' GPU arrival at each step's first collective.
 # Usage: scaling_r50_trace.sh OUT_DIR -> OUT_DIR/scaling_r50_trace{,_summary,_phases}.json
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="$1"
