@@ -182,7 +182,8 @@ TrainResult Trainer::fit() {
   for (int64_t step = first_step; !stop && !(tc.max_steps > 0 && step > tc.max_steps); ++step) {
     // ---------------- one optimizer step ----------------
     profiler.before_step(step);
-    std::optional<metrics::TraceRange> phase;  // named ranges for profiled steps (scripts/trace_phases.py)
+    // Named ranges for profiled steps (scripts/trace_phases.py); emplace ends the one before.
+    std::optional<metrics::TraceRange> phase;
     phase.emplace("efftrain::zero_grad");
     const int64_t k = parts_.accumulation->next_k(step);
     dist::maybe_fault(rank, "step=" + std::to_string(step));
@@ -190,7 +191,6 @@ TrainResult Trainer::fit() {
     else optimizer.zero_grad();
     torch::Tensor step_loss = torch::zeros({}, fdev);
     for (int64_t i = 0; i < k; ++i) {
-      phase.reset();
       phase.emplace("efftrain::micro_step");
       Batch b = task.next_batch();
       ++batches;
@@ -211,7 +211,6 @@ TrainResult Trainer::fit() {
       r.tokens += b.tokens * world;
       window_samples += b.samples * world;
     }
-    phase.reset();
     phase.emplace("efftrain::grad_sync");
     sync.finish();
     if (parts_.accumulation->wants_global_norm()) {
@@ -234,10 +233,8 @@ TrainResult Trainer::fit() {
       at::_foreach_mul_(grads, coef);
     }
     const double lr = parts_.schedule->lr(step, r.samples) * parts_.accumulation->lr_scale();
-    phase.reset();
     phase.emplace("efftrain::optimizer");
     optimizer.step(lr, found_inf);
-    phase.reset();
     phase.emplace("efftrain::after_step");
     sync.after_step();
     parts_.accumulation->after_step(step, found_inf);
