@@ -70,6 +70,21 @@ bench_precision_grid() {
   done
 }
 
+# bench_k_lines NAME...: one line per run that left a report -- status, samples/s, gradient sync,
+# adaptive k's history (the work per exchanged gradient depends on it) and whether the CUDA graph ran.
+bench_k_lines() {
+  for n in "$@"; do
+    [ -f "$RUNS/$n/report.json" ] || continue
+    python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+o = j["optimizations"]
+print(sys.argv[2], j["status"], round(j["throughput"]["samples_per_s"], 1), "samples/s", "sync", o["grad_sync"].get("name"),
+      "k", [(h["step"], h["k"]) for h in o.get("accumulation", {}).get("k_history", [])],
+      "graph", o.get("cuda_graph", {}).get("enabled"))' "$RUNS/$n/report.json" "$n" 2>&1
+  done
+}
+
 # bench_trim REPORT.json OUT.json: the report without its config (the overrides stay), for docs/results/.
 bench_trim() {
   python3 -c '

@@ -26,12 +26,4 @@ for w in 1 2 4; do
   fi
 done
 bench_collect "$out/scaling_r50_rest.json" "ResNet-50 optimized seed as written (rest on) over world sizes, b128 per GPU" "${names[@]}"
-for n in "${names[@]}"; do
-  python3 -c '
-import json, sys
-j = json.load(open(sys.argv[1]))
-o = j["optimizations"]
-print(sys.argv[2], j["status"], round(j["throughput"]["samples_per_s"]), "samples/s", "sync", o["grad_sync"].get("name"),
-      "k", [(h["step"], h["k"]) for h in o["accumulation"].get("k_history", [])], "graph", o.get("cuda_graph", {}).get("enabled"))' \
-    "$RUNS/$n/report.json" "$n" 2>&1
-done
+bench_k_lines "${names[@]}"

@@ -25,6 +25,7 @@ for w in ${SCALING_WORLDS:-1 2 4}; do [ "$gpus" -ge "$w" ] && worlds+=("$w"); do
 tag="${SCALING_TAG:+_$SCALING_TAG}"
 extra=()
 for kv in ${SCALING_SET:-}; do extra+=(--set "$kv"); done
+ran=()  # every run of this call, for the k lines at the end
 common=("${extra[@]}" --set train.max_steps=0 --set train.eval_every=0 --set train.eval_every_samples=0
         --set train.stop_at_target=false --set task.data.eval_limit=1000)
 for task in ${SCALING_TASKS:-cifar10_resnet50 wikitext2_gpt2}; do
@@ -40,6 +41,7 @@ for task in ${SCALING_TASKS:-cifar10_resnet50 wikitext2_gpt2}; do
     args=("experiments/seed/${task}_${cfg}.yaml" --set train.max_time_s="$secs" --set train.timing_warmup_steps="$warm"
           "${common[@]}")
     bench_series "scale_${task}_${cfg}${tag}" "${worlds[*]}" "${args[@]}"
+    ran+=("${SERIES_NAMES[@]}")
     bench_collect "$out/scaling_seeds_${task}_${cfg}${tag}.json" \
       "$task $cfg seed as written${SCALING_SET:+ with $SCALING_SET}, world sizes ${worlds[*]}, same per-GPU batch" \
       "${SERIES_NAMES[@]}"
@@ -51,6 +53,7 @@ for task in ${SCALING_TASKS:-cifar10_resnet50 wikitext2_gpt2}; do
         ind+=("scale_${task}_${cfg}${tag}_alone_gpu$g")
       done
       wait
+      ran+=("${ind[@]}")
       bench_collect "$out/scaling_seeds_${task}_${cfg}${tag}_independent.json" \
         "$task $cfg: $n independent 1-GPU runs at once (no communication), against the solo 1-GPU run" \
         "scale_${task}_${cfg}${tag}_1gpu" "${ind[@]}"
@@ -58,11 +61,4 @@ for task in ${SCALING_TASKS:-cifar10_resnet50 wikitext2_gpt2}; do
   done
 done
 # The adaptive k each point settled on (the work per exchanged gradient differs with it).
-for f in "$RUNS"/scale_*/report.json; do
-  python3 -c '
-import json, sys
-j = json.load(open(sys.argv[1]))
-a = j["optimizations"].get("accumulation", {})
-print(sys.argv[1].split("/")[-2], j["status"], round(j["throughput"]["samples_per_s"], 1), "samples/s",
-      "k", [(h["step"], h["k"]) for h in a.get("k_history", [])])' "$f" 2>&1
-done
+bench_k_lines "${ran[@]}"
