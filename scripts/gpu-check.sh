@@ -41,7 +41,7 @@ fi
 
 # The command each benchmark JSON records: the benchmark and the settings it reads from the
 # environment (the knobs scripts/bench/*.sh document), the tree it ran on.
-knobs="$(env | grep -E '^(ABLATION|GRID|PC|R50|SCALING|SEED|SEEDS|TUNE|EFFTRAIN_SEED)[A-Z0-9_]*=' | sort |
+knobs="$(env | grep -E '^(ABLATION|GRID|PC|R50|SCALING|SEED|TUNE|EFFTRAIN_SEED)[A-Z0-9_]*=' | sort |
          sed -E "s/=(.*)/='\1'/" | tr '\n' ' ')"
 if tree="$(git rev-parse --short HEAD 2>/dev/null)"; then git diff --quiet HEAD || tree+="+changes"; else tree=unknown; fi
 for b in ${EFFTRAIN_BENCH:-}; do
