@@ -70,7 +70,8 @@ def analyze(path):
         r = rows[name]
         r["kernels"] += 1
         r["gpu_ms"] += e["dur"] / 1000.0
-        if "nccl" in e["name"].lower():
+        is_nccl = "nccl" in e["name"].lower()
+        if is_nccl:
             key = e["name"].split("(")[0][:60]
             nccl[key] += e["dur"] / 1000.0
             nccl_n[key] += 1
@@ -82,7 +83,7 @@ def analyze(path):
             key = (name, last["name"][:50], e["name"][:50])
             gaps[key] += gap
             gap_n[key] += 1
-        if "nccl" in e["name"].lower() and lt is not None and step_starts and lt >= step_starts[0]:
+        if is_nccl and lt is not None and step_starts and lt >= step_starts[0]:
             si = bisect.bisect_right(step_starts, lt) - 1
             if si not in first_coll or lt < first_coll[si][1]:
                 first_coll[si] = (e["ts"], lt)
