@@ -20,11 +20,14 @@ class Accumulation {
   // `loss_scale` (a device scalar, or undefined for no scaling).
   virtual void after_backward(int64_t i, int64_t k, const std::vector<torch::Tensor>& params,
                               const torch::Tensor& loss_scale) {}
-  // Multi-process runs: whether after_sync wants the squared norm of the global gradient.
+  // Multi-process runs: whether after_sync wants the gradient norms.
   virtual bool wants_global_norm() const { return false; }
-  // After the gradient sync of a step: the squared norm of the rank-averaged gradient (device
-  // scalar, still scaled by `loss_scale`), the same on every rank.
-  virtual void after_sync(const torch::Tensor& global_sq, const torch::Tensor& loss_scale) {}
+  // After the gradient sync of a step (device scalars, still scaled by `loss_scale`): the
+  // squared norm of this rank's own accumulated gradient before the sync
+  // (GradSync::local_sq_norm; undefined when the sync did not measure it), and that of the
+  // rank-averaged gradient, the same on every rank.
+  virtual void after_sync(const torch::Tensor& local_sq, const torch::Tensor& global_sq,
+                          const torch::Tensor& loss_scale) {}
   // After the optimizer step; `found_inf` (device flag, may be undefined) marks a skipped step.
   virtual void after_step(int64_t step, const torch::Tensor& found_inf) {}
   // Resume: the state that shapes the rest of the run, written into and read from this

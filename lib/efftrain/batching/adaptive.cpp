@@ -4,9 +4,10 @@
 // global batch (micro-batch x k x world size) tracks factor x B_noise, within [k_min, k_max],
 // changing only when the target leaves a +-hysteresis band around the current batch.
 // With one process the estimate needs two micro-batches, so k stays >= 2 there. With N
-// processes it pairs the local gradient (b*k examples, |g|^2 averaged over the ranks) with the
-// global one (b*k*N, after the sync), so k may be 1, and every rank sees the same estimate and
-// makes the same decision.
+// processes it pairs the local gradient (b*k examples, |g|^2 averaged over the ranks; the
+// gradient sync measures it as it sends each bucket, so the collectives still overlap backward)
+// with the global one (b*k*N, after the sync), so k may be 1, and every rank sees the same
+// estimate and makes the same decision.
 #include <cmath>
 
 #include "efftrain/batching/accumulation.h"
@@ -45,15 +46,7 @@ class Adaptive : public Accumulation {
   void after_backward(int64_t i, int64_t k, const std::vector<torch::Tensor>& params,
                       const torch::Tensor& loss_scale) override {
     cur_k_ = k;
-    if (frozen_.is_object()) return;
-    if (comm_) {  // the local accumulated gradient, |g|^2 averaged over the ranks
-      if (i != k - 1) return;
-      torch::NoGradGuard ng;
-      auto sq = unscaled(grad_sq_norm(params), loss_scale);
-      comm_->all_reduce_sum(sq)->wait();
-      small_ = sq / static_cast<double>(world_);
-      return;
-    }
+    if (frozen_.is_object() || comm_) return;  // several processes: after_sync
     if (i != 0 && i != k - 1) return;
     torch::NoGradGuard ng;
     auto sq = unscaled(grad_sq_norm(params), loss_scale);
@@ -63,7 +56,12 @@ class Adaptive : public Accumulation {
   }
 
   bool wants_global_norm() const override { return comm_ != nullptr && !frozen_.is_object(); }
-  void after_sync(const torch::Tensor& global_sq, const torch::Tensor& loss_scale) override {
+  void after_sync(const torch::Tensor& local_sq, const torch::Tensor& global_sq,
+                  const torch::Tensor& loss_scale) override {
+    if (!local_sq.defined()) return;
+    auto sq = unscaled(local_sq.clone(), loss_scale);  // the local accumulated gradient's |g|^2,
+    comm_->all_reduce_sum(sq)->wait();                 // averaged over the ranks
+    small_ = sq / static_cast<double>(world_);
     big_ = unscaled(global_sq, loss_scale);
   }
 

@@ -94,6 +94,7 @@ void GradBuckets::arm(bool last) {
   armed_ = last;
   if (!last) return;
   next_ = 0;
+  if (local_sq_.defined()) local_sq_.zero_();
   for (auto& b : buckets_) {
     std::fill(b.copied.begin(), b.copied.end(), 0);
     b.remaining = static_cast<int64_t>(b.params.size());
@@ -132,6 +133,8 @@ void GradBuckets::start(Bucket& b) {
   for (size_t j = 0; j < b.params.size(); ++j)
     if (!b.copied[j]) slot(b.flat, b, j).zero_();  // a parameter without a gradient this step
   if (b.padded > b.numel) b.flat.narrow(0, b.numel, b.padded - b.numel).zero_();
+  if (local_sq_.defined())
+    local_sq_.add_(at::linalg_vector_norm(b.flat, 2, std::nullopt, false, at::kDouble).square());
   if (comm_->size() > 1) b.flat.div_(static_cast<double>(comm_->size()));
   if (wire_ && *wire_ != b.flat.scalar_type()) {
     if (!b.wire.defined()) b.wire = torch::empty({b.padded}, b.flat.options().dtype(*wire_));
@@ -150,6 +153,7 @@ void GradBuckets::finish() {
     std::lock_guard<std::mutex> lock(mu_);
     if (static_ && !armed_) {  // after backward: every slot holds its gradient already
       next_ = 0;
+      if (local_sq_.defined()) local_sq_.zero_();
       for (auto& b : buckets_) std::fill(b.copied.begin(), b.copied.end(), 1);
     }
     for (; next_ < buckets_.size(); ++next_) start(buckets_[next_]);
@@ -177,6 +181,11 @@ void GradBuckets::use_static() {
     if (wire_ && *wire_ != b.flat.scalar_type()) b.wire = torch::zeros({b.padded}, b.flat.options().dtype(*wire_));
     for (size_t j = 0; j < b.params.size(); ++j) params_[b.params[j]].mutable_grad() = alias(b.flat, b, j);
   }
+}
+
+void GradBuckets::measure_local_norm() {
+  if (!local_sq_.defined())
+    local_sq_ = torch::zeros({}, params_.at(0).options().dtype(torch::kDouble));  // one address: graphs hold it
 }
 
 void GradBuckets::zero_static() {

@@ -69,6 +69,9 @@ class GradBuckets {
   bool is_static() const { return static_; }
   // The next finish() does nothing: a replayed graph holds this step's collectives and waits.
   void done_in_graph() { done_in_graph_ = true; }
+  // GradSync::measure_local_norm / local_sq_norm.
+  void measure_local_norm();
+  const torch::Tensor& local_sq_norm() const { return local_sq_; }
   int64_t launched_from_hooks() const { return from_hooks_; }
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
   nlohmann::json describe() const;
@@ -91,6 +94,7 @@ class GradBuckets {
   bool armed_ = false;
   bool static_ = false;
   bool done_in_graph_ = false;
+  torch::Tensor local_sq_;  // defined once measured: the sum of the sent buckets' squared norms
   size_t next_ = 0;
   int64_t from_hooks_ = 0;
 };
@@ -113,6 +117,8 @@ class BucketedSync : public GradSync {
   void communicated_in_graph() override { buckets_->done_in_graph(); }
   void finish_captured() override { buckets_->finish(); }
   void zero_static_grads() override { buckets_->zero_static(); }
+  void measure_local_norm() override { buckets_->measure_local_norm(); }
+  torch::Tensor local_sq_norm() const override { return buckets_->local_sq_norm(); }
 
  protected:
   // Every rank takes rank 0's model; then the buckets (padded to a multiple of `pad`).

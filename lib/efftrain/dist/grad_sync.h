@@ -27,6 +27,14 @@ class GradSync {
   virtual void sum_over_shards(torch::Tensor& t) {}
   // After the optimizer step (zero2: all-gather the updated parameters).
   virtual void after_step() {}
+  // Each rank's own accumulated gradient, which the sync overwrites (the noise estimate of
+  // adaptive k needs it): after measure_local_norm(), the micro-batch that communicates also
+  // takes the squared norm (fp64) of every bucket as it is sent, before the division by the
+  // world size, in the graph too where the collectives are captured. local_sq_norm() is their
+  // sum after finish(): a device scalar, still scaled by the loss scale, this rank's alone.
+  // Undefined where nothing communicates.
+  virtual void measure_local_norm() {}
+  virtual torch::Tensor local_sq_norm() const { return {}; }
 
   // Static gradients, for a micro-step replayed from a CUDA graph (engine/step_graph.h): every
   // parameter gets a persistent, zeroed .grad in memory this sync owns, which backward then

@@ -69,7 +69,7 @@ struct StepGraph::Impl {
       : parts(p),
         device(d),
         capture(c),
-        comm_in_graph(c && p.grad_sync->communicates() && !p.accumulation->wants_global_norm()) {}
+        comm_in_graph(c && p.grad_sync->communicates()) {}
 
   torch::Tensor forward_backward(const Batch& b) {
     torch::Tensor l;

@@ -44,9 +44,9 @@ class StepGraph {
   // Forward and backward of micro-batch `b`, one of `k`, accumulating into the gradients; the
   // loss is divided by k and scaled by the precision component. With several processes the
   // `last` micro-batch's graph also holds the gradient communication (bucketed as in eager
-  // steps, overlapped with backward), unless the accumulation component needs each rank's
-  // local gradient after backward (adaptive k): then finish() communicates after it. Returns the
-  // micro-batch's mean loss (a device scalar, overwritten by the next call).
+  // steps, overlapped with backward; adaptive k's local gradient norm is measured there too,
+  // GradSync::measure_local_norm). Returns the micro-batch's mean loss (a device scalar,
+  // overwritten by the next call).
   torch::Tensor micro_step(const Batch& b, int64_t k, bool last);
   nlohmann::json report() const;
 

@@ -86,6 +86,7 @@ TrainResult Trainer::fit() {
   if (!from.empty()) load_model(task.model(), from + "/model.pt");
   const ParamSet opt = sync.attach(task.model());  // what the optimizer updates (zero2: shards)
   optimizer.attach(opt);
+  if (parts_.accumulation->wants_global_norm()) sync.measure_local_norm();
   if (!from.empty()) optimizer.load(optimizer_file(from, rank));
   std::vector<torch::Tensor> params = task.model().parameters();
   // Agreement across ranks at points every rank reaches; a plain value for one process.
@@ -217,7 +218,7 @@ TrainResult Trainer::fit() {
       torch::NoGradGuard ng;
       auto sq = squared_norm(defined_grads(opt.tensors), torch::kDouble);
       sync.sum_over_shards(sq);
-      parts_.accumulation->after_sync(sq, precision.loss_scale());
+      parts_.accumulation->after_sync(sync.local_sq_norm(), sq, precision.loss_scale());
     }
     torch::Tensor found_inf = precision.unscale_and_check(opt.tensors);
     if (found_inf.defined()) {  // zero2: an overflow in any shard skips the step on every rank
