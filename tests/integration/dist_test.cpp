@@ -148,6 +148,23 @@ TEST_CASE("with gradient accumulation only the last micro-batch communicates, an
   CHECK(relative_difference(one.params, two.params) < 1e-6);
 }
 
+TEST_CASE("distributed.overlap_comm false sends every bucket after backward and gives the same parameters") {
+  const auto sync = GENERATE(std::string("ddp"), std::string("zero2"));
+  INFO(sync);
+  const std::string common = kGpt + batch(8, 2) + " --nproc 2 --set distributed.bucket_mb=0.02 "
+                             "--set accumulation.mode=fixed --set accumulation.k=2 --set distributed.grad_sync=" + sync;
+  const auto during = train(common);
+  const auto after = train(common + " --set distributed.overlap_comm=false");
+  const auto& d = during.report["optimizations"]["grad_sync"];
+  const auto& a = after.report["optimizations"]["grad_sync"];
+  REQUIRE(d["buckets"].get<int>() > 1);
+  CHECK(d["overlap_comm"] == true);
+  CHECK(d["buckets_launched_during_backward"].get<int>() == 10 * d["buckets"].get<int>());
+  CHECK(a["overlap_comm"] == false);
+  CHECK(a["buckets_launched_during_backward"] == 0);
+  CHECK(relative_difference(during.params, after.params) == 0);  // the same sums in the same order
+}
+
 TEST_CASE("activation checkpointing under ddp and zero2 gives the gradients of the plain run") {
   const auto one = train(kGpt + batch(12, 1));
   for (const char* sync : {"ddp", "zero2"}) {

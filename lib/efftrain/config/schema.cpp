@@ -490,6 +490,11 @@ template <class V> void visit(V& v, DistributedConfig& c) {
            "bucket, already divided by the world size, is cast, summed across ranks in that dtype and cast back, so "
            "the averaged gradient is rounded (multi-process runs are then no longer exact against one process). "
            "zero2's all-gather of the updated parameters stays fp32.");
+  v.field("overlap_comm", c.overlap_comm,
+          "ddp and zero2 (DeepSpeed's overlap_comm): true sends each gradient bucket as soon as backward has "
+          "filled it, so the collectives overlap the rest of backward (with train.cuda_graph they are captured in "
+          "the last micro-batch's graph); false sends every bucket after backward, one after another. The "
+          "gradients are the same either way.");
   v.field("timeout_s", c.timeout_s,
           "Seconds the rendezvous waits for every worker, and the timeout of each collective.", positive());
   v.field("stop_grace_s", c.stop_grace_s,

@@ -30,13 +30,14 @@ void broadcast_model(Comm& comm, torch::nn::Module& model) {
 
 GradBuckets::GradBuckets(std::shared_ptr<Comm> comm, torch::nn::Module& model, double bucket_bytes, int64_t pad,
                          std::function<Work(Bucket&)> launch, std::optional<at::ScalarType> wire,
-                         std::function<void(Bucket&)> land)
+                         std::function<void(Bucket&)> land, bool overlap)
     : comm_(std::move(comm)),
       params_(unique_parameters(model)),
       bucket_bytes_(bucket_bytes),
       launch_(std::move(launch)),
       wire_(wire),
-      land_(std::move(land)) {
+      land_(std::move(land)),
+      overlap_(overlap) {
   where_.resize(params_.size());
   // One open bucket per dtype; parameters in reverse order. (Grouping by anything else, such
   // as weight decay, would make a bucket span the whole network and delay every launch after
@@ -116,7 +117,7 @@ void GradBuckets::on_grad(size_t i) {
   slot(b.flat, b, j).copy_(g);  // again, if the gradient grew since: the newest sum counts
   if (b.copied[j]) return;
   b.copied[j] = 1;
-  if (--b.remaining == 0) launch_in_order();
+  if (--b.remaining == 0 && overlap_) launch_in_order();
 }
 
 void GradBuckets::launch_in_order() {
@@ -195,7 +196,8 @@ void GradBuckets::zero_static() {
 void BucketedSync::make_buckets(torch::nn::Module& model, int64_t pad, std::function<Work(Bucket&)> launch,
                                 std::function<void(Bucket&)> land) {
   broadcast_model(*comm_, model);
-  buckets_ = std::make_unique<GradBuckets>(comm_, model, bucket_bytes_, pad, std::move(launch), wire_, std::move(land));
+  buckets_ = std::make_unique<GradBuckets>(comm_, model, bucket_bytes_, pad, std::move(launch), wire_, std::move(land),
+                                           overlap_);
 }
 
 nlohmann::json BucketedSync::base_report(const char* name, const char* collective) const {
@@ -204,6 +206,7 @@ nlohmann::json BucketedSync::base_report(const char* name, const char* collectiv
                       {"backend", comm_->backend_name()},
                       {"collective", collective},
                       {"comm_dtype", wire_ ? std::string(c10::toString(*wire_)) : "the gradients' own"},
+                      {"overlap_comm", overlap_},
                       {"optimizer_steps", steps_},
                       {"buckets_launched_during_backward", buckets_->launched_from_hooks()}};
   j.update(buckets_->describe());

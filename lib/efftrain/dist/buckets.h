@@ -3,7 +3,8 @@
 // about `bucket_bytes` of one dtype. A post hook on each
 // parameter's AccumulateGrad node copies its gradient into the bucket's flat buffer on the
 // micro-batch that communicates; a full bucket is handed to `launch` in bucket order (the same
-// order on every rank), so communication overlaps the rest of backward. With a wire dtype
+// order on every rank), so communication overlaps the rest of backward (distributed.overlap_comm;
+// else finish() hands them over after backward). With a wire dtype
 // (distributed.comm_dtype) the collective runs on a copy of the bucket in that dtype, made after
 // the division by the world size, and `land` puts the result back where the sync keeps it.
 #pragma once
@@ -43,9 +44,10 @@ class GradBuckets {
   // release_buffers() (zero2 releases them after every step).
   // `wire`: the collective's dtype when it differs from the gradients' (undefined: theirs);
   // `land(bucket)` runs after each wait when the bucket went over the wire in that dtype.
+  // `overlap` false: the hooks only fill the buckets; finish() sends them all after backward.
   GradBuckets(std::shared_ptr<Comm> comm, torch::nn::Module& model, double bucket_bytes, int64_t pad,
               std::function<Work(Bucket&)> launch, std::optional<at::ScalarType> wire = std::nullopt,
-              std::function<void(Bucket&)> land = nullptr);
+              std::function<void(Bucket&)> land = nullptr, bool overlap = true);
   // What the collective of bucket b sends: its wire copy, or its flat buffer.
   static torch::Tensor& sent(Bucket& b) { return b.wire.defined() ? b.wire : b.flat; }
 
@@ -90,6 +92,7 @@ class GradBuckets {
   std::function<Work(Bucket&)> launch_;
   std::optional<at::ScalarType> wire_;
   std::function<void(Bucket&)> land_;
+  bool overlap_;
   std::mutex mu_;
   bool armed_ = false;
   bool static_ = false;
@@ -109,11 +112,13 @@ torch::Tensor plain_alias(const torch::Tensor& flat, int64_t offset, at::IntArra
 class BucketedSync : public GradSync {
  public:
   // `wire`: distributed.comm_dtype when it is not the gradients' own (fp32).
-  BucketedSync(std::shared_ptr<Comm> comm, double bucket_bytes, std::optional<at::ScalarType> wire = std::nullopt)
-      : comm_(std::move(comm)), bucket_bytes_(bucket_bytes), wire_(wire) {}
+  BucketedSync(std::shared_ptr<Comm> comm, double bucket_bytes, std::optional<at::ScalarType> wire = std::nullopt,
+               bool overlap = true)
+      : comm_(std::move(comm)), bucket_bytes_(bucket_bytes), wire_(wire), overlap_(overlap) {}
   void before_backward(bool last) override { buckets_->arm(last); }
   void use_static_grads() override { buckets_->use_static(); }
   bool communicates() const override { return true; }
+  bool overlaps_backward() const override { return overlap_; }
   void communicated_in_graph() override { buckets_->done_in_graph(); }
   void finish_captured() override { buckets_->finish(); }
   void zero_static_grads() override { buckets_->zero_static(); }
@@ -129,6 +134,7 @@ class BucketedSync : public GradSync {
   std::shared_ptr<Comm> comm_;
   double bucket_bytes_;
   std::optional<at::ScalarType> wire_;
+  bool overlap_;
   std::unique_ptr<GradBuckets> buckets_;
   int64_t steps_ = 0;
 };
@@ -142,7 +148,8 @@ std::unique_ptr<GradSync> make_bucketed_sync(const BuildContext& ctx, const std:
   std::optional<at::ScalarType> wire;
   if (d == "bf16") wire = at::kBFloat16;
   if (d == "fp16") wire = at::kHalf;
-  return std::make_unique<Sync>(ctx.comm, ctx.cfg.distributed.bucket_mb * 1024 * 1024, wire);
+  return std::make_unique<Sync>(ctx.comm, ctx.cfg.distributed.bucket_mb * 1024 * 1024, wire,
+                                ctx.cfg.distributed.overlap_comm);
 }
 
 // The model's trainable parameters without duplicates (tied weights appear once).

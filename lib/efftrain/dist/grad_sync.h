@@ -49,6 +49,9 @@ class GradSync {
   // micro-batch, finish() is captured after the backward (it sends what is left and waits), and
   // after each replay of that graph communicated_in_graph() makes the step's finish() a no-op.
   virtual bool communicates() const { return false; }
+  // Whether its collectives go out during backward (distributed.overlap_comm), so that a graph
+  // may hold them; else finish() sends everything after backward.
+  virtual bool overlaps_backward() const { return false; }
   virtual void communicated_in_graph() {}
   // finish() inside a capture: the sends and waits only, no per-step bookkeeping.
   virtual void finish_captured() { finish(); }

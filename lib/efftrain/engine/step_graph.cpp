@@ -69,7 +69,7 @@ struct StepGraph::Impl {
       : parts(p),
         device(d),
         capture(c),
-        comm_in_graph(c && p.grad_sync->communicates()) {}
+        comm_in_graph(c && p.grad_sync->overlaps_backward()) {}
 
   torch::Tensor forward_backward(const Batch& b) {
     torch::Tensor l;
