@@ -71,21 +71,31 @@ TEST_CASE("static gradients (the graph step's data flow) give the eager run's pa
   CHECK(diff < 1e-6);
 }
 
-TEST_CASE("static gradients under ddp and zero2 (every bucket sent after backward) equal the eager sync") {
+TEST_CASE("static gradients under ddp and zero2 (sent from the hooks, or every bucket after backward) equal the eager sync") {
   for (const char* sync : {"ddp", "zero2"}) {
     for (const char* wire : {"fp32", "bf16"}) {  // bf16: the static wire buffers round the same way
-      INFO(sync << " " << wire);
-      const std::string common = kGpt + " --set train.batch_size=6 --nproc 2 --set distributed.bucket_mb=0.02 "
-                                 "--set accumulation.mode=fixed --set accumulation.k=2 --set distributed.grad_sync=" +
-                                 std::string(sync) + " --set distributed.comm_dtype=" + wire;
-      const auto eager = train(common);
-      const auto flow = train(common, kStatic);
-      CHECK(flow.report["optimizations"]["grad_sync"]["name"] == sync);
-      CHECK(eager.report["optimizations"]["grad_sync"]["buckets_launched_during_backward"].get<int>() > 0);
-      CHECK(flow.report["optimizations"]["grad_sync"]["buckets_launched_during_backward"] == 0);
-      const double diff = relative_difference(eager.params, flow.params);
-      INFO("relative difference " << diff);
-      CHECK(diff < 1e-6);
+      for (const bool overlap : {true, false}) {
+        INFO(sync << " " << wire << " overlap_comm " << overlap);
+        const std::string common = kGpt + " --set train.batch_size=6 --nproc 2 --set distributed.bucket_mb=0.02 "
+                                   "--set accumulation.mode=fixed --set accumulation.k=2 --set distributed.grad_sync=" +
+                                   std::string(sync) + " --set distributed.comm_dtype=" + wire +
+                                   " --set distributed.overlap_comm=" + (overlap ? "true" : "false");
+        const auto eager = train(common);
+        // overlap: the user's switch (the hooks send the buckets of static gradients); else the
+        // test hook, the graph's data flow without communication in it.
+        const auto flow = overlap ? train(common + " --set distributed.gradient_as_bucket_view=true")
+                                  : train(common, kStatic);
+        const auto& e = eager.report["optimizations"]["grad_sync"];
+        const auto& f = flow.report["optimizations"]["grad_sync"];
+        CHECK(f["name"] == sync);
+        CHECK(e["gradient_as_bucket_view"] == false);
+        CHECK(f["gradient_as_bucket_view"] == true);
+        CHECK(f["buckets_launched_during_backward"] == e["buckets_launched_during_backward"]);
+        CHECK((f["buckets_launched_during_backward"].get<int>() > 0) == overlap);
+        const double diff = relative_difference(eager.params, flow.params);
+        INFO("relative difference " << diff);
+        CHECK(diff < 1e-6);
+      }
     }
   }
 }

@@ -495,6 +495,11 @@ template <class V> void visit(V& v, DistributedConfig& c) {
           "filled it, so the collectives overlap the rest of backward (with train.cuda_graph they are captured in "
           "the last micro-batch's graph); false sends every bucket after backward, one after another. The "
           "gradients are the same either way.");
+  v.field("gradient_as_bucket_view", c.gradient_as_bucket_view,
+          "ddp and zero2 in eager steps (PyTorch DDP's gradient_as_bucket_view): each parameter's .grad is a view "
+          "of its slot in a persistent gradient bucket, so backward accumulates straight into the buckets and no "
+          "gradient is copied into them; zero2 then keeps its full-size buckets between steps (more memory "
+          "outside backward). train.cuda_graph always works this way.");
   v.field("timeout_s", c.timeout_s,
           "Seconds the rendezvous waits for every worker, and the timeout of each collective.", positive());
   v.field("stop_grace_s", c.stop_grace_s,

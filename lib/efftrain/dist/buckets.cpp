@@ -114,7 +114,8 @@ void GradBuckets::on_grad(size_t i) {
   TORCH_CHECK(!b.launched, "gradient sync: parameter ", i, " received a gradient after its bucket was sent");
   if (!b.flat.defined()) b.flat = torch::empty({b.padded}, params_[i].options());
   torch::NoGradGuard ng;
-  slot(b.flat, b, j).copy_(g);  // again, if the gradient grew since: the newest sum counts
+  auto s = slot(b.flat, b, j);
+  if (!g.is_alias_of(s)) s.copy_(g);  // again, if the gradient grew since: the newest sum counts
   if (b.copied[j]) return;
   b.copied[j] = 1;
   if (--b.remaining == 0 && overlap_) launch_in_order();
@@ -207,6 +208,7 @@ nlohmann::json BucketedSync::base_report(const char* name, const char* collectiv
                       {"collective", collective},
                       {"comm_dtype", wire_ ? std::string(c10::toString(*wire_)) : "the gradients' own"},
                       {"overlap_comm", overlap_},
+                      {"gradient_as_bucket_view", buckets_->is_static()},
                       {"optimizer_steps", steps_},
                       {"buckets_launched_during_backward", buckets_->launched_from_hooks()}};
   j.update(buckets_->describe());

@@ -215,6 +215,8 @@ torch::Tensor StepGraph::micro_step(const Batch& b, int64_t k, bool last) {
     m.capture_graph(b, slot);
   if (!m.graph[slot] || !m.fits(b)) {
     ++m.eager_micro_steps;
+    // Uncaptured static gradients: the hooks send the buckets as backward fills them.
+    if (!m.capture && m.parts.grad_sync->overlaps_backward()) m.parts.grad_sync->before_backward(last);
     return m.forward_backward(b);
   }
   m.in.input.copy_(b.input);
@@ -239,7 +241,9 @@ nlohmann::json StepGraph::report() const {
                       {"capture_s", m.capture_s},
                       {"gradient_sync", !m.parts.grad_sync->communicates() ? "none"
                                         : m.comm_in_graph ? "in the graph, from the backward hooks as buckets fill"
-                                                          : "after backward, every bucket at once"}};
+                                        : !m.capture && m.parts.grad_sync->overlaps_backward()
+                                            ? "from the backward hooks as buckets fill"
+                                            : "after backward, every bucket at once"}};
   if (m.in.input.defined()) j["static_input_shape"] = m.in.input.sizes().vec();
   j["reason"] = m.failure.empty() ? nlohmann::json(nullptr) : nlohmann::json("capture failed: " + m.failure);
   return j;

@@ -123,7 +123,8 @@ TrainResult Trainer::fit() {
     log::info(strf("resumed from %s: step %lld, %lld samples, %.1fs of training loop",
                    opts_.resume_from.c_str(), static_cast<long long>(r.steps), static_cast<long long>(r.samples), clock0));
   }
-  // The micro-step from a CUDA graph (train.cuda_graph), or its data flow run eagerly for tests.
+  // The micro-step from a CUDA graph (train.cuda_graph), or its data flow (static gradients) run
+  // eagerly: distributed.gradient_as_bucket_view, and tests.
   std::unique_ptr<StepGraph> graph;
   if (tc.cuda_graph) {
     const std::string why = StepGraph::unsupported(cfg_, device_);
@@ -132,7 +133,8 @@ TrainResult Trainer::fit() {
       log::warn("train.cuda_graph: eager steps: " + why);
       r.cuda_graph = {{"enabled", false}, {"reason", why}};
     }
-  } else if (const char* e = std::getenv("EFFTRAIN_STATIC_GRADS"); e && std::string(e) == "1") {
+  } else if (const char* e = std::getenv("EFFTRAIN_STATIC_GRADS");
+             (e && std::string(e) == "1") || (cfg_.distributed.gradient_as_bucket_view && sync.communicates())) {
     graph = std::make_unique<StepGraph>(parts_, device_, /*capture=*/false);
   }
   std::unique_ptr<OnlinePolicy> policy;
