@@ -102,6 +102,12 @@ TEST_CASE("zero2 equals ddp and holds 1/N of the optimizer state per rank") {
     const double diff = relative_difference(ddp.params, zero.params);
     INFO("relative difference " << diff);
     CHECK(diff < 1e-6);
+    if (parts) {  // and with the switch off: every all-gather after the step, the same parameters
+      const auto after = train(common + " --set distributed.grad_sync=zero2 --set distributed.overlap_all_gather=false");
+      CHECK(after.report["optimizations"]["grad_sync"]["all_gather"].get<std::string>().find("after") !=
+            std::string::npos);
+      CHECK(relative_difference(zero.params, after.params) == 0);
+    }
     const auto& ranks = zero.report["ranks"];
     REQUIRE(ranks.size() == static_cast<size_t>(n));
     const double full = ddp.report["ranks"][0]["optimizer_state_bytes"].get<double>();

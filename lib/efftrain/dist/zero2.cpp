@@ -14,6 +14,7 @@ namespace {
 class Zero2 : public BucketedSync {
  public:
   using BucketedSync::BucketedSync;
+  bool overlap_gather_ = true;  // distributed.overlap_all_gather
 
   ParamSet attach(torch::nn::Module& model) override {
     const int64_t world = comm_->size(), rank = comm_->rank();
@@ -76,7 +77,7 @@ class Zero2 : public BucketedSync {
   // is updated, overlapping the update of the next; then every bucket's parameters are written
   // by one multi-tensor copy each (not one kernel per parameter).
   void step(Optimizer& optimizer, double lr, const torch::Tensor& found_inf) override {
-    const bool parts = optimizer.steps_in_parts();
+    const bool parts = overlap_gather_ && optimizer.steps_in_parts();
     if (!parts) optimizer.step(lr, found_inf);
     torch::NoGradGuard ng;
     const auto& params = buckets_->params();
@@ -134,6 +135,10 @@ class Zero2 : public BucketedSync {
 EFFTRAIN_REGISTER(GradSync, "zero2",
                   "ZeRO stage 2: bucketed reduce-scatter in backward; gradients, FP32 master weights and optimizer "
                   "state sharded across ranks",
-                  [](const BuildContext& ctx) { return make_bucketed_sync<Zero2>(ctx, "zero2"); });
+                  [](const BuildContext& ctx) {
+                    auto sync = make_bucketed_sync<Zero2>(ctx, "zero2");
+                    static_cast<Zero2&>(*sync).overlap_gather_ = ctx.cfg.distributed.overlap_all_gather;
+                    return sync;
+                  });
 
 }  // namespace efftrain::dist
