@@ -95,19 +95,9 @@ TEST_CASE("zero2 equals ddp and holds 1/N of the optimizer state per rank") {
     const auto ddp = train(common + " --set distributed.grad_sync=ddp");
     const auto zero = train(common + " --set distributed.grad_sync=zero2");
     CHECK(zero.report["optimizations"]["grad_sync"]["name"] == "zero2");
-    // adamw_fused steps in parts: each bucket's all-gather starts once its shard is updated.
-    const bool parts = std::string(opt) == "adamw_fused";
-    CHECK((zero.report["optimizations"]["grad_sync"]["all_gather"].get<std::string>().find("as soon as") !=
-           std::string::npos) == parts);
     const double diff = relative_difference(ddp.params, zero.params);
     INFO("relative difference " << diff);
     CHECK(diff < 1e-6);
-    if (parts) {  // and with the switch off: every all-gather after the step, the same parameters
-      const auto after = train(common + " --set distributed.grad_sync=zero2 --set distributed.overlap_all_gather=false");
-      CHECK(after.report["optimizations"]["grad_sync"]["all_gather"].get<std::string>().find("after") !=
-            std::string::npos);
-      CHECK(relative_difference(zero.params, after.params) == 0);
-    }
     const auto& ranks = zero.report["ranks"];
     REQUIRE(ranks.size() == static_cast<size_t>(n));
     const double full = ddp.report["ranks"][0]["optimizer_state_bytes"].get<double>();

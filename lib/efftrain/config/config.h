@@ -137,7 +137,6 @@ struct DistributedConfig {
   std::string comm_dtype = "fp32";  // gradient collectives of ddp/zero2: fp32 | bf16 | fp16
   bool overlap_comm = true;         // ddp/zero2: buckets sent during backward (false: after it)
   bool gradient_as_bucket_view = false;  // ddp/zero2 eager: each .grad lives in its bucket (no copy)
-  bool overlap_all_gather = true;  // zero2: each bucket's all-gather as soon as its shard is updated
   double timeout_s = 300;          // rendezvous and every collective
   double stop_grace_s = 10;        // launcher: SIGTERM to SIGKILL when a worker fails
   bool bind_cpus = false;          // launcher: each worker on its own contiguous share of the CPUs

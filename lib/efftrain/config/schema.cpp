@@ -500,10 +500,6 @@ template <class V> void visit(V& v, DistributedConfig& c) {
           "of its slot in a persistent gradient bucket, so backward accumulates straight into the buckets and no "
           "gradient is copied into them; zero2 then keeps its full-size buckets between steps (more memory "
           "outside backward). train.cuda_graph always works this way.");
-  v.field("overlap_all_gather", c.overlap_all_gather,
-          "zero2: start each bucket's all-gather of the updated parameters as soon as the optimizer has updated "
-          "that bucket's shard, overlapping the update of the next (with an optimizer that steps in parts: "
-          "adamw_fused); false: every all-gather after the whole optimizer step. The parameters are the same.");
   v.field("timeout_s", c.timeout_s,
           "Seconds the rendezvous waits for every worker, and the timeout of each collective.", positive());
   v.field("stop_grace_s", c.stop_grace_s,

@@ -25,10 +25,8 @@ class GradSync {
   // Sums a device scalar over the ranks that hold different gradient parts (zero2: the
   // found-inf flag and the squared gradient norm); a no-op where every rank holds all of it.
   virtual void sum_over_shards(torch::Tensor& t) {}
-  // The optimizer step, and what follows it (zero2: the all-gather of the updated parameters).
-  virtual void step(Optimizer& optimizer, double lr, const torch::Tensor& found_inf) {
-    optimizer.step(lr, found_inf);
-  }
+  // After the optimizer step (zero2: all-gather the updated parameters).
+  virtual void after_step() {}
   // Each rank's own accumulated gradient, which the sync overwrites (the noise estimate of
   // adaptive k needs it): after measure_local_norm(), the micro-batch that communicates also
   // takes the squared norm (fp64) of every bucket as it is sent, before the division by the

@@ -3,8 +3,7 @@
 // fills; each rank then holds only its gradient shard and an FP32 master copy of its parameter
 // shard, which is what the optimizer updates (so its state exists only for the shard). The
 // optimizer sees the shard as runs of elements with one weight-decay setting each (views of the
-// master). After the step the updated shards are all-gathered back into the model's parameters,
-// each bucket's as soon as its shard is updated when the optimizer steps in parts.
+// master). After the step the updated shards are all-gathered back into the model's parameters.
 #include "efftrain/dist/buckets.h"
 
 namespace efftrain::dist {
@@ -14,7 +13,6 @@ namespace {
 class Zero2 : public BucketedSync {
  public:
   using BucketedSync::BucketedSync;
-  bool overlap_gather_ = true;  // distributed.overlap_all_gather
 
   ParamSet attach(torch::nn::Module& model) override {
     const int64_t world = comm_->size(), rank = comm_->rank();
@@ -50,9 +48,6 @@ class Zero2 : public BucketedSync {
           runs_.push_back({masters_.size() - 1, a - lo, e - a, decay});
       }
     }
-    first_run_.assign(masters_.size() + 1, runs_.size());  // runs [first_run_[i], first_run_[i + 1]) are bucket i's
-    for (size_t r = runs_.size(); r-- > 0;) first_run_[runs_[r].bucket] = r;
-    for (size_t i = masters_.size(); i-- > 0;) first_run_[i] = std::min(first_run_[i], first_run_[i + 1]);
     for (const auto& r : runs_) {
       set.tensors.push_back(plain_alias(masters_[r.bucket], r.start, {r.length}, {1}));
       set.decay.push_back(r.decay);
@@ -73,19 +68,15 @@ class Zero2 : public BucketedSync {
 
   void sum_over_shards(torch::Tensor& t) override { comm_->all_reduce_sum(t)->wait(); }
 
-  // With an optimizer that steps in parts, each bucket's all-gather starts as soon as its shard
-  // is updated, overlapping the update of the next; then every bucket's parameters are written
-  // by one multi-tensor copy each (not one kernel per parameter).
-  void step(Optimizer& optimizer, double lr, const torch::Tensor& found_inf) override {
-    const bool parts = overlap_gather_ && optimizer.steps_in_parts();
-    if (!parts) optimizer.step(lr, found_inf);
+  void after_step() override {
     torch::NoGradGuard ng;
     const auto& params = buckets_->params();
     auto& buckets = buckets_->buckets();
+    // Every gather is in flight before the first copy waits; each bucket's parameters are
+    // then written by one multi-tensor copy (not one kernel per parameter).
     std::vector<torch::Tensor> full(buckets.size());
     std::vector<Work> works(buckets.size());
     for (size_t i = 0; i < buckets.size(); ++i) {
-      if (parts) optimizer.step_part(lr, found_inf, first_run_[i], first_run_[i + 1]);
       full[i] = torch::empty({buckets[i].padded}, masters_[i].options());
       works[i] = comm_->all_gather(full[i], masters_[i]);
     }
@@ -99,16 +90,13 @@ class Zero2 : public BucketedSync {
       }
       at::_foreach_copy_(dst, src);
     }
-    pipelined_ = parts;
   }
 
   nlohmann::json report() const override {
     const int64_t elem = masters_.empty() ? 4 : masters_[0].element_size();
     nlohmann::json j =
         base_report("zero2", "reduce_scatter per bucket in backward, all_gather of parameters after the step");
-    j.update({{"all_gather", pipelined_ ? "per bucket as soon as the optimizer has updated its shard"
-                                        : "per bucket after the optimizer step"},
-              {"shard_elements", shard_elements_},
+    j.update({{"shard_elements", shard_elements_},
               {"optimizer_tensors", runs_.size()},
               {"master_shard_bytes", shard_elements_ * elem},
               {"gradient_shard_bytes", shard_elements_ * elem}});
@@ -125,8 +113,6 @@ class Zero2 : public BucketedSync {
   };
   std::vector<Run> runs_;
   std::vector<torch::Tensor> views_;  // what the optimizer updates, one per run
-  std::vector<size_t> first_run_;     // bucket i's runs: [first_run_[i], first_run_[i + 1])
-  bool pipelined_ = false;            // the last step all-gathered each bucket as its part was updated
   int64_t shard_elements_ = 0;
 };
 
@@ -135,10 +121,6 @@ class Zero2 : public BucketedSync {
 EFFTRAIN_REGISTER(GradSync, "zero2",
                   "ZeRO stage 2: bucketed reduce-scatter in backward; gradients, FP32 master weights and optimizer "
                   "state sharded across ranks",
-                  [](const BuildContext& ctx) {
-                    auto sync = make_bucketed_sync<Zero2>(ctx, "zero2");
-                    static_cast<Zero2&>(*sync).overlap_gather_ = ctx.cfg.distributed.overlap_all_gather;
-                    return sync;
-                  });
+                  [](const BuildContext& ctx) { return make_bucketed_sync<Zero2>(ctx, "zero2"); });
 
 }  // namespace efftrain::dist

@@ -237,8 +237,9 @@ TrainResult Trainer::fit() {
     }
     const double lr = parts_.schedule->lr(step, r.samples) * parts_.accumulation->lr_scale();
     phase.emplace("efftrain::optimizer");
-    sync.step(optimizer, lr, found_inf);  // zero2: and the all-gather of the parameters
+    optimizer.step(lr, found_inf);
     phase.emplace("efftrain::after_step");
+    sync.after_step();
     parts_.accumulation->after_step(step, found_inf);
     precision.update();
     nonfinite.logical_or_(step_loss.isfinite().logical_not());

@@ -1,8 +1,7 @@
 // adamw_fused: AdamW through ATen's fused multi-tensor kernel (one launch per parameter
 // group), with decay (matrices, conv kernels) and no-decay (biases, norms, 1-D parameters)
 // groups. Consumes the found-inf flag on the device: a step with overflow changes nothing and
-// needs no host sync. It can step in parts (Optimizer::step_part; zero2 overlaps its
-// all-gathers with it).
+// needs no host sync.
 #include "efftrain/core/error.h"
 #include "efftrain/engine/context.h"
 #include "efftrain/optim/optimizer.h"
@@ -17,46 +16,31 @@ class FusedAdamW : public Optimizer {
 
   void attach(const ParamSet& params) override {
     groups_.clear();
-    where_.clear();
     Group decay{{}, {}, {}, {}, cfg_.weight_decay}, no_decay{{}, {}, {}, {}, 0.0};
     for (size_t i = 0; i < params.tensors.size(); ++i) {
       const auto& p = params.tensors[i];
       Group& g = params.decay[i] ? decay : no_decay;
-      where_.push_back({params.decay[i] ? 0u : 1u, g.params.size()});
       g.params.push_back(p);
       g.exp_avg.push_back(torch::zeros_like(p, torch::MemoryFormat::Preserve));
       g.exp_avg_sq.push_back(torch::zeros_like(p, torch::MemoryFormat::Preserve));
       g.steps.push_back(torch::zeros({}, p.options().dtype(torch::kFloat)));
     }
-    if (decay.params.empty())
-      for (auto& w : where_) w.first = 0;  // no_decay is the only group
     for (Group* g : {&decay, &no_decay})
       if (!g->params.empty()) groups_.push_back(std::move(*g));
   }
 
-  void step(double lr, const torch::Tensor& found_inf) override { step_part(lr, found_inf, 0, where_.size()); }
-  bool steps_in_parts() const override { return true; }
-
-  void step_part(double lr, const torch::Tensor& found_inf, size_t begin, size_t end) override {
+  void step(double lr, const torch::Tensor& found_inf) override {
     torch::NoGradGuard ng;
-    struct Lists {
+    for (auto& g : groups_) {
       std::vector<torch::Tensor> P, G, M, V, S;
-    };
-    std::vector<Lists> lists(groups_.size());
-    for (size_t i = begin; i < end && i < where_.size(); ++i) {
-      const auto [gi, j] = where_[i];
-      auto& g = groups_[gi];
-      if (!g.params[j].grad().defined()) continue;
-      Lists& l = lists[gi];
-      l.P.push_back(g.params[j]);
-      l.G.push_back(g.params[j].grad());
-      l.M.push_back(g.exp_avg[j]);
-      l.V.push_back(g.exp_avg_sq[j]);
-      l.S.push_back(g.steps[j]);
-    }
-    for (size_t gi = 0; gi < groups_.size(); ++gi) {
-      auto& g = groups_[gi];
-      auto& [P, G, M, V, S] = lists[gi];
+      for (size_t i = 0; i < g.params.size(); ++i) {
+        if (!g.params[i].grad().defined()) continue;
+        P.push_back(g.params[i]);
+        G.push_back(g.params[i].grad());
+        M.push_back(g.exp_avg[i]);
+        V.push_back(g.exp_avg_sq[i]);
+        S.push_back(g.steps[i]);
+      }
       if (P.empty()) continue;
       at::_foreach_add_(S, 1);
       std::optional<torch::Tensor> inf;
@@ -143,7 +127,6 @@ class FusedAdamW : public Optimizer {
  private:
   config::OptimConfig cfg_;
   std::vector<Group> groups_;
-  std::vector<std::pair<size_t, size_t>> where_;  // attached tensor -> (group, position in it)
 };
 
 }  // namespace

@@ -32,14 +32,6 @@ class Optimizer {
   virtual void attach(const ParamSet& params) = 0;
   // One update at learning rate `lr`. `found_inf` (a device flag, may be undefined) skips it.
   virtual void step(double lr, const torch::Tensor& found_inf) = 0;
-  // Whether step_part() works: one step in parts, tensors [begin, end) of the attached set at a
-  // time, so that the caller can act on a part as soon as it is updated (zero2 all-gathers a
-  // bucket's shard while the optimizer updates the next). Parts that cover every tensor once
-  // make one step().
-  virtual bool steps_in_parts() const { return false; }
-  virtual void step_part(double lr, const torch::Tensor& found_inf, size_t begin, size_t end) {
-    TORCH_CHECK(false, "this optimizer does not step in parts");
-  }
   virtual void zero_grad() = 0;
   // Saves / restores the optimizer state (for resume). load() throws UserError naming the
   // file when it does not match the attached parameters.

@@ -104,33 +104,3 @@ TEST_CASE("both optimizers save and load their state: a restored optimizer conti
     CHECK_THROWS_AS(b->load(d.file("bad.pt")), UserError);
   }
 }
-
-TEST_CASE("adamw_fused stepped in parts (what zero2 pipelines) equals whole steps, groups mixed within a part") {
-  config::ExperimentConfig cfg;
-  cfg.optim.weight_decay = 0.1;
-  BuildContext ctx{cfg, torch::Device(torch::kCPU)};
-  torch::manual_seed(2);
-  // decay, no decay, decay, no decay, decay: parts [0, 2), [2, 2) (empty), [2, 5).
-  const std::vector<std::vector<int64_t>> shapes = {{6, 3}, {3}, {4, 2}, {2}, {5, 5}};
-  std::vector<torch::Tensor> whole, parts;
-  for (const auto& s : shapes) {
-    const auto t = torch::randn(s);
-    whole.push_back(t.clone().requires_grad_());
-    parts.push_back(t.clone().requires_grad_());
-  }
-  auto a = OptimizerRegistry::create("adamw_fused", ctx), b = OptimizerRegistry::create("adamw_fused", ctx);
-  REQUIRE(b->steps_in_parts());
-  a->attach(default_param_set(whole));
-  b->attach(default_param_set(parts));
-  for (int step = 0; step < 5; ++step) {
-    for (size_t i = 0; i < shapes.size(); ++i) {
-      const auto g = torch::randn(shapes[i]);
-      whole[i].mutable_grad() = g.clone();
-      parts[i].mutable_grad() = g.clone();
-    }
-    const auto inf = torch::full({}, step == 3 ? 1.0f : 0.0f);  // one skipped step
-    a->step(1e-2, inf);
-    for (auto [lo, hi] : {std::pair<size_t, size_t>{0, 2}, {2, 2}, {2, 5}}) b->step_part(1e-2, inf, lo, hi);
-  }
-  for (size_t i = 0; i < shapes.size(); ++i) CHECK(torch::equal(whole[i], parts[i]));
-}
