@@ -35,6 +35,17 @@ TEST_CASE("the three input paths train the same tiny ResNet") {
   }
 }
 
+TEST_CASE("the language model's host and device input paths feed the same sequences") {
+  std::vector<double> losses;
+  for (const char* path : {"host", "device"}) {
+    const auto j = run_report(std::string("run experiments/smoke/wikitext2_gpt_tiny.yaml --set train.max_steps=6 "
+                                          "--set train.eval_every=0 --set task.data.input_path=") + path);
+    CHECK(j["model"]["input_path"] == path);
+    losses.push_back(j["quality"]["final_train_loss"].get<double>());
+  }
+  CHECK(losses[0] == losses[1]);
+}
+
 TEST_CASE("bf16 autocast on the CPU trains the quickstart model") {
   const auto j = run_report("run experiments/quickstart.yaml --set precision.mode=bf16");
   CHECK(j["optimizations"]["precision"]["autocast_dtype"] == "bfloat16");

@@ -103,6 +103,7 @@ class LanguageModelTask : public Task {
     if (on_device_) splits_.train = splits_.train.to(device_);
     splits_.eval = splits_.eval.to(device_);
     offsets_ = torch::arange(T_ + 1, torch::kLong);
+    device_offsets_ = offsets_.to(device_);
   }
 
   std::string model_name() const override { return name_; }
@@ -110,12 +111,17 @@ class LanguageModelTask : public Task {
 
   Batch next_batch() override {
     const auto idx_vec = sampler_.next_batch();
-    auto starts = torch::tensor(idx_vec, torch::kLong) * T_;
-    auto pos = (starts.view({-1, 1}) + offsets_.view({1, -1}));
+    auto starts = torch::tensor(idx_vec, torch::kLong);
     torch::Tensor seq;
     if (on_device_) {
-      seq = splits_.train.index({pos.to(device_)});
+      // Only the batch's start indices cross, pinned and asynchronously: a pageable copy makes
+      // the host wait for every kernel already queued (a GPU idle gap each micro-batch, and with
+      // several processes each rank's host restarting at its own moment).
+      if (device_.is_cuda()) starts = starts.pin_memory();
+      auto pos = starts.to(device_, /*non_blocking=*/true).mul_(T_).view({-1, 1}) + device_offsets_.view({1, -1});
+      seq = splits_.train.index({pos});
     } else {
+      auto pos = (starts * T_).view({-1, 1}) + offsets_.view({1, -1});
       seq = splits_.train.index({pos});
       if (device_.is_cuda()) seq = seq.pin_memory();
       seq = seq.to(device_, /*non_blocking=*/true);
@@ -135,7 +141,7 @@ class LanguageModelTask : public Task {
   EvalResult evaluate() override {
     torch::NoGradGuard ng;
     model_->eval();
-    auto offs = offsets_.to(device_);
+    const auto& offs = device_offsets_;
     torch::Tensor sum = torch::zeros({}, torch::TensorOptions().device(device_).dtype(torch::kDouble));
     for (int64_t s = 0; s < n_eval_; s += batch_) {
       const int64_t e = std::min(n_eval_, s + batch_);
@@ -212,7 +218,7 @@ class LanguageModelTask : public Task {
   int64_t T_, batch_, n_train_, n_eval_ = 0;
   data::EpochSampler sampler_;
   bool on_device_;
-  torch::Tensor offsets_;
+  torch::Tensor offsets_, device_offsets_;  // 0..T on the CPU and on the run's device
 };
 
 std::unique_ptr<Task> make_gpt(const BuildContext& ctx, models::GptConfig g, const std::string& name) {
