@@ -130,6 +130,19 @@ TEST_CASE("train.cuda_graph on the CPU runs eager steps and says why") {
   CHECK(r.output.find("train.cuda_graph: eager steps") != std::string::npos);
 }
 
+TEST_CASE("gradient_as_bucket_view holds where train.cuda_graph is refused, and the report keeps the reason") {
+  const auto r = train(kGpt + " --set train.batch_size=6 --nproc 2 --set distributed.grad_sync=ddp "
+                              "--set distributed.gradient_as_bucket_view=true --set train.cuda_graph=true");
+  CHECK(r.report["optimizations"]["grad_sync"]["gradient_as_bucket_view"] == true);
+  const auto& g = r.report["optimizations"]["cuda_graph"];
+  CHECK(g["enabled"] == false);
+  CHECK(g["reason"].get<std::string>().find("CUDA graphs need a CUDA device") != std::string::npos);
+  const auto plain = train(kGpt + " --set train.batch_size=6 --nproc 2 --set distributed.grad_sync=ddp "
+                                  "--set distributed.gradient_as_bucket_view=true");
+  CHECK(plain.report["optimizations"]["cuda_graph"]["reason"].get<std::string>().find("train.cuda_graph is off") !=
+        std::string::npos);
+}
+
 TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps", "[gpu]") {
   if (!torch::cuda::is_available()) SKIP("needs a GPU");
   // train.deterministic: cuDNN's autotuning may pick another convolution algorithm in each

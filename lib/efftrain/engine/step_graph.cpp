@@ -245,7 +245,9 @@ nlohmann::json StepGraph::report() const {
                                             ? "from the backward hooks as buckets fill"
                                             : "after backward, every bucket at once"}};
   if (m.in.input.defined()) j["static_input_shape"] = m.in.input.sizes().vec();
-  j["reason"] = m.failure.empty() ? nlohmann::json(nullptr) : nlohmann::json("capture failed: " + m.failure);
+  j["reason"] = !m.failure.empty() ? nlohmann::json("capture failed: " + m.failure)
+                : !m.capture      ? nlohmann::json("train.cuda_graph is off (static gradients, eager steps)")
+                                  : nlohmann::json(nullptr);
   return j;
 }
 

@@ -126,17 +126,19 @@ TrainResult Trainer::fit() {
   // The micro-step from a CUDA graph (train.cuda_graph), or its data flow (static gradients) run
   // eagerly: distributed.gradient_as_bucket_view, and tests.
   std::unique_ptr<StepGraph> graph;
+  bool graph_refused = false;
   if (tc.cuda_graph) {
     const std::string why = StepGraph::unsupported(cfg_, device_);
     if (why.empty()) graph = std::make_unique<StepGraph>(parts_, device_, /*capture=*/true);
     else {
+      graph_refused = true;
       log::warn("train.cuda_graph: eager steps: " + why);
       r.cuda_graph = {{"enabled", false}, {"reason", why}};
     }
-  } else if (const char* e = std::getenv("EFFTRAIN_STATIC_GRADS");
-             (e && std::string(e) == "1") || (cfg_.distributed.gradient_as_bucket_view && sync.communicates())) {
-    graph = std::make_unique<StepGraph>(parts_, device_, /*capture=*/false);
   }
+  if (const char* e = std::getenv("EFFTRAIN_STATIC_GRADS");
+      !graph && ((e && std::string(e) == "1") || (cfg_.distributed.gradient_as_bucket_view && sync.communicates())))
+    graph = std::make_unique<StepGraph>(parts_, device_, /*capture=*/false);
   std::unique_ptr<OnlinePolicy> policy;
   if (cfg_.policy.mode == "auto") {
     policy = std::make_unique<OnlinePolicy>(cfg_, parts_, device_, opts_.block_memory, opts_.segments, world);
@@ -362,7 +364,7 @@ TrainResult Trainer::fit() {
     r.train_s = r.loop_s - r.eval_s - r.checkpoint_s;
   }
   if (r.status == "completed" && r.time_to_target_s) r.status = "target_reached";
-  if (graph) r.cuda_graph = graph->report();
+  if (graph && !graph_refused) r.cuda_graph = graph->report();  // else the reason it was refused stays
   if (policy) r.policy = policy->report();
   r.profile = profiler.report();
   const double excluded = r.eval_s + r.checkpoint_s;
