@@ -39,15 +39,10 @@ if [ "${EFFTRAIN_SKIP_QUICKSTART:-0}" != 1 ]; then
   log "quickstart on cuda: exit $? $(python3 -c "import json;j=json.load(open('/tmp/quickstart/report.json'));print(j['status'], j['environment']['device_name'], 'acc', j['quality']['final'], 'samples/s', round(j['throughput']['samples_per_s']))" 2>&1)"
 fi
 
-# The command each benchmark JSON records: the benchmark and the settings it reads from the
-# environment (the knobs scripts/bench/*.sh document), the tree it ran on.
-knobs="$(env | grep -E '^(ABLATION|GRID|PC|R50|SCALING|SEED|TUNE|EFFTRAIN_SEED)[A-Z0-9_]*=' | sort |
-         sed -E "s/=(.*)/='\1'/" | tr '\n' ' ')"
-# EFFTRAIN_TREE=<commit> names it where the copy's git metadata lags the working tree (in the
-# sixth session every device call read b66d18e+changes, the HEAD before that session's commits).
-if [ -n "${EFFTRAIN_TREE:-}" ]; then tree="$EFFTRAIN_TREE"
-elif tree="$(git rev-parse --short HEAD 2>/dev/null)"; then git diff --quiet HEAD || tree+="+changes"
-else tree=unknown; fi
+# The command each benchmark JSON records: the benchmark, its knobs, the tree it ran on.
+source "$root/scripts/bench/provenance.sh"
+knobs="$(bench_knobs)"
+tree="$(bench_tree)"
 for b in ${EFFTRAIN_BENCH:-}; do
   t1=$(date +%s)
   BENCH_COMMAND="${knobs}EFFTRAIN_BENCH=$b scripts/gpu-check.sh (tree $tree)" bash "scripts/bench/$b.sh" "$OUT" 2>&1 |

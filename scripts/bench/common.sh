@@ -8,6 +8,9 @@ RUNS="${RUNS:-/tmp/efftrain-bench}"
 mkdir -p "$RUNS"
 EFFTRAIN="$root/build/efftrain"
 DATA="${EFFTRAIN_DATA:-$root/.data/prepared}"
+# The command the JSONs record: gpu-check.sh's, or this script run on its own with its knobs.
+source "$root/scripts/bench/provenance.sh"
+BENCH_COMMAND="${BENCH_COMMAND:-$(bench_knobs)bash scripts/bench/$(basename "$0") OUT_DIR (tree $(bench_tree))}"
 
 bench_run() {
   local name="$1" exp="$2"; shift 2
@@ -32,14 +35,14 @@ bench_side_by_side() {
   local out="$1" title="$2"; shift 2
   local reports=()
   for n in "$@"; do [ -f "$RUNS/$n/report.json" ] && reports+=("$RUNS/$n/report.json"); done
-  python3 "$root/scripts/bench/side_by_side.py" "$out" "$title" "${BENCH_COMMAND:-scripts/gpu-check.sh}" "${reports[@]}"
+  python3 "$root/scripts/bench/side_by_side.py" "$out" "$title" "$BENCH_COMMAND" "${reports[@]}"
 }
 
 bench_collect() {
   local out="$1" title="$2"; shift 2
   local reports=()
   for n in "$@"; do reports+=("$RUNS/$n/report.json"); done
-  python3 "$root/scripts/collect.py" "$out" "$title" "${BENCH_COMMAND:-scripts/gpu-check.sh}" "${reports[@]}"
+  python3 "$root/scripts/collect.py" "$out" "$title" "$BENCH_COMMAND" "${reports[@]}"
 }
 
 # bench_series PREFIX "WORLD SIZES" EXPERIMENT [efftrain run args...]: one run per world size as
