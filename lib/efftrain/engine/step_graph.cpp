@@ -55,6 +55,7 @@ struct StepGraph::Impl {
   torch::Device device;
   bool capture;
   bool comm_in_graph;   // the last micro-batch's graph holds the collectives
+  bool hooks_eager;     // uncaptured static gradients: the hooks send buckets as backward fills them
   torch::Tensor inv_k;  // 1/k on the device, read by the graph
   int64_t last_k = 0;
   // [0]: a micro-batch without communication (every one, without comm_in_graph); [1]: the last.
@@ -69,7 +70,8 @@ struct StepGraph::Impl {
       : parts(p),
         device(d),
         capture(c),
-        comm_in_graph(c && p.grad_sync->overlaps_backward()) {}
+        comm_in_graph(c && p.grad_sync->overlaps_backward()),
+        hooks_eager(!c && p.grad_sync->overlaps_backward()) {}
 
   torch::Tensor forward_backward(const Batch& b) {
     torch::Tensor l;
@@ -215,8 +217,7 @@ torch::Tensor StepGraph::micro_step(const Batch& b, int64_t k, bool last) {
     m.capture_graph(b, slot);
   if (!m.graph[slot] || !m.fits(b)) {
     ++m.eager_micro_steps;
-    // Uncaptured static gradients: the hooks send the buckets as backward fills them.
-    if (!m.capture && m.parts.grad_sync->overlaps_backward()) m.parts.grad_sync->before_backward(last);
+    if (m.hooks_eager) m.parts.grad_sync->before_backward(last);
     return m.forward_backward(b);
   }
   m.in.input.copy_(b.input);
@@ -241,9 +242,8 @@ nlohmann::json StepGraph::report() const {
                       {"capture_s", m.capture_s},
                       {"gradient_sync", !m.parts.grad_sync->communicates() ? "none"
                                         : m.comm_in_graph ? "in the graph, from the backward hooks as buckets fill"
-                                        : !m.capture && m.parts.grad_sync->overlaps_backward()
-                                            ? "from the backward hooks as buckets fill"
-                                            : "after backward, every bucket at once"}};
+                                        : m.hooks_eager ? "from the backward hooks as buckets fill"
+                                                        : "after backward, every bucket at once"}};
   if (m.in.input.defined()) j["static_input_shape"] = m.in.input.sizes().vec();
   j["reason"] = !m.failure.empty() ? nlohmann::json("capture failed: " + m.failure)
                 : !m.capture      ? nlohmann::json("train.cuda_graph is off (static gradients, eager steps)")
