@@ -35,11 +35,21 @@ def classify(name):
     return "other"
 
 
-def load(path):
+DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+
+
+def read_trace(path):
+    """A Chrome trace's events and its clock base in microseconds (0 where it has none)."""
     with open(path) as f:
         t = json.load(f)
-    events = t["traceEvents"] if isinstance(t, dict) else t
-    return [e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    if not isinstance(t, dict):
+        return t, 0.0
+    return t["traceEvents"], t.get("baseTimeNanoseconds", 0) / 1000.0
+
+
+def load(path):
+    events, _ = read_trace(path)
+    return [e for e in events if e.get("ph") == "X" and e.get("cat") in DEVICE_CATS]
 
 
 def summarize(path, steps, top):

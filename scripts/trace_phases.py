@@ -17,21 +17,14 @@ import bisect
 import collections
 import json
 
-DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+from profile_summary import DEVICE_CATS, read_trace
+
 RUNTIME_CATS = ("cuda_runtime", "cuda_driver")
 PREFIX = "efftrain::"
 
 
-def load(path):
-    with open(path) as f:
-        t = json.load(f)
-    events = t["traceEvents"] if isinstance(t, dict) else t
-    base_us = (t.get("baseTimeNanoseconds", 0) / 1000.0) if isinstance(t, dict) else 0.0
-    return events, base_us
-
-
 def analyze(path):
-    events, base_us = load(path)
+    events, base_us = read_trace(path)
     phases = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") == "user_annotation"
                      and e.get("name", "").startswith(PREFIX)), key=lambda e: e["ts"])
     launch = {}
