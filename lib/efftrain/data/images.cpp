@@ -44,13 +44,20 @@ torch::Tensor random_crop_flip(const torch::Tensor& x, int64_t pad, torch::Gener
   return crop_flip(x, pad, oy.to(x.device()), ox.to(x.device()), flip.to(x.device()));
 }
 
+Normalizer::Normalizer(const std::vector<double>& mean, const std::vector<double>& std, torch::Device device) {
+  const auto C = static_cast<int64_t>(mean.size());
+  auto f = torch::TensorOptions().dtype(torch::kFloat);
+  mean_ = torch::tensor(std::vector<float>(mean.begin(), mean.end()), f).view({1, C, 1, 1}).to(device);
+  std_ = torch::tensor(std::vector<float>(std.begin(), std.end()), f).view({1, C, 1, 1}).to(device);
+}
+
+torch::Tensor Normalizer::operator()(const torch::Tensor& u8) const {
+  return (u8.to(torch::kFloat) / 255.0 - mean_) / std_;
+}
+
 torch::Tensor normalize(const torch::Tensor& u8, const std::vector<double>& mean,
                         const std::vector<double>& std) {
-  const int64_t C = u8.size(1);
-  auto opts = torch::TensorOptions().device(u8.device()).dtype(torch::kFloat);
-  auto m = torch::tensor(std::vector<float>(mean.begin(), mean.end()), opts).view({1, C, 1, 1});
-  auto s = torch::tensor(std::vector<float>(std.begin(), std.end()), opts).view({1, C, 1, 1});
-  return (u8.to(torch::kFloat) / 255.0 - m) / s;
+  return Normalizer(mean, std, u8.device())(u8);
 }
 
 }  // namespace efftrain::data

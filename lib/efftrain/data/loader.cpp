@@ -5,6 +5,11 @@
 
 namespace efftrain::data {
 
+torch::Tensor to_device_async(torch::Tensor host, torch::Device device) {
+  if (!device.is_cuda()) return host.to(device);
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
 torch::Tensor crop_flip(const torch::Tensor& x, int64_t pad, const torch::Tensor& oy, const torch::Tensor& ox,
                         const torch::Tensor& flip) {
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -147,7 +152,7 @@ class DeviceLoader : public ImageLoader {
   ImageBatch next() override {
     if (!order_.defined() || pos_ + opts_.batch_size > order_.size(0)) {
       ++epoch_;
-      order_ = torch::tensor(sampler_.rank_indices(epoch_), torch::kLong).to(device_);  // once per epoch
+      order_ = to_device_async(torch::tensor(sampler_.rank_indices(epoch_), torch::kLong), device_);  // once per epoch
       pos_ = 0;
     }
     auto idx = order_.slice(0, pos_, pos_ + opts_.batch_size);
@@ -173,7 +178,7 @@ class DeviceLoader : public ImageLoader {
   void seek(int64_t batch) override {
     const int64_t per_epoch = sampler_.batches_per_epoch();
     epoch_ = batch / per_epoch;
-    order_ = torch::tensor(sampler_.rank_indices(epoch_), torch::kLong).to(device_);
+    order_ = to_device_async(torch::tensor(sampler_.rank_indices(epoch_), torch::kLong), device_);
     pos_ = (batch % per_epoch) * opts_.batch_size;
     batch_ = batch;
   }

@@ -52,6 +52,11 @@ class ImageLoader {
 std::unique_ptr<ImageLoader> make_image_loader(const std::string& input_path, const ImageSplit& train,
                                                const LoaderOptions& opts, torch::Device device);
 
+// A host tensor on `device` without stopping the host: on CUDA it crosses from pinned memory,
+// asynchronously (a pageable copy may wait for every kernel already queued, an idle gap on the
+// GPU and, with several processes, each rank's host restarting at its own moment).
+torch::Tensor to_device_async(torch::Tensor host, torch::Device device);
+
 // Crop (zero padding `pad`, offsets in [0, 2*pad]) and horizontal flip of any-dtype [B,C,H,W]
 // images, with the randomness given: oy, ox int64 [B], flip bool [B], all on x's device.
 torch::Tensor crop_flip(const torch::Tensor& x, int64_t pad, const torch::Tensor& oy, const torch::Tensor& ox,

@@ -23,7 +23,8 @@ ImageClassificationTask::ImageClassificationTask(const BuildContext& ctx, std::s
       augment_(ctx.cfg.task.data.augment),
       channels_last_(ctx.cfg.task.model.channels_last),
       batch_size_(ctx.cfg.train.batch_size),
-      image_size_(set_.train.images.size(2)) {
+      image_size_(set_.train.images.size(2)),
+      normalize_(set_.mean, set_.std, device_) {
   model_->to(device_);
   if (channels_last_) {
     torch::NoGradGuard ng;
@@ -51,7 +52,7 @@ ImageClassificationTask::ImageClassificationTask(const BuildContext& ctx, std::s
 }
 
 torch::Tensor ImageClassificationTask::prepare(const torch::Tensor& u8) {
-  auto x = data::normalize(u8, set_.mean, set_.std);
+  auto x = normalize_(u8);
   if (channels_last_) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
   return x;
 }

@@ -45,6 +45,7 @@ class ImageClassificationTask : public Task {
   bool channels_last_;
   int64_t batch_size_;
   int64_t image_size_;
+  data::Normalizer normalize_;
   std::unique_ptr<data::ImageLoader> loader_;
 };
 

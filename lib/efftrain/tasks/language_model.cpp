@@ -9,6 +9,7 @@
 #include "efftrain/core/error.h"
 #include "efftrain/core/files.h"
 #include "efftrain/data/gpt2_tokenizer.h"
+#include "efftrain/data/loader.h"
 #include "efftrain/data/sampler.h"
 #include "efftrain/engine/context.h"
 #include "efftrain/kernels/cross_entropy.h"
@@ -114,17 +115,13 @@ class LanguageModelTask : public Task {
     auto starts = torch::tensor(idx_vec, torch::kLong);
     torch::Tensor seq;
     if (on_device_) {
-      // Only the batch's start indices cross, pinned and asynchronously: a pageable copy makes
-      // the host wait for every kernel already queued (a GPU idle gap each micro-batch, and with
-      // several processes each rank's host restarting at its own moment).
-      if (device_.is_cuda()) starts = starts.pin_memory();
-      auto pos = starts.to(device_, /*non_blocking=*/true).mul_(T_).view({-1, 1}) + device_offsets_.view({1, -1});
+      // Only the batch's start indices cross (data::to_device_async).
+      auto pos = data::to_device_async(starts, device_).mul_(T_).view({-1, 1}) + device_offsets_.view({1, -1});
       seq = splits_.train.index({pos});
     } else {
       auto pos = (starts * T_).view({-1, 1}) + offsets_.view({1, -1});
       seq = splits_.train.index({pos});
-      if (device_.is_cuda()) seq = seq.pin_memory();
-      seq = seq.to(device_, /*non_blocking=*/true);
+      seq = data::to_device_async(seq, device_);
     }
     Batch b;
     b.input = seq.slice(1, 0, T_);
