@@ -23,9 +23,9 @@ class Accumulation {
   // Multi-process runs: whether after_sync wants the gradient norms.
   virtual bool wants_global_norm() const { return false; }
   // After the gradient sync of a step (device scalars, still scaled by `loss_scale`): the
-  // squared norm of this rank's own accumulated gradient before the sync
-  // (GradSync::local_sq_norm; undefined when the sync did not measure it), and that of the
-  // rank-averaged gradient, the same on every rank.
+  // squared norm of each rank's own accumulated gradient before the sync
+  // (GradSync::local_sq_norm), summed over the ranks (undefined when the sync did not measure
+  // it), and that of the rank-averaged gradient, the same on every rank.
   virtual void after_sync(const torch::Tensor& local_sq, const torch::Tensor& global_sq,
                           const torch::Tensor& loss_scale) {}
   // After the optimizer step; `found_inf` (device flag, may be undefined) marks a skipped step.

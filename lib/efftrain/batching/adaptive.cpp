@@ -59,9 +59,7 @@ class Adaptive : public Accumulation {
   void after_sync(const torch::Tensor& local_sq, const torch::Tensor& global_sq,
                   const torch::Tensor& loss_scale) override {
     if (!local_sq.defined()) return;
-    auto sq = unscaled(local_sq.clone(), loss_scale);  // the local accumulated gradient's |g|^2,
-    comm_->all_reduce_sum(sq)->wait();                 // averaged over the ranks
-    small_ = sq / static_cast<double>(world_);
+    small_ = unscaled(local_sq, loss_scale) / static_cast<double>(world_);  // the ranks' mean local |g|^2
     big_ = unscaled(global_sq, loss_scale);
   }
 

@@ -143,6 +143,18 @@ void Comm::broadcast(std::vector<torch::Tensor> tensors, int root) {
   }
 }
 
+std::vector<torch::Tensor> Comm::sum_scalars(const std::vector<torch::Tensor>& scalars) {
+  if (scalars.empty()) return {};
+  std::vector<torch::Tensor> flat;
+  for (const auto& t : scalars) flat.push_back(t.detach().reshape({1}).to(torch::kDouble));
+  auto packed = torch::cat(flat);
+  all_reduce_sum(packed)->wait();
+  std::vector<torch::Tensor> out;
+  for (size_t i = 0; i < scalars.size(); ++i)
+    out.push_back(packed[static_cast<int64_t>(i)].to(scalars[i].scalar_type()));
+  return out;
+}
+
 void Comm::barrier() {
   auto t = torch::zeros({1}, torch::TensorOptions().device(device_));
   all_reduce_sum(t)->wait();

@@ -49,6 +49,9 @@ class Comm {
   Work reduce_scatter_sum(torch::Tensor out, torch::Tensor in);       // in.numel() == size * out.numel()
   Work all_gather(torch::Tensor out, torch::Tensor in);               // out.numel() == size * in.numel()
   void broadcast(std::vector<torch::Tensor> tensors, int root);       // blocking
+  // Device scalars (any dtype) summed over the ranks in one collective, packed as fp64; each
+  // comes back in its own dtype. On CUDA the host does not wait (the stream does).
+  std::vector<torch::Tensor> sum_scalars(const std::vector<torch::Tensor>& scalars);
   void barrier();
   // Host-side agreement at points every rank reaches (a tiny all-reduce).
   bool any(bool local);

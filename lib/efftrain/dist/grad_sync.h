@@ -22,9 +22,9 @@ class GradSync {
   // Waits for this step's communication: afterwards the optimizer tensors hold the global
   // (rank-averaged) gradient, or this rank's shard of it.
   virtual void finish() = 0;
-  // Sums a device scalar over the ranks that hold different gradient parts (zero2: the
-  // found-inf flag and the squared gradient norm); a no-op where every rank holds all of it.
-  virtual void sum_over_shards(torch::Tensor& t) {}
+  // Whether each rank holds a different part of the gradient (zero2): then what the step
+  // derives from the gradients (the found-inf flag, squared norms) is summed over the ranks.
+  virtual bool sharded() const { return false; }
   // After the optimizer step (zero2: all-gather the updated parameters).
   virtual void after_step() {}
   // Each rank's own accumulated gradient, which the sync overwrites (the noise estimate of

@@ -66,7 +66,7 @@ class Zero2 : public BucketedSync {
     ++steps_;
   }
 
-  void sum_over_shards(torch::Tensor& t) override { comm_->all_reduce_sum(t)->wait(); }
+  bool sharded() const override { return true; }
 
   void after_step() override {
     torch::NoGradGuard ng;

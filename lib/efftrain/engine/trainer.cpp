@@ -218,23 +218,41 @@ TrainResult Trainer::fit() {
     }
     phase.emplace("efftrain::grad_sync");
     sync.finish();
+    torch::Tensor global_sq, local_sq, clip_sq;
     if (parts_.accumulation->wants_global_norm()) {
       torch::NoGradGuard ng;
-      auto sq = squared_norm(defined_grads(opt.tensors), torch::kDouble);
-      sync.sum_over_shards(sq);
-      parts_.accumulation->after_sync(sync.local_sq_norm(), sq, precision.loss_scale());
+      global_sq = squared_norm(defined_grads(opt.tensors), torch::kDouble);  // still scaled
+      local_sq = sync.local_sq_norm();
     }
     torch::Tensor found_inf = precision.unscale_and_check(opt.tensors);
-    if (found_inf.defined()) {  // zero2: an overflow in any shard skips the step on every rank
-      sync.sum_over_shards(found_inf);
-      found_inf.clamp_max_(1.0);
-    }
+    std::vector<torch::Tensor> grads;
     if (cfg_.optim.grad_clip > 0) {
       torch::NoGradGuard ng;
-      const auto grads = defined_grads(opt.tensors);
-      auto total_sq = squared_norm(grads);
-      sync.sum_over_shards(total_sq);
-      auto coef = (cfg_.optim.grad_clip / (total_sq.sqrt() + 1e-6)).clamp_max(1.0);
+      grads = defined_grads(opt.tensors);
+      clip_sq = squared_norm(grads);
+    }
+    if (comm_) {
+      // The step's scalars summed over the ranks in one collective (every collective is a
+      // point where each rank waits for the last): each rank's own gradient norm (adaptive k)
+      // and, where each rank holds a shard (zero2), the parts of the shards' norms and of the
+      // found-inf flag (an overflow in any shard skips the step on every rank).
+      std::vector<torch::Tensor*> summed;
+      if (local_sq.defined()) summed.push_back(&local_sq);
+      if (sync.sharded())
+        for (torch::Tensor* t : {&global_sq, &found_inf, &clip_sq})
+          if (t->defined()) summed.push_back(t);
+      std::vector<torch::Tensor> in;
+      for (auto* t : summed) in.push_back(*t);
+      const auto out = comm_->sum_scalars(in);
+      for (size_t i = 0; i < summed.size(); ++i) {
+        if (summed[i] == &found_inf) found_inf.copy_(out[i].clamp_max(1.0));  // the precision's own flag
+        else *summed[i] = out[i];
+      }
+    }
+    if (global_sq.defined()) parts_.accumulation->after_sync(local_sq, global_sq, precision.loss_scale());
+    if (clip_sq.defined()) {
+      torch::NoGradGuard ng;
+      auto coef = (cfg_.optim.grad_clip / (clip_sq.sqrt() + 1e-6)).clamp_max(1.0);
       at::_foreach_mul_(grads, coef);
     }
     const double lr = parts_.schedule->lr(step, r.samples) * parts_.accumulation->lr_scale();
