@@ -15,11 +15,29 @@ BENCH_COMMAND="${BENCH_COMMAND:-$(bench_knobs)bash scripts/bench/$(basename "$0"
 bench_run() {
   local name="$1" exp="$2"; shift 2
   echo "--- $name: efftrain run $exp $*"
+  [ "${BENCH_GPU_SAMPLE:-0}" = 1 ] && gpu_sample_start "$RUNS/$name"
   (cd "$root" && "$EFFTRAIN" run "$exp" --out "$RUNS/$name" --overwrite --set "task.data.root=$DATA" "$@") \
     > "$RUNS/$name.log" 2>&1
   local rc=$?
+  [ "${BENCH_GPU_SAMPLE:-0}" = 1 ] && gpu_sample_stop "$RUNS/$name"
   [ $rc = 0 ] || { echo "    exit $rc"; tail -5 "$RUNS/$name.log"; }
   return 0
+}
+
+# BENCH_GPU_SAMPLE=1: every GPU's SM clock, power, temperature, utilization and clock-event
+# reasons twice a second during each run, and once, 15 s in, which processes hold a context on
+# which GPU; one summary line per GPU after the run (scripts/bench/gpu_sample.py).
+gpu_sample_start() {
+  nvidia-smi --query-gpu=index,clocks.sm,power.draw,temperature.gpu,utilization.gpu,clocks_event_reasons.active \
+    --format=csv,noheader,nounits -lms 500 > "$1.gpu.csv" 2>&1 &
+  GPU_SAMPLER=$!
+  (sleep 15 && nvidia-smi --query-compute-apps=pid,gpu_bus_id,used_memory --format=csv,noheader > "$1.apps.csv" 2>&1) &
+  GPU_APPS=$!
+}
+gpu_sample_stop() {
+  kill "$GPU_SAMPLER" "$GPU_APPS" 2>/dev/null
+  wait "$GPU_SAMPLER" "$GPU_APPS" 2>/dev/null
+  python3 "$root/scripts/bench/gpu_sample.py" "$1.gpu.csv" "$1.apps.csv"
 }
 
 bench_pytorch() {
