@@ -273,6 +273,7 @@ TEST_CASE("gpu: ddp and zero2 over NCCL on two GPUs equal one GPU", "[gpu]") {
     const auto two = train(gpt + batch(12, 2) + " --nproc 2 --set distributed.grad_sync=" + sync);
     CHECK(two.report["optimizations"]["grad_sync"]["backend"] == "nccl");
     CHECK(two.report["environment"]["world_size"] == 2);
+    for (const auto& r : two.report["ranks"]) CHECK(r["cuda_contexts_elsewhere"].empty());  // each on its own GPU
     const double diff = relative_difference(one.params, two.params);
     INFO(sync << ": relative difference " << diff);
     CHECK(diff < 1e-5);  // different per-GPU batch shapes pick different kernels
@@ -311,6 +312,7 @@ TEST_CASE("gpu: the same binary runs unchanged under torchrun", "[gpu]") {
   CHECK(j["environment"]["world_size"] == 2);
   CHECK(j["optimizations"]["grad_sync"]["name"] == "zero2");
   CHECK(j["ranks"].size() == 2);
+  for (const auto& r : j["ranks"]) CHECK(r["cuda_contexts_elsewhere"].empty());
   // No leaked process group at exit.
   CHECK(read_text(d.file("log")).find("has NOT been destroyed") == std::string::npos);
 }

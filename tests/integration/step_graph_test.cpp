@@ -209,6 +209,7 @@ TEST_CASE("gpu: graph-replayed micro-steps under ddp and zero2 on two GPUs equal
     CHECK(g["replays"].get<int>() >= 10 * k - 1);
     CHECK(g["gradient_sync"] == "in the graph, from the backward hooks as buckets fill");
     CHECK(graph.report["optimizations"]["grad_sync"]["optimizer_steps"] == 10);
+    for (const auto& r : graph.report["ranks"]) CHECK(r["cuda_contexts_elsewhere"].empty());
     const double diff = relative_difference(eager.params, graph.params);
     INFO("relative difference " << diff);
     CHECK(diff < 1e-5);

@@ -412,6 +412,11 @@ RunOutcome run_experiment(const RunOptions& opts) {
   const double achieved = train_flops * sps;
   const auto metric = parts.task->metric();
 
+  const auto elsewhere = metrics::contexts_elsewhere(device);
+  if (!elsewhere.empty())
+    log::warn(strf("rank %d holds a CUDA context on %zu GPU(s) besides its own (%s): memory there, and that GPU's "
+                   "owner shares it with this process",
+                   rank, elsewhere.size(), nlohmann::json(elsewhere).dump().c_str()));
   // Per-rank figures: each rank publishes its own through the store; rank 0 collects them
   // (not after a failure: a dead rank would never publish).
   nlohmann::json mine = {{"rank", rank},
@@ -419,7 +424,8 @@ RunOutcome run_experiment(const RunOptions& opts) {
                          {"samples_per_s", sps / world},
                          {"peak_allocated_bytes", mem.allocated},
                          {"peak_reserved_bytes", mem.reserved},
-                         {"optimizer_state_bytes", parts.optimizer->state_bytes()}};
+                         {"optimizer_state_bytes", parts.optimizer->state_bytes()},
+                         {"cuda_contexts_elsewhere", elsewhere}};
   nlohmann::json ranks = nlohmann::json::array({mine});
   int64_t peak_allocated = mem.allocated, peak_reserved = mem.reserved;
   if (comm && result.status != "failed") {

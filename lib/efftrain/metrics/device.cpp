@@ -4,6 +4,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/cuda.h>
 
 #include <atomic>
@@ -69,7 +70,20 @@ torch::Device resolve_device(const std::string& wanted, int local_rank) {
   if (local_rank >= count)
     throw UserError("LOCAL_RANK " + std::to_string(local_rank) + " has no GPU: only " +
                     std::to_string(count) + " visible");
+  // The worker binds its GPU before anything else touches CUDA (torch.cuda.set_device(local_rank)
+  // in a torchrun script): a CUDA call made while the current device is still 0 opens a context
+  // on GPU 0, which rank 0 then shares with every other rank.
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(local_rank));
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+}
+
+std::vector<int> contexts_elsewhere(const torch::Device& device) {
+  std::vector<int> out;
+  if (!device.is_cuda()) return out;
+  const int count = static_cast<int>(torch::cuda::device_count());
+  for (int i = 0; i < count; ++i)
+    if (i != device.index() && c10::cuda::hasPrimaryContext(static_cast<c10::DeviceIndex>(i))) out.push_back(i);
+  return out;
 }
 
 namespace {

@@ -5,12 +5,16 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace efftrain::metrics {
 
 // Resolves "auto" | "cpu" | "cuda" (LOCAL_RANK picks the GPU). UserError if CUDA is asked
 // for and not available.
 torch::Device resolve_device(const std::string& wanted, int local_rank);
+// The GPUs other than `device` on which this process holds a CUDA context (a worker should hold
+// none: each costs memory there, and its owner shares that GPU with this process).
+std::vector<int> contexts_elsewhere(const torch::Device& device);
 
 struct DeviceInfo {
   std::string name;          // "NVIDIA H100 80GB HBM3", or the CPU model
