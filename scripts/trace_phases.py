@@ -41,6 +41,15 @@ def analyze(path):
         return None
 
     steps = sum(1 for p in phases if p["name"] == PREFIX + "zero_grad") or 1
+    # Each micro_step range's place in its step (0 .. k-1): the last one communicates.
+    micro_index, i_in_step = {}, 0
+    for i, p in enumerate(phases):
+        if p["name"] == PREFIX + "zero_grad":
+            i_in_step = 0
+        elif p["name"] == PREFIX + "micro_step":
+            micro_index[i] = i_in_step
+            i_in_step += 1
+    by_micro = collections.defaultdict(collections.Counter)
     rows = collections.defaultdict(lambda: collections.Counter())
     for p in phases:
         r = rows[p["name"][len(PREFIX):]]
@@ -61,8 +70,10 @@ def analyze(path):
         pi = phase_of(lt) if lt is not None else None
         name = phases[pi]["name"][len(PREFIX):] if pi is not None else "(outside)"
         r = rows[name]
+        m = by_micro[micro_index[pi]] if pi in micro_index else collections.Counter()
         r["kernels"] += 1
         r["gpu_ms"] += e["dur"] / 1000.0
+        m["gpu_ms"] += e["dur"] / 1000.0
         is_nccl = "nccl" in e["name"].lower()
         if is_nccl:
             key = e["name"].split("(")[0][:60]
@@ -73,6 +84,8 @@ def analyze(path):
             host = max(0.0, min(lt, e["ts"]) - busy_end) if lt is not None else 0.0
             r["idle_host_ms"] += host / 1000.0
             r["idle_other_ms"] += (gap - host) / 1000.0
+            m["idle_host_ms"] += host / 1000.0
+            m["idle_other_ms"] += (gap - host) / 1000.0
             key = (name, last["name"][:50], e["name"][:50])
             gaps[key] += gap
             gap_n[key] += 1
@@ -89,6 +102,8 @@ def analyze(path):
         "steps": steps,
         "gpu_span_ms_per_step": span / steps,
         "phases_per_step": per_step,
+        # micro_step split by its place in the step (the last one communicates): per step
+        "micro_steps": [{k: v / steps for k, v in by_micro[i].items()} for i in sorted(by_micro)],
         "nccl_ms_per_step": {k: v / steps for k, v in nccl.most_common()},
         "nccl_calls_per_step": {k: v / steps for k, v in nccl_n.items()},
         # the largest sources of GPU idle time: [phase, kernel before, kernel after, ms per step, gaps per step]
@@ -123,6 +138,10 @@ def main():
                 continue
             c = s["phases_per_step"][ph]
             print(f"  {ph:<14}" + "".join(f"{c.get(m, 0):>13.2f}" for m, _ in METRICS))
+        if len(s["micro_steps"]) > 1:
+            print("  micro_step by place, gpu busy / idle: host / idle: other: " +
+                  "  ".join(f"{i}: {m.get('gpu_ms', 0):.2f}/{m.get('idle_host_ms', 0):.2f}/{m.get('idle_other_ms', 0):.2f}"
+                            for i, m in enumerate(s["micro_steps"])))
         for ph, before, after, ms, n in s["top_gaps"][:8]:
             print(f"  idle {ms:8.3f} ms/step in {n:6.1f} gaps  [{ph}] {before} -> {after}")
         for k, v in s["nccl_ms_per_step"].items():

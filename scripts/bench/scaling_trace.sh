@@ -6,7 +6,7 @@
 # kernel class side by side, and trace_phases.py splits each step by phase (host time, GPU time,
 # GPU idle waiting for the host) and compares the ranks' GPU arrival at each step's first
 # collective. TRACE_TASK: cifar10_resnet50 (default; files named scaling_r50_trace*) or
-# wikitext2_gpt2 (scaling_gpt2_trace*).
+# wikitext2_gpt2 (scaling_gpt2_trace*). TRACE_WORLDS: the world sizes beside 1 (default "2 4").
 # Usage: scaling_trace.sh OUT_DIR -> OUT_DIR/scaling_<r50|gpt2>_trace{,_summary,_phases}.json
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="$1"
@@ -20,7 +20,7 @@ args=("experiments/seed/${task}_optimized.yaml" --set train.max_steps=110 --set 
       --set train.eval_every=0 --set train.eval_every_samples=0 --set train.stop_at_target=false
       --set task.data.eval_limit=1000 --set train.profile_start_step=100 --set train.profile_steps=3)
 worlds="1"
-for w in 2 4; do [ "$(nvidia-smi -L | wc -l)" -ge "$w" ] && worlds+=" $w"; done
+for w in ${TRACE_WORLDS:-2 4}; do [ "$(nvidia-smi -L | wc -l)" -ge "$w" ] && worlds+=" $w"; done
 bench_series "${short}_trace" "$worlds" "${args[@]}"
 traces=()
 for w in $worlds; do
