@@ -11,6 +11,7 @@ import json
 import re
 
 CLASSES = [  # first match wins; patterns over the kernel name, lower-cased
+    ("nccl", r"nccl"),  # first: NCCL's names hold "reduce" (ReduceScatter, AllReduce)
     ("residual_norm", r"residual_norm|column_sums_kernel"),  # efftrain's fused residual + dropout + LayerNorm
     ("attention", r"flash|fmha|attention|native_sdpa|sdpa"),
     ("matmul", r"gemm|cutlass|sm90_xmma|nvjet|cublas|wgmma|xmma_gemm"),
@@ -23,7 +24,6 @@ CLASSES = [  # first match wins; patterns over the kernel name, lower-cased
     ("reduce", r"reduce_kernel|reduce"),
     ("copy_cast", r"copy|cast|memcpy|memset|fill"),
     ("elementwise", r"elementwise|vectorized|unrolled"),
-    ("nccl", r"nccl"),
 ]
 
 

@@ -1,0 +1,80 @@
+// scripts/trace_phases.py and scripts/profile_summary.py on a made-up trace whose numbers are
+// known: the micro-steps split by their place in the step, NCCL kernels in their own class.
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_floating_point.hpp>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "helpers.h"
+
+using namespace efftrain::test;
+using Catch::Matchers::WithinAbs;
+
+namespace {
+
+// Two optimizer steps of k = 3 micro-steps. The host ranges come first and every kernel is
+// launched before the GPU is free, so no idle time is the host's. On the GPU each micro-step runs
+// two 20 us kernels with a gap of 10 * (place + 1) us between them; the last one also runs a
+// 7 us NCCL reduce-scatter.
+nlohmann::json made_up_trace() {
+  auto events = nlohmann::json::array();
+  int corr = 0;
+  auto range = [&](const std::string& name, double ts, double dur) {
+    events.push_back({{"ph", "X"}, {"cat", "user_annotation"}, {"name", "efftrain::" + name}, {"ts", ts}, {"dur", dur}});
+  };
+  auto kernel = [&](const std::string& name, double launch, double ts, double dur) {
+    ++corr;
+    events.push_back({{"ph", "X"}, {"cat", "cuda_runtime"}, {"name", "cudaLaunchKernel"}, {"ts", launch},
+                      {"dur", 1}, {"args", {{"correlation", corr}}}});
+    events.push_back({{"ph", "X"}, {"cat", "kernel"}, {"name", name}, {"ts", ts}, {"dur", dur},
+                      {"args", {{"correlation", corr}}}});
+  };
+  for (int step = 0; step < 2; ++step) {
+    const double host = 1000.0 * step;
+    double gpu = host + 100;
+    range("zero_grad", host, 5);
+    kernel("zero_kernel", host + 1, gpu, 5);
+    gpu += 5;
+    for (int i = 0; i < 3; ++i) {
+      const double h = host + 10 + 10 * i;
+      range("micro_step", h, 5);
+      kernel("vectorized_elementwise_kernel", h + 1, gpu, 20);
+      gpu += 20 + 10 * (i + 1);
+      kernel("cudnn_conv_gemm", h + 2, gpu, 20);
+      gpu += 20;
+      if (i == 2) {
+        kernel("ncclDevKernel_ReduceScatter_Sum_f32_RING_LL", h + 3, gpu, 7);
+        gpu += 7;
+      }
+    }
+  }
+  return {{"traceEvents", events}, {"baseTimeNanoseconds", 0}};
+}
+
+}  // namespace
+
+TEST_CASE("trace_phases.py splits the micro-steps by place; profile_summary.py keeps NCCL kernels apart") {
+  TempDir d;
+  const std::string trace = d.write("trace.json", made_up_trace().dump());
+  const std::string scripts = EFFTRAIN_SOURCE_DIR "/scripts/";
+  REQUIRE(std::system(("python3 '" + scripts + "trace_phases.py' --json '" + d.file("phases.json") + "' run='" + trace +
+                       "' > '" + d.file("phases.txt") + "'").c_str()) == 0);
+  const auto ph = nlohmann::json::parse(read_text(d.file("phases.json")))["run"];
+  CHECK(ph["steps"] == 2);
+  const auto& micro = ph["micro_steps"];
+  REQUIRE(micro.size() == 3);
+  for (int i = 0; i < 3; ++i) {
+    INFO("place " << i);
+    CHECK_THAT(micro[i]["idle_other_ms"].get<double>(), WithinAbs(0.010 * (i + 1), 1e-9));
+    CHECK_THAT(micro[i].value("idle_host_ms", 0.0), WithinAbs(0.0, 1e-9));
+    CHECK_THAT(micro[i]["gpu_ms"].get<double>(), WithinAbs(i == 2 ? 0.047 : 0.040, 1e-9));
+  }
+  CHECK_THAT(ph["nccl_ms_per_step"]["ncclDevKernel_ReduceScatter_Sum_f32_RING_LL"].get<double>(), WithinAbs(0.007, 1e-9));
+
+  REQUIRE(std::system(("python3 '" + scripts + "profile_summary.py' --steps 2 --json '" + d.file("summary.json") + "' run='" +
+                       trace + "' > '" + d.file("summary.txt") + "'").c_str()) == 0);
+  const auto cls = nlohmann::json::parse(read_text(d.file("summary.json")))["run"]["by_class_ms_per_step"];
+  CHECK_THAT(cls["nccl"].get<double>(), WithinAbs(0.007, 1e-9));  // not "reduce"
+  CHECK_FALSE(cls.contains("reduce"));
+}
