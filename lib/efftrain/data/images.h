@@ -28,11 +28,10 @@ ImageSet make_synthetic_images(const config::DataConfig& cfg);
 torch::Tensor random_crop_flip(const torch::Tensor& x, int64_t pad, torch::Generator& gen);
 
 // uint8 [B,C,H,W] -> float, scaled to [0,1] and normalized per channel. The per-channel
-// constants live on the device once: built per batch from host vectors, they crossed as two
-// pageable copies, each of which may wait for the stream to drain.
+// constants are put on the device once (built per batch from the host vectors they would cross
+// as two pageable copies, each of which may wait for the stream to drain).
 class Normalizer {
  public:
-  Normalizer() = default;
   Normalizer(const std::vector<double>& mean, const std::vector<double>& std, torch::Device device);
   torch::Tensor operator()(const torch::Tensor& u8) const;
 
