@@ -5,7 +5,8 @@ micro_step, grad_sync, optimizer, after_step) as user annotations, and every GPU
 charged to the phase whose host range launched it (by the launch's correlation id). Per phase
 and step: host ms, GPU busy ms, and the GPU idle time before its kernels, split into time the GPU
 waited for the host to launch them ("host") and the rest (dependencies, gaps inside a CUDA graph,
-waits on another stream); then the kernel pairs with the most idle time between them. NCCL
+waits on another stream); the micro-steps also one by one, by their place in the step (the last
+one communicates); then the kernel pairs with the most idle time between them. NCCL
 kernels are listed on their own: their time includes waiting for the other ranks. Traces named
 RUN_rankN are the ranks of one run: the GPU arrival of each at the step's first collective is
 compared (the traces' clocks aligned by baseTimeNanoseconds).
