@@ -55,9 +55,4 @@ torch::Tensor Normalizer::operator()(const torch::Tensor& u8) const {
   return (u8.to(torch::kFloat) / 255.0 - mean_) / std_;
 }
 
-torch::Tensor normalize(const torch::Tensor& u8, const std::vector<double>& mean,
-                        const std::vector<double>& std) {
-  return Normalizer(mean, std, u8.device())(u8);
-}
-
 }  // namespace efftrain::data

@@ -38,7 +38,5 @@ class Normalizer {
  private:
   torch::Tensor mean_, std_;  // float [1,C,1,1] on the device
 };
-torch::Tensor normalize(const torch::Tensor& u8, const std::vector<double>& mean,
-                        const std::vector<double>& std);
 
 }  // namespace efftrain::data

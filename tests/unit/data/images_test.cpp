@@ -41,7 +41,7 @@ TEST_CASE("crop and flip keep shapes; a flip mirrors exactly") {
 
 TEST_CASE("normalize maps uint8 through /255, mean and std per channel") {
   auto u8 = torch::full({1, 2, 1, 1}, 255, torch::kUInt8);
-  auto y = data::normalize(u8, {0.5, 0.0}, {0.25, 1.0});
+  auto y = data::Normalizer({0.5, 0.0}, {0.25, 1.0}, u8.device())(u8);
   CHECK(y[0][0][0][0].item<float>() == 2.0f);
   CHECK(y[0][1][0][0].item<float>() == 1.0f);
 }
