@@ -3,7 +3,10 @@
 # half once the process is one rank of an NCCL job, also where the graph communicates nothing.
 # scripts/diag/graph_gaps.py reproduces that without efftrain: the same small graph replayed on
 # one GPU alone, on every GPU at once without a process group, and on every GPU under torchrun
-# with an NCCL process group (2 and, where there are four GPUs, 4 processes).
+# with an NCCL process group (2 and, where there are four GPUs, 4 processes); then, at the largest
+# world size, a group that never creates a communicator, a Gloo group, and NCCL with cuMem off, with
+# P2P and shared memory off, and with PyTorch's watchdog monitoring off. Two graph sizes: tiny
+# kernels (dispatch-bound) and medium ones (~5 us, ResNet-50's mean node).
 # Usage: graph_gaps.sh OUT_DIR -> OUT_DIR/graph_gaps.json
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="$1"
@@ -11,16 +14,35 @@ gpus="$(nvidia-smi -L | wc -l)"
 dir="$RUNS/graph_gaps"
 rm -rf "$dir" && mkdir -p "$dir"
 py="$root/scripts/diag/graph_gaps.py"
-python3 "$py" --mode alone --out "$dir/alone.json"
-for n in 2 4; do
-  [ "$gpus" -ge "$n" ] || continue
-  at=$(( $(date +%s) + 20 ))  # every process's timed replays start at this second
-  for ((g = 0; g < n; ++g)); do
-    GAPS_START=$at GAPS_GPU=$g python3 "$py" --mode concurrent --out "$dir/concurrent${n}_gpu$g.json" > /dev/null &
+# group NAME N MODE SIZE [ENV=VALUE...]: N processes under torchrun, MODE's process group.
+group() {
+  local name="$1" n="$2" mode="$3" size="$4"; shift 4
+  env "$@" torchrun --standalone --nproc-per-node "$n" "$py" --mode "$mode" --size "$size" \
+    --out "$dir/${name}_rank%r.json" > "$dir/$name.log" 2>&1 ||
+    { echo "    $name failed"; tail -5 "$dir/$name.log"; }
+}
+largest=1
+for n in 2 4; do [ "$gpus" -ge "$n" ] && largest=$n; done
+for size in tiny medium; do
+  python3 "$py" --mode alone --size "$size" --out "$dir/${size}_alone.json"
+  for n in 2 4; do
+    [ "$gpus" -ge "$n" ] || continue
+    at=$(( $(date +%s) + 15 ))  # every process's timed replays start at this second
+    for ((g = 0; g < n; ++g)); do
+      GAPS_START=$at GAPS_GPU=$g python3 "$py" --mode concurrent --size "$size" \
+        --out "$dir/${size}_concurrent${n}_gpu$g.json" > /dev/null &
+    done
+    wait
+    group "${size}_nccl$n" "$n" nccl "$size"
   done
-  wait
-  torchrun --standalone --nproc-per-node "$n" "$py" --mode nccl --out "$dir/nccl${n}_rank%r.json" > "$dir/nccl$n.log" 2>&1 ||
-    { echo "    torchrun $n failed"; tail -5 "$dir/nccl$n.log"; }
+  [ "$largest" -ge 2 ] || continue
+  # Which part of an NCCL job, if any: no communicator at all, no NCCL at all, NCCL's settings.
+  group "${size}_nccllazy$largest" "$largest" nccl_lazy "$size"
+  group "${size}_gloo$largest" "$largest" gloo "$size"
+  group "${size}_nccl${largest}_cumem0" "$largest" nccl "$size" NCCL_CUMEM_ENABLE=0
+  group "${size}_nccl${largest}_p2pshm0" "$largest" nccl "$size" NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1
+  group "${size}_nccl${largest}_nomonitor" "$largest" nccl "$size" TORCH_NCCL_ENABLE_MONITORING=0 \
+    TORCH_NCCL_ASYNC_ERROR_HANDLING=0
 done
 python3 - "$out/graph_gaps.json" "$BENCH_COMMAND" "$dir"/*.json <<'PY'
 import json, sys
@@ -29,11 +51,11 @@ rows = []
 for f in files:
     rows.append(json.load(open(f)))
     rows[-1]["file"] = f.rsplit("/", 1)[-1]
-alone = [r for r in rows if r["mode"] == "alone"]
-base = alone[0]["us_per_node"] if alone else None
+alone = {r["size"]: r["us_per_node"] for r in rows if r["mode"] == "alone"}
 for r in rows:
+    base = alone.get(r["size"])
     r["ratio_to_alone"] = r["us_per_node"] / base if base else None
-    print(f"  {r['file']:<28} {r['replay_ms']:8.3f} ms/replay  {r['us_per_node']:6.3f} us/node"
+    print(f"  {r['file']:<36} {r['replay_ms']:8.3f} ms/replay  {r['us_per_node']:6.3f} us/node"
           + (f"  x{r['ratio_to_alone']:.3f}" if base else ""))
 card = rows[0]["device_name"] if rows else "unknown"
 json.dump({"title": "graph replay, alone vs concurrent vs NCCL job", "card": card, "command": command, "runs": rows},

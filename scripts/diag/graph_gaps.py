@@ -9,12 +9,18 @@ alternating) and times REPLAYS replays of it, either
   alone       this process only (GPU 0),
   concurrent  one process per GPU at once, no process group (start them yourself, GAPS_GPU=i),
   nccl        under torchrun: an NCCL process group and one all-reduce first, then the same
-              replays with no collective in them.
+              replays with no collective in them,
+  nccl_lazy   under torchrun: an NCCL process group that never communicates (no communicator
+              is created), a barrier over the store,
+  gloo        under torchrun: a Gloo process group and one all-reduce on the CPU.
+--size tiny (64 Ki halves: dispatch-bound nodes) or medium (4 Mi halves: ~5 us kernels on an
+H100/H200, about ResNet-50's mean node).
 Each process writes {mode, rank, gpu, nodes, replays, replay_ms, us_per_node} to --out (a "%r"
 in it becomes the rank). The timed replays start together: at the wall-clock second GAPS_START
 (epoch seconds, concurrent), or after a barrier (nccl).
 
-usage: graph_gaps.py --mode alone|concurrent|nccl --out FILE.json [--nodes 1600] [--replays 1500]
+usage: graph_gaps.py --mode alone|concurrent|nccl|nccl_lazy|gloo --out FILE.json [--size tiny|medium]
+                     [--nodes 1600] [--replays N]
 """
 import argparse
 import json
@@ -27,24 +33,33 @@ import torch
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mode", choices=["alone", "concurrent", "nccl"], required=True)
+    ap.add_argument("--mode", choices=["alone", "concurrent", "nccl", "nccl_lazy", "gloo"], required=True)
+    ap.add_argument("--size", choices=["tiny", "medium"], default="tiny")
     ap.add_argument("--out", required=True)
     ap.add_argument("--nodes", type=int, default=1600)
-    ap.add_argument("--replays", type=int, default=1500)
+    ap.add_argument("--replays", type=int, default=0, help="default: 1500 tiny, 300 medium")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("graph_gaps.py: needs a CUDA device")
     rank = int(os.environ.get("RANK", 0))
     gpu = int(os.environ.get("LOCAL_RANK", os.environ.get("GAPS_GPU", 0)))
     torch.cuda.set_device(gpu)
-    if a.mode == "nccl":
+    replays = a.replays or (1500 if a.size == "tiny" else 300)
+    grouped = a.mode in ("nccl", "nccl_lazy", "gloo")
+    if grouped:
         import torch.distributed as dist
-        dist.init_process_group("nccl", device_id=torch.device("cuda", gpu))
-        t = torch.ones(1, device="cuda")
-        dist.all_reduce(t)
-        torch.cuda.synchronize()
-    # Small tensors: the nodes' own work is short, so a replay's time is mostly dispatch.
-    x = torch.randn(64 * 1024, device="cuda", dtype=torch.half)
+        if a.mode == "nccl":
+            dist.init_process_group("nccl", device_id=torch.device("cuda", gpu))
+            t = torch.ones(1, device="cuda")
+            dist.all_reduce(t)
+            torch.cuda.synchronize()
+        elif a.mode == "nccl_lazy":
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
+            dist.all_reduce(torch.ones(1))
+    # tiny: the nodes' own work is short, so a replay's time is mostly dispatch.
+    x = torch.randn((64 if a.size == "tiny" else 4096) * 1024, device="cuda", dtype=torch.half)
     y = torch.zeros_like(x)
 
     def body():
@@ -66,22 +81,37 @@ def main():
     if a.mode == "nccl":
         torch.distributed.barrier()
         torch.cuda.synchronize()
+    elif a.mode == "gloo":
+        torch.distributed.barrier()
+    elif a.mode == "nccl_lazy":
+        store_barrier()
     elif os.environ.get("GAPS_START"):
         time.sleep(max(0.0, float(os.environ["GAPS_START"]) - time.time()))
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
-    for _ in range(a.replays):
+    for _ in range(replays):
         g.replay()
     end.record()
     end.synchronize()
-    ms = start.elapsed_time(end) / a.replays
-    row = {"mode": a.mode, "rank": rank, "gpu": gpu, "device_name": torch.cuda.get_device_name(gpu),
-           "nodes": a.nodes, "replays": a.replays, "replay_ms": ms, "us_per_node": 1000.0 * ms / a.nodes}
+    ms = start.elapsed_time(end) / replays
+    row = {"mode": a.mode, "size": a.size, "rank": rank, "gpu": gpu,
+           "device_name": torch.cuda.get_device_name(gpu), "nodes": a.nodes, "replays": replays,
+           "replay_ms": ms, "us_per_node": 1000.0 * ms / a.nodes,
+           "nccl_env": {k: v for k, v in os.environ.items() if k.startswith(("NCCL_", "TORCH_NCCL_"))}}
     with open(a.out.replace("%r", str(rank)), "w") as f:
         json.dump(row, f)
     print(json.dumps(row))
-    if a.mode == "nccl":
+    if grouped:
         torch.distributed.destroy_process_group()
+
+
+def store_barrier():
+    """A barrier through the process group's store (an NCCL group that must not communicate)."""
+    store = torch.distributed.distributed_c10d._get_default_store()
+    store.add("graph_gaps_arrived", 1)
+    world = torch.distributed.get_world_size()
+    while int(store.add("graph_gaps_arrived", 0)) < world:
+        time.sleep(0.001)
 
 
 if __name__ == "__main__":
