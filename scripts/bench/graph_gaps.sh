@@ -4,9 +4,10 @@
 # scripts/diag/graph_gaps.py reproduces that without efftrain: the same small graph replayed on
 # one GPU alone, on every GPU at once without a process group, and on every GPU under torchrun
 # with an NCCL process group (2 and, where there are four GPUs, 4 processes); then, at the largest
-# world size, a group that never creates a communicator, a Gloo group, and NCCL with cuMem off, with
-# P2P and shared memory off, and with PyTorch's watchdog monitoring off. Two graph sizes: tiny
-# kernels (dispatch-bound) and medium ones (~5 us, ResNet-50's mean node).
+# world size, GAPS_VARIANTS (by default a group that never creates a communicator, a Gloo group,
+# and NCCL with cuMem off, with P2P and shared memory off, and with PyTorch's watchdog monitoring
+# off). GAPS_SIZES: tiny kernels (dispatch-bound) and medium ones (~5 us, ResNet-50's mean node).
+#   GAPS_WORLDS "2 4"   GAPS_SIZES "tiny medium"   GAPS_VARIANTS "NAME=MODE[:ENV=VALUE...] ..."
 # Usage: graph_gaps.sh OUT_DIR -> OUT_DIR/graph_gaps.json
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="$1"
@@ -22,10 +23,14 @@ group() {
     { echo "    $name failed"; tail -5 "$dir/$name.log"; }
 }
 largest=1
-for n in 2 4; do [ "$gpus" -ge "$n" ] && largest=$n; done
-for size in tiny medium; do
+for n in ${GAPS_WORLDS:-2 4}; do [ "$gpus" -ge "$n" ] && largest=$n; done
+# At the largest world size, which part of an NCCL job, if any: NAME=MODE[:ENV=VALUE...] each.
+variants="${GAPS_VARIANTS:-nccllazy=nccl_lazy gloo=gloo cumem0=nccl:NCCL_CUMEM_ENABLE=0
+  p2pshm0=nccl:NCCL_P2P_DISABLE=1:NCCL_SHM_DISABLE=1
+  nomonitor=nccl:TORCH_NCCL_ENABLE_MONITORING=0:TORCH_NCCL_ASYNC_ERROR_HANDLING=0}"
+for size in ${GAPS_SIZES:-tiny medium}; do
   python3 "$py" --mode alone --size "$size" --out "$dir/${size}_alone.json"
-  for n in 2 4; do
+  for n in ${GAPS_WORLDS:-2 4}; do
     [ "$gpus" -ge "$n" ] || continue
     at=$(( $(date +%s) + 15 ))  # every process's timed replays start at this second
     for ((g = 0; g < n; ++g)); do
@@ -36,13 +41,10 @@ for size in tiny medium; do
     group "${size}_nccl$n" "$n" nccl "$size"
   done
   [ "$largest" -ge 2 ] || continue
-  # Which part of an NCCL job, if any: no communicator at all, no NCCL at all, NCCL's settings.
-  group "${size}_nccllazy$largest" "$largest" nccl_lazy "$size"
-  group "${size}_gloo$largest" "$largest" gloo "$size"
-  group "${size}_nccl${largest}_cumem0" "$largest" nccl "$size" NCCL_CUMEM_ENABLE=0
-  group "${size}_nccl${largest}_p2pshm0" "$largest" nccl "$size" NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1
-  group "${size}_nccl${largest}_nomonitor" "$largest" nccl "$size" TORCH_NCCL_ENABLE_MONITORING=0 \
-    TORCH_NCCL_ASYNC_ERROR_HANDLING=0
+  for v in $variants; do
+    IFS=: read -r -a parts <<< "${v#*=}"
+    group "${size}_${v%%=*}$largest" "$largest" "${parts[0]}" "$size" "${parts[@]:1}"
+  done
 done
 python3 - "$out/graph_gaps.json" "$BENCH_COMMAND" "$dir"/*.json <<'PY'
 import json, sys

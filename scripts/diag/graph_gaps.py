@@ -10,6 +10,8 @@ alternating) and times REPLAYS replays of it, either
   concurrent  one process per GPU at once, no process group (start them yourself, GAPS_GPU=i),
   nccl        under torchrun: an NCCL process group and one all-reduce first, then the same
               replays with no collective in them,
+  nccl_init   under torchrun: an NCCL process group whose communicator is created (device_id)
+              but runs no kernel, a barrier over the store,
   nccl_lazy   under torchrun: an NCCL process group that never communicates (no communicator
               is created), a barrier over the store,
   gloo        under torchrun: a Gloo process group and one all-reduce on the CPU.
@@ -19,7 +21,7 @@ Each process writes {mode, rank, gpu, nodes, replays, replay_ms, us_per_node} to
 in it becomes the rank). The timed replays start together: at the wall-clock second GAPS_START
 (epoch seconds, concurrent), or after a barrier (nccl).
 
-usage: graph_gaps.py --mode alone|concurrent|nccl|nccl_lazy|gloo --out FILE.json [--size tiny|medium]
+usage: graph_gaps.py --mode alone|concurrent|nccl|nccl_init|nccl_lazy|gloo --out FILE.json [--size tiny|medium]
                      [--nodes 1600] [--replays N]
 """
 import argparse
@@ -33,7 +35,7 @@ import torch
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mode", choices=["alone", "concurrent", "nccl", "nccl_lazy", "gloo"], required=True)
+    ap.add_argument("--mode", choices=["alone", "concurrent", "nccl", "nccl_init", "nccl_lazy", "gloo"], required=True)
     ap.add_argument("--size", choices=["tiny", "medium"], default="tiny")
     ap.add_argument("--out", required=True)
     ap.add_argument("--nodes", type=int, default=1600)
@@ -45,7 +47,7 @@ def main():
     gpu = int(os.environ.get("LOCAL_RANK", os.environ.get("GAPS_GPU", 0)))
     torch.cuda.set_device(gpu)
     replays = a.replays or (1500 if a.size == "tiny" else 300)
-    grouped = a.mode in ("nccl", "nccl_lazy", "gloo")
+    grouped = a.mode in ("nccl", "nccl_init", "nccl_lazy", "gloo")
     if grouped:
         import torch.distributed as dist
         if a.mode == "nccl":
@@ -53,6 +55,8 @@ def main():
             t = torch.ones(1, device="cuda")
             dist.all_reduce(t)
             torch.cuda.synchronize()
+        elif a.mode == "nccl_init":
+            dist.init_process_group("nccl", device_id=torch.device("cuda", gpu))
         elif a.mode == "nccl_lazy":
             dist.init_process_group("nccl")
         else:
@@ -83,7 +87,7 @@ def main():
         torch.cuda.synchronize()
     elif a.mode == "gloo":
         torch.distributed.barrier()
-    elif a.mode == "nccl_lazy":
+    elif a.mode in ("nccl_init", "nccl_lazy"):
         store_barrier()
     elif os.environ.get("GAPS_START"):
         time.sleep(max(0.0, float(os.environ["GAPS_START"]) - time.time()))
