@@ -8,6 +8,7 @@
 # and NCCL with cuMem off, with P2P and shared memory off, and with PyTorch's watchdog monitoring
 # off). GAPS_SIZES: tiny kernels (dispatch-bound) and medium ones (~5 us, ResNet-50's mean node).
 #   GAPS_WORLDS "2 4"   GAPS_SIZES "tiny medium"   GAPS_VARIANTS "NAME=MODE[:ENV=VALUE...] ..."
+#   GAPS_BEFORE "peer hostfunc mapped": also alone after that (graph_gaps.py --before)
 # Usage: graph_gaps.sh OUT_DIR -> OUT_DIR/graph_gaps.json
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="$1"
@@ -30,6 +31,9 @@ variants="${GAPS_VARIANTS:-nccllazy=nccl_lazy gloo=gloo cumem0=nccl:NCCL_CUMEM_E
   nomonitor=nccl:TORCH_NCCL_ENABLE_MONITORING=0:TORCH_NCCL_ASYNC_ERROR_HANDLING=0}"
 for size in ${GAPS_SIZES:-tiny medium}; do
   python3 "$py" --mode alone --size "$size" --out "$dir/${size}_alone.json"
+  for b in ${GAPS_BEFORE:-}; do
+    python3 "$py" --mode alone --before "$b" --size "$size" --out "$dir/${size}_alone_$b.json"
+  done
   for n in ${GAPS_WORLDS:-2 4}; do
     [ "$gpus" -ge "$n" ] || continue
     at=$(( $(date +%s) + 15 ))  # every process's timed replays start at this second
@@ -53,12 +57,13 @@ rows = []
 for f in files:
     rows.append(json.load(open(f)))
     rows[-1]["file"] = f.rsplit("/", 1)[-1]
-alone = {r["size"]: r["us_per_node"] for r in rows if r["mode"] == "alone"}
+alone = {r["size"]: r["us_per_node"] for r in rows if r["mode"] == "alone" and r.get("before", "none") == "none"}
 for r in rows:
     base = alone.get(r["size"])
     r["ratio_to_alone"] = r["us_per_node"] / base if base else None
     print(f"  {r['file']:<36} {r['replay_ms']:8.3f} ms/replay  {r['us_per_node']:6.3f} us/node"
-          + (f"  x{r['ratio_to_alone']:.3f}" if base else ""))
+          + (f"  x{r['ratio_to_alone']:.3f}" if base else "") + f"  launch {r.get('launch_us', 0):7.1f} us"
+          + (f"  ({r['before_error']})" if r.get("before_error") else ""))
 card = rows[0]["device_name"] if rows else "unknown"
 json.dump({"title": "graph replay, alone vs concurrent vs NCCL job", "card": card, "command": command, "runs": rows},
           open(out, "w"), indent=1)

@@ -15,14 +15,19 @@ alternating) and times REPLAYS replays of it, either
   nccl_lazy   under torchrun: an NCCL process group that never communicates (no communicator
               is created), a barrier over the store,
   gloo        under torchrun: a Gloo process group and one all-reduce on the CPU.
+--before (alone only) first does one thing an NCCL job does, then the same replays: peer
+(copies to and from the next GPU, which enables peer access), hostfunc (a host function queued on
+the stream, as NCCL queues its proxy work), mapped (a kernel writes pinned host memory, as NCCL's
+kernels write its proxy FIFO; needs CuPy).
 --size tiny (64 Ki halves: dispatch-bound nodes) or medium (4 Mi halves: ~5 us kernels on an
 H100/H200, about ResNet-50's mean node).
-Each process writes {mode, rank, gpu, nodes, replays, replay_ms, us_per_node} to --out (a "%r"
+Each process writes {mode, rank, gpu, nodes, replays, replay_ms, us_per_node, launch_us (host time
+of one replay call on an idle GPU)} to --out (a "%r"
 in it becomes the rank). The timed replays start together: at the wall-clock second GAPS_START
 (epoch seconds, concurrent), or after a barrier (nccl).
 
 usage: graph_gaps.py --mode alone|concurrent|nccl|nccl_init|nccl_lazy|gloo --out FILE.json [--size tiny|medium]
-                     [--nodes 1600] [--replays N]
+                     [--before none|peer|hostfunc|mapped] [--nodes 1600] [--replays N]
 """
 import argparse
 import json
@@ -37,6 +42,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mode", choices=["alone", "concurrent", "nccl", "nccl_init", "nccl_lazy", "gloo"], required=True)
     ap.add_argument("--size", choices=["tiny", "medium"], default="tiny")
+    ap.add_argument("--before", choices=["none", "peer", "hostfunc", "mapped"], default="none")
     ap.add_argument("--out", required=True)
     ap.add_argument("--nodes", type=int, default=1600)
     ap.add_argument("--replays", type=int, default=0, help="default: 1500 tiny, 300 medium")
@@ -62,6 +68,7 @@ def main():
         else:
             dist.init_process_group("gloo")
             dist.all_reduce(torch.ones(1))
+    before_error = do_before(a.before, gpu) if a.before != "none" else None
     # tiny: the nodes' own work is short, so a replay's time is mostly dispatch.
     x = torch.randn((64 if a.size == "tiny" else 4096) * 1024, device="cuda", dtype=torch.half)
     y = torch.zeros_like(x)
@@ -91,6 +98,13 @@ def main():
         store_barrier()
     elif os.environ.get("GAPS_START"):
         time.sleep(max(0.0, float(os.environ["GAPS_START"]) - time.time()))
+    launch_s = []
+    for _ in range(10):  # host time of one replay call, the GPU idle
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        g.replay()
+        launch_s.append(time.perf_counter() - t0)
+    torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(replays):
@@ -98,7 +112,8 @@ def main():
     end.record()
     end.synchronize()
     ms = start.elapsed_time(end) / replays
-    row = {"mode": a.mode, "size": a.size, "rank": rank, "gpu": gpu,
+    row = {"mode": a.mode, "size": a.size, "before": a.before, "before_error": before_error,
+           "rank": rank, "gpu": gpu, "launch_us": 1e6 * sorted(launch_s)[len(launch_s) // 2],
            "device_name": torch.cuda.get_device_name(gpu), "nodes": a.nodes, "replays": replays,
            "replay_ms": ms, "us_per_node": 1000.0 * ms / a.nodes,
            "nccl_env": {k: v for k, v in os.environ.items() if k.startswith(("NCCL_", "TORCH_NCCL_"))}}
@@ -107,6 +122,50 @@ def main():
     print(json.dumps(row))
     if grouped:
         torch.distributed.destroy_process_group()
+
+
+def do_before(what, gpu):
+    """One thing an NCCL job does to the process, done without NCCL; an error message or None."""
+    try:
+        if what == "peer":
+            other = (gpu + 1) % torch.cuda.device_count()
+            mine = torch.ones(1 << 20, device="cuda")
+            theirs = torch.zeros(1 << 20, device=f"cuda:{other}")
+            theirs.copy_(mine)
+            mine.copy_(theirs)
+            torch.cuda.synchronize(other)
+        elif what == "hostfunc":
+            import ctypes
+            rt = None
+            for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
+                try:
+                    rt = ctypes.CDLL(name)
+                    break
+                except OSError:
+                    pass
+            if rt is None:
+                return "no libcudart found"
+            # free(NULL) as the host function: a no-op that needs no Python (no GIL in the
+            # driver's callback thread while this thread waits in synchronize).
+            free = ctypes.cast(ctypes.CDLL(None).free, ctypes.c_void_p)
+            stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+            rc = rt.cudaLaunchHostFunc(stream, free, None)
+            torch.cuda.synchronize()
+            if rc != 0:
+                return f"cudaLaunchHostFunc returned {rc}"
+        elif what == "mapped":
+            import cupy
+            host = torch.zeros(1 << 16, pin_memory=True)
+            mem = cupy.cuda.UnownedMemory(host.data_ptr(), host.numel() * 4, host)
+            arr = cupy.ndarray((host.numel(),), cupy.float32, cupy.cuda.MemoryPointer(mem, 0))
+            with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+                arr.fill(1.0)  # a kernel writing host memory through its mapping
+            torch.cuda.synchronize()
+            if float(host.sum()) != host.numel():
+                return "the kernel's writes did not reach host memory"
+    except Exception as e:  # noqa: BLE001 -- the diagnostic reports what failed and goes on
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def store_barrier():
