@@ -8,7 +8,7 @@
 # and NCCL with cuMem off, with P2P and shared memory off, and with PyTorch's watchdog monitoring
 # off). GAPS_SIZES: tiny kernels (dispatch-bound) and medium ones (~5 us, ResNet-50's mean node).
 #   GAPS_WORLDS "2 4"   GAPS_SIZES "tiny medium"   GAPS_VARIANTS "NAME=MODE[:ENV=VALUE...] ..."
-#   GAPS_BEFORE "peer hostfunc mapped": also alone after that (graph_gaps.py --before)
+#   GAPS_BEFORE "peer hostfunc mapped stackN": also alone after that (graph_gaps.py --before)
 # Usage: graph_gaps.sh OUT_DIR -> OUT_DIR/graph_gaps.json
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="$1"
@@ -63,6 +63,7 @@ for r in rows:
     r["ratio_to_alone"] = r["us_per_node"] / base if base else None
     print(f"  {r['file']:<36} {r['replay_ms']:8.3f} ms/replay  {r['us_per_node']:6.3f} us/node"
           + (f"  x{r['ratio_to_alone']:.3f}" if base else "") + f"  launch {r.get('launch_us', 0):7.1f} us"
+          + f"  stack {r.get('stack_limit_start')} -> {r.get('stack_limit_timed')}"
           + (f"  ({r['before_error']})" if r.get("before_error") else ""))
 card = rows[0]["device_name"] if rows else "unknown"
 json.dump({"title": "graph replay, alone vs concurrent vs NCCL job", "card": card, "command": command, "runs": rows},

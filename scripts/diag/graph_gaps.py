@@ -18,7 +18,10 @@ alternating) and times REPLAYS replays of it, either
 --before (alone only) first does one thing an NCCL job does, then the same replays: peer
 (copies to and from the next GPU, which enables peer access), hostfunc (a host function queued on
 the stream, as NCCL queues its proxy work), mapped (a kernel writes pinned host memory, as NCCL's
-kernels write its proxy FIFO; needs CuPy).
+kernels write its proxy FIFO; needs CuPy), stackN (the per-thread stack limit raised to N bytes,
+as loading a kernel that needs more stack does).
+Every row records the device's stack limit (cudaLimitStackSize) at the start and before the timed
+replays. GAPS_RESET_STACK=1 (nccl) puts the start's limit back after the first all-reduce.
 --size tiny (64 Ki halves: dispatch-bound nodes) or medium (4 Mi halves: ~5 us kernels on an
 H100/H200, about ResNet-50's mean node).
 Each process writes {mode, rank, gpu, nodes, replays, replay_ms, us_per_node, launch_us (host time
@@ -27,7 +30,7 @@ in it becomes the rank). The timed replays start together: at the wall-clock sec
 (epoch seconds, concurrent), or after a barrier (nccl).
 
 usage: graph_gaps.py --mode alone|concurrent|nccl|nccl_init|nccl_lazy|gloo --out FILE.json [--size tiny|medium]
-                     [--before none|peer|hostfunc|mapped] [--nodes 1600] [--replays N]
+                     [--before none|peer|hostfunc|mapped|stackN] [--nodes 1600] [--replays N]
 """
 import argparse
 import json
@@ -42,7 +45,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mode", choices=["alone", "concurrent", "nccl", "nccl_init", "nccl_lazy", "gloo"], required=True)
     ap.add_argument("--size", choices=["tiny", "medium"], default="tiny")
-    ap.add_argument("--before", choices=["none", "peer", "hostfunc", "mapped"], default="none")
+    ap.add_argument("--before", default="none", help="none|peer|hostfunc|mapped|stackN")
     ap.add_argument("--out", required=True)
     ap.add_argument("--nodes", type=int, default=1600)
     ap.add_argument("--replays", type=int, default=0, help="default: 1500 tiny, 300 medium")
@@ -52,6 +55,8 @@ def main():
     rank = int(os.environ.get("RANK", 0))
     gpu = int(os.environ.get("LOCAL_RANK", os.environ.get("GAPS_GPU", 0)))
     torch.cuda.set_device(gpu)
+    torch.zeros(1, device="cuda")  # the context exists
+    stack_start = stack_limit()
     replays = a.replays or (1500 if a.size == "tiny" else 300)
     grouped = a.mode in ("nccl", "nccl_init", "nccl_lazy", "gloo")
     if grouped:
@@ -61,6 +66,8 @@ def main():
             t = torch.ones(1, device="cuda")
             dist.all_reduce(t)
             torch.cuda.synchronize()
+            if os.environ.get("GAPS_RESET_STACK") == "1":
+                set_stack_limit(stack_start)
         elif a.mode == "nccl_init":
             dist.init_process_group("nccl", device_id=torch.device("cuda", gpu))
         elif a.mode == "nccl_lazy":
@@ -98,6 +105,7 @@ def main():
         store_barrier()
     elif os.environ.get("GAPS_START"):
         time.sleep(max(0.0, float(os.environ["GAPS_START"]) - time.time()))
+    stack_timed = stack_limit()
     launch_s = []
     for _ in range(10):  # host time of one replay call, the GPU idle
         torch.cuda.synchronize()
@@ -113,6 +121,7 @@ def main():
     end.synchronize()
     ms = start.elapsed_time(end) / replays
     row = {"mode": a.mode, "size": a.size, "before": a.before, "before_error": before_error,
+           "stack_limit_start": stack_start, "stack_limit_timed": stack_timed,
            "rank": rank, "gpu": gpu, "launch_us": 1e6 * sorted(launch_s)[len(launch_s) // 2],
            "device_name": torch.cuda.get_device_name(gpu), "nodes": a.nodes, "replays": replays,
            "replay_ms": ms, "us_per_node": 1000.0 * ms / a.nodes,
@@ -124,10 +133,36 @@ def main():
         torch.distributed.destroy_process_group()
 
 
+def cudart():
+    import ctypes
+    for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            pass
+    raise RuntimeError("no libcudart found")
+
+
+def stack_limit():
+    import ctypes
+    v = ctypes.c_size_t(0)
+    rc = cudart().cudaDeviceGetLimit(ctypes.byref(v), 0)  # cudaLimitStackSize
+    return v.value if rc == 0 else -rc
+
+
+def set_stack_limit(n):
+    import ctypes
+    rc = cudart().cudaDeviceSetLimit(0, ctypes.c_size_t(n))
+    if rc != 0:
+        raise RuntimeError(f"cudaDeviceSetLimit(cudaLimitStackSize, {n}) returned {rc}")
+
+
 def do_before(what, gpu):
     """One thing an NCCL job does to the process, done without NCCL; an error message or None."""
     try:
-        if what == "peer":
+        if what.startswith("stack"):
+            set_stack_limit(int(what[len("stack"):]))
+        elif what == "peer":
             other = (gpu + 1) % torch.cuda.device_count()
             mine = torch.ones(1 << 20, device="cuda")
             theirs = torch.zeros(1 << 20, device=f"cuda:{other}")
@@ -136,15 +171,7 @@ def do_before(what, gpu):
             torch.cuda.synchronize(other)
         elif what == "hostfunc":
             import ctypes
-            rt = None
-            for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
-                try:
-                    rt = ctypes.CDLL(name)
-                    break
-                except OSError:
-                    pass
-            if rt is None:
-                return "no libcudart found"
+            rt = cudart()
             # free(NULL) as the host function: a no-op that needs no Python (no GIL in the
             # driver's callback thread while this thread waits in synchronize).
             free = ctypes.cast(ctypes.CDLL(None).free, ctypes.c_void_p)
@@ -163,6 +190,8 @@ def do_before(what, gpu):
             torch.cuda.synchronize()
             if float(host.sum()) != host.numel():
                 return "the kernel's writes did not reach host memory"
+        else:
+            return f"unknown --before {what}"
     except Exception as e:  # noqa: BLE001 -- the diagnostic reports what failed and goes on
         return f"{type(e).__name__}: {e}"
     return None
