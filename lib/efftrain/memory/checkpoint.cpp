@@ -17,10 +17,15 @@ namespace {
 
 struct Holder : torch::CustomClassHolder {
   SegmentFn fn;
-  std::vector<torch::Tensor> buffers;
 };
 
+thread_local bool t_recomputing = false;
+
 }  // namespace
+
+bool recomputing() { return t_recomputing; }
+RecomputeScope::RecomputeScope() : outer_(t_recomputing) { t_recomputing = true; }
+RecomputeScope::~RecomputeScope() { t_recomputing = outer_; }
 
 // While a CUDA graph is being captured the CUDA generator's state cannot be read or set (its
 // offsets live on the device); the step graph refuses models with dropout when checkpointing
@@ -82,41 +87,31 @@ struct CheckpointFn : torch::autograd::Function<CheckpointFn> {
     fwd.cpu = ctx->saved_data["cpu_rng"].toTensor();
     if (fwd.dev >= 0) fwd.cuda = ctx->saved_data["cuda_rng"].toTensor();
     const RngState now = get_rng_state(fwd.dev);
-    std::vector<torch::Tensor> saved_buffers;
-    {
-      torch::NoGradGuard ng;
-      for (const auto& b : h->buffers) saved_buffers.push_back(b.clone());
-    }
     set_rng_state(fwd);
     torch::Tensor y;
     {
       at::AutoGradMode grad(true);
+      RecomputeScope recompute;
       AutocastGuard ac(x.device().type(), static_cast<at::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()),
                        ctx->saved_data["autocast"].toBool());
       y = h->fn(x);
     }
     set_rng_state(now);
     torch::autograd::backward({y}, {grad_out[0]});
-    {  // after the backward: the recomputed BatchNorm saved these buffers for it
-      torch::NoGradGuard ng;
-      for (size_t i = 0; i < h->buffers.size(); ++i) h->buffers[i].copy_(saved_buffers[i]);
-    }
     return {x.grad(), torch::Tensor()};
   }
 };
 
 }  // namespace
 
-torch::Tensor checkpoint(SegmentFn fn, const torch::Tensor& x, std::vector<torch::Tensor> buffers) {
+torch::Tensor checkpoint(SegmentFn fn, const torch::Tensor& x) {
   auto h = c10::make_intrusive<Holder>();
   h->fn = std::move(fn);
-  h->buffers = std::move(buffers);
   return CheckpointFn::apply(x, h);
 }
 
 torch::Tensor run_blocks(int64_t n, const std::vector<std::pair<int64_t, int64_t>>& segments, bool training,
                          const std::function<torch::Tensor(int64_t, const torch::Tensor&)>& block,
-                         const std::function<std::vector<torch::Tensor>(int64_t, int64_t)>& buffers_of,
                          const std::function<void(int64_t, const torch::Tensor&)>& observer, torch::Tensor x) {
   size_t seg = 0;
   for (int64_t i = 0; i < n;) {
@@ -128,7 +123,7 @@ torch::Tensor run_blocks(int64_t n, const std::vector<std::pair<int64_t, int64_t
             for (int64_t j = first; j < first + count; ++j) h = block(j, h);
             return h;
           },
-          x, buffers_of ? buffers_of(first, count) : std::vector<torch::Tensor>{});
+          x);
       i += count;
       ++seg;
     } else {

@@ -1,8 +1,9 @@
 // Activation checkpointing of one segment: forward runs without keeping the segment's inner
 // activations; backward recomputes them, exactly: the CPU and CUDA RNG states of the forward
-// are restored (dropout masks match), the forward's autocast state is re-entered, and the
-// given buffers (BatchNorm running statistics) are put back after the recompute, so they are
-// updated once per forward, as without checkpointing.
+// are restored (dropout masks match) and the forward's autocast state is re-entered. State that
+// a forward updates (BatchNorm's running statistics) is updated once, by the forward: modules
+// that update state ask recomputing() and leave it alone in the recompute
+// (models::batch_norm).
 #pragma once
 
 #include <torch/torch.h>
@@ -25,16 +26,28 @@ struct RngState {
 RngState get_rng_state(c10::DeviceIndex dev);
 void set_rng_state(const RngState& r);
 
-// `x` must require grad (it does after a stem or an embedding). `buffers` are restored after
-// the recompute. Parameter gradients accumulate into .grad in backward (reentrant).
-torch::Tensor checkpoint(SegmentFn fn, const torch::Tensor& x, std::vector<torch::Tensor> buffers);
+// True on the thread that is recomputing a checkpointed segment in backward (inside a
+// RecomputeScope).
+bool recomputing();
+struct RecomputeScope {
+  RecomputeScope();
+  ~RecomputeScope();
+  RecomputeScope(const RecomputeScope&) = delete;
+  RecomputeScope& operator=(const RecomputeScope&) = delete;
+
+ private:
+  bool outer_;
+};
+
+// `x` must require grad (it does after a stem or an embedding). Parameter gradients accumulate
+// into .grad in backward (reentrant).
+torch::Tensor checkpoint(SegmentFn fn, const torch::Tensor& x);
 
 // Runs blocks 0..n-1 on x: each segment [first, first + count) in `segments` is recomputed in
-// backward (when `training`), with the buffers `buffers_of(first, count)` restored; other
-// blocks run plainly and are reported to `observer` (i, output) when one is set.
+// backward (when `training`); other blocks run plainly and are reported to `observer`
+// (i, output) when one is set.
 torch::Tensor run_blocks(int64_t n, const std::vector<std::pair<int64_t, int64_t>>& segments, bool training,
                          const std::function<torch::Tensor(int64_t, const torch::Tensor&)>& block,
-                         const std::function<std::vector<torch::Tensor>(int64_t, int64_t)>& buffers_of,
                          const std::function<void(int64_t, const torch::Tensor&)>& observer, torch::Tensor x);
 
 }  // namespace efftrain

@@ -245,7 +245,7 @@ torch::Tensor GptImpl::features(const torch::Tensor& idx) {
   if (block_observer) block_observer(-1, x);
   x = run_blocks(
       c_.layers, segments_, is_training(), [this](int64_t i, const torch::Tensor& h) { return blocks_[i]->forward(h); },
-      nullptr, block_observer, x);
+      block_observer, x);
   return ln_f_->forward(x);
 }
 

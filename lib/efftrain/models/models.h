@@ -50,6 +50,16 @@ class SmallCnnImpl : public ImageClassifier {
 
 namespace efftrain::models {
 
+// BatchNorm2d's forward, less its num_batches_tracked increment (the ResNet counts its
+// BatchNorms' forwards in one operation: count_batch_norm_forwards), and with batch statistics
+// only while a checkpointed segment is recomputed (memory checkpoint.h, recomputing()): the
+// forward already updated the running statistics. Outside training it is bn->forward(x).
+// In a graph-replayed ResNet-50 micro-step with sqrt checkpointing this is ~400 fewer nodes:
+// the counter increments and the save/restore of every recomputed BatchNorm's statistics.
+torch::Tensor batch_norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& x);
+// Adds 1 to every num_batches_tracked of `bns` that counts, in one operation.
+void count_batch_norm_forwards(const std::vector<torch::nn::BatchNorm2d>& bns);
+
 // ResNet v1.5 with bottleneck blocks (stride on the 3x3 conv), torchvision's initialization,
 // and the CIFAR stem (3x3 conv stride 1, no max-pool). ResNet-50: width 64, blocks {3,4,6,3}.
 // blocks() exposes the bottlenecks in order, so checkpointing can wrap runs of them.
@@ -60,6 +70,8 @@ class BottleneckImpl : public torch::nn::Module {
   double forward_flops(int64_t in_size) const;  // in_size: input height = width
   int64_t out_size(int64_t in_size) const { return (in_size - 1) / stride_ + 1; }
   void zero_init_last_bn();
+  // Its BatchNorms, appended to `out`.
+  void batch_norms(std::vector<torch::nn::BatchNorm2d>& out) const;
 
  private:
   torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr}, down_conv_{nullptr};

@@ -17,6 +17,25 @@ torch::nn::BatchNorm2d bn(int64_t ch) {
 constexpr int64_t kExpansion = 4;
 }  // namespace
 
+torch::Tensor batch_norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& x) {
+  const auto& o = bn->options;
+  if (!bn->is_training() || !o.track_running_stats()) return bn->forward(x);
+  TORCH_CHECK(o.momentum().has_value(), "models::batch_norm: a cumulative average (momentum none) needs the count per forward");
+  const bool update = !recomputing();
+  return torch::nn::functional::detail::batch_norm(x, update ? bn->running_mean : torch::Tensor(),
+                                                   update ? bn->running_var : torch::Tensor(), bn->weight, bn->bias,
+                                                   /*training=*/true, *o.momentum(), o.eps());
+}
+
+void count_batch_norm_forwards(const std::vector<torch::nn::BatchNorm2d>& bns) {
+  std::vector<torch::Tensor> counters;
+  for (const auto& b : bns)
+    if (b->is_training() && b->options.track_running_stats() && b->num_batches_tracked.defined())
+      counters.push_back(b->num_batches_tracked);
+  torch::NoGradGuard ng;
+  if (!counters.empty()) torch::_foreach_add_(counters, 1);
+}
+
 BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride)
     : in_(in), planes_(planes), stride_(stride) {
   conv1_ = register_module("conv1", conv(in, planes, 1, 1));
@@ -32,11 +51,16 @@ BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride)
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  auto identity = down_conv_ ? down_bn_->forward(down_conv_->forward(x)) : x;
-  auto out = torch::relu(bn1_->forward(conv1_->forward(x)));
-  out = torch::relu(bn2_->forward(conv2_->forward(out)));
-  out = bn3_->forward(conv3_->forward(out));
+  auto identity = down_conv_ ? batch_norm(down_bn_, down_conv_->forward(x)) : x;
+  auto out = torch::relu(batch_norm(bn1_, conv1_->forward(x)));
+  out = torch::relu(batch_norm(bn2_, conv2_->forward(out)));
+  out = batch_norm(bn3_, conv3_->forward(out));
   return torch::relu(out + identity);
+}
+
+void BottleneckImpl::batch_norms(std::vector<torch::nn::BatchNorm2d>& out) const {
+  for (const auto* b : {&bn1_, &bn2_, &bn3_, &down_bn_})
+    if (!b->is_empty()) out.push_back(*b);
 }
 
 double BottleneckImpl::forward_flops(int64_t s) const {
@@ -72,23 +96,22 @@ ResNetImpl::ResNetImpl(int64_t in_channels, int64_t width, std::vector<int64_t> 
   fc_ = register_module("fc", torch::nn::Linear(in, classes));
 }
 
-torch::Tensor ResNetImpl::stem(torch::Tensor x) { return torch::relu(bn1_->forward(conv1_->forward(x))); }
+torch::Tensor ResNetImpl::stem(torch::Tensor x) { return torch::relu(batch_norm(bn1_, conv1_->forward(x))); }
 
 torch::Tensor ResNetImpl::head(torch::Tensor x) {
   return fc_->forward(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1));
 }
 
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
+  if (is_training()) {  // what each BatchNorm2d's own forward would have done (models::batch_norm)
+    std::vector<torch::nn::BatchNorm2d> bns{bn1_};
+    for (const auto& b : blocks_) b->batch_norms(bns);
+    count_batch_norm_forwards(bns);
+  }
   x = stem(x);
   if (block_observer) block_observer(-1, x);
   x = run_blocks(
       num_blocks(), segments_, is_training(), [this](int64_t i, const torch::Tensor& h) { return blocks_[i]->forward(h); },
-      [this](int64_t first, int64_t count) {  // BatchNorm running statistics of the segment
-        std::vector<torch::Tensor> buffers;
-        for (int64_t j = first; j < first + count; ++j)
-          for (auto& b : blocks_[j]->buffers()) buffers.push_back(b);
-        return buffers;
-      },
       block_observer, x);
   return head(x);
 }

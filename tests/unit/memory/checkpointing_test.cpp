@@ -124,12 +124,57 @@ TEST_CASE("checkpointing keeps gradient accumulation exact over two micro-batche
     }
     std::vector<torch::Tensor> out;
     for (auto& p : m->parameters()) out.push_back(p.grad().clone());
-    for (auto& b : m->buffers()) out.push_back(b.clone());
+    int64_t counters = 0;
+    for (auto& b : m->named_buffers()) {
+      out.push_back(b.value().clone());
+      if (b.key().find("num_batches_tracked") != std::string::npos) {
+        CHECK(b.value().item<int64_t>() == 2);  // one per forward, whatever was recomputed
+        ++counters;
+      }
+    }
+    CHECK(counters == 1 + 3 * 3 + 2);  // the stem's, three per block, the two downsamples'
     return out;
   };
   const auto plain = accumulate({}), ckpt = accumulate({{0, 3}});
   REQUIRE(plain.size() == ckpt.size());
   for (size_t i = 0; i < plain.size(); ++i) CHECK(torch::allclose(plain[i], ckpt[i], 1e-5, 1e-6));
+}
+
+TEST_CASE("models::batch_norm is BatchNorm2d's forward less its count, and updates nothing in a recompute") {
+  torch::manual_seed(5);
+  torch::nn::BatchNorm2d ref(6), ours(6);
+  {
+    torch::NoGradGuard ng;
+    ref->weight.uniform_(0.5, 1.5);
+    ref->bias.uniform_(-0.5, 0.5);
+    ours->weight.copy_(ref->weight);
+    ours->bias.copy_(ref->bias);
+  }
+  const auto x = torch::randn({4, 6, 5, 5}) * 3 + 1;
+  const auto y_ref = ref->forward(x);
+  const auto y = models::batch_norm(ours, x);
+  CHECK(torch::equal(y, y_ref));
+  CHECK(torch::equal(ours->running_mean, ref->running_mean));
+  CHECK(torch::equal(ours->running_var, ref->running_var));
+  CHECK(ref->num_batches_tracked.item<int64_t>() == 1);
+  CHECK(ours->num_batches_tracked.item<int64_t>() == 0);  // the model counts: below
+  models::count_batch_norm_forwards({ours});
+  CHECK(ours->num_batches_tracked.item<int64_t>() == 1);
+
+  const auto mean = ours->running_mean.clone(), var = ours->running_var.clone();
+  {
+    RecomputeScope recompute;
+    CHECK(recomputing());
+    CHECK(torch::equal(models::batch_norm(ours, x), y_ref));  // batch statistics, as in the forward
+  }
+  CHECK_FALSE(recomputing());
+  CHECK(torch::equal(ours->running_mean, mean));
+  CHECK(torch::equal(ours->running_var, var));
+
+  ours->eval();  // outside training: the running statistics, and nothing counted
+  CHECK(torch::equal(models::batch_norm(ours, x), ours->forward(x)));
+  models::count_batch_norm_forwards({ours});
+  CHECK(ours->num_batches_tracked.item<int64_t>() == 1);
 }
 
 TEST_CASE("checkpoint restores the RNG so dropout masks match in the recompute") {
@@ -142,7 +187,7 @@ TEST_CASE("checkpoint restores the RNG so dropout masks match in the recompute")
   const auto g_plain = w.grad().clone();
   w.mutable_grad() = torch::Tensor();
   torch::manual_seed(3);
-  auto y2 = checkpoint(f, x, {}).sum();
+  auto y2 = checkpoint(f, x).sum();
   torch::manual_seed(99);  // the RNG moved on before backward: the recompute must not care
   y2.backward();
   CHECK(torch::equal(y1.detach(), y2.detach()));

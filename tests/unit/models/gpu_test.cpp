@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "efftrain/models/models.h"
+#include "efftrain/precision/autocast.h"
 #include "helpers.h"
 
 using namespace efftrain;
@@ -32,6 +33,55 @@ TEST_CASE("channels_last makes cuDNN run NHWC convolutions", "[gpu]") {
   CHECK_FALSE(nhwc_off);
   CHECK(nhwc_on);
   CHECK(torch::allclose(y_off, y_on, 1e-3, 1e-3));  // same function, different kernels
+}
+
+TEST_CASE("gpu: a checkpointed ResNet under fp16 autocast (cuDNN BatchNorm, NHWC) gives the plain one's loss, "
+          "gradients and BatchNorm statistics",
+          "[gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  struct Out {
+    torch::Tensor loss;
+    std::vector<torch::Tensor> grads, buffers;
+  };
+  auto run = [](std::vector<std::pair<int64_t, int64_t>> segments) {
+    torch::manual_seed(3);
+    auto m = std::make_shared<models::ResNetImpl>(3, 8, std::vector<int64_t>{2, 2}, 10, false);
+    m->to(torch::kCUDA);
+    {
+      torch::NoGradGuard ng;
+      for (auto& p : m->parameters())
+        if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+    }
+    m->train();
+    m->set_checkpoint_segments(std::move(segments));
+    auto x = torch::randn({16, 3, 16, 16}, torch::kCUDA).contiguous(torch::MemoryFormat::ChannelsLast);
+    auto y = torch::randint(0, 10, {16}, torch::TensorOptions(torch::kLong).device(torch::kCUDA));
+    Out o;
+    for (int micro = 0; micro < 2; ++micro) {  // two forwards: the counters and statistics move twice
+      torch::Tensor loss;
+      {
+        AutocastGuard ac(torch::kCUDA, torch::kHalf);
+        loss = torch::nn::functional::cross_entropy(m->forward(x * (1 + micro)), y);
+      }
+      loss.backward();
+      o.loss = loss.detach().cpu();
+    }
+    for (auto& p : m->parameters()) o.grads.push_back(p.grad().cpu());
+    for (auto& b : m->buffers()) o.buffers.push_back(b.cpu());
+    return o;
+  };
+  const auto plain = run({}), ckpt = run({{0, 2}, {2, 2}});
+  CHECK(torch::equal(plain.loss, ckpt.loss));  // the forwards are the same kernels
+  REQUIRE(plain.grads.size() == ckpt.grads.size());
+  for (size_t i = 0; i < plain.grads.size(); ++i) {
+    INFO("gradient " << i);
+    CHECK(torch::allclose(plain.grads[i], ckpt.grads[i], 1e-2, 1e-3));  // cuDNN's backward may reorder sums
+  }
+  REQUIRE(plain.buffers.size() == ckpt.buffers.size());
+  for (size_t i = 0; i < plain.buffers.size(); ++i) {
+    INFO("buffer " << i);
+    CHECK(torch::equal(plain.buffers[i], ckpt.buffers[i]));  // updated by the forwards only, twice
+  }
 }
 
 TEST_CASE("fp16 with loss scaling trains a tiny ResNet on the GPU and reports its scaler", "[gpu]") {
