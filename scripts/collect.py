@@ -23,6 +23,7 @@ def figures(path):
         "precision": j["experiment"]["config"]["precision"]["mode"],
         "steps": j["result"]["steps"],
         "steady_steps": j["throughput"]["steady_steps"],
+        "window_restarts": j["throughput"].get("window_restarts", 0),
         "samples_per_s": j["throughput"]["samples_per_s"],
         "tokens_per_s": j["throughput"]["tokens_per_s"],
         "peak_allocated_bytes": j["memory"]["peak_allocated_bytes"],

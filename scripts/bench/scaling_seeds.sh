@@ -5,8 +5,9 @@
 # accumulation, sqrt checkpointing, fused AdamW, the task's fast paths). Each point trains
 # SCALING_TIME_S seconds (ResNet-50 25, GPT-2 45: its steps are long); the first optimizer
 # steps are left out of the throughput: ResNet-50 70, past adaptive k's decisions at steps 20, 40
-# and 60 (on four GPUs k has stayed at 1 until step 61: with 30 left out, those k-1 steps fell in
-# the window), GPT-2 25 (its steps at k 8 take over a second).
+# and 60, GPT-2 25 (its steps at k 8 take over a second); and where k changes later than that (k
+# settled at step 81 and 121 on four GPUs), the window starts again after the change
+# (train.timing_restart_on_k_change; the JSON's window_restarts counts it).
 # The 1-GPU runs get OMP_NUM_THREADS=1, as the launcher gives every worker.
 # Then, for ResNet-50, a control: N copies of the 1-GPU optimized run at once, one per GPU, with no
 # communication between them -- what running side by side costs before any gradient exchange.
@@ -26,8 +27,8 @@ tag="${SCALING_TAG:+_$SCALING_TAG}"
 extra=()
 for kv in ${SCALING_SET:-}; do extra+=(--set "$kv"); done
 ran=()  # every run of this call, for the k lines at the end
-common=("${extra[@]}" --set train.max_steps=0 --set train.eval_every=0 --set train.eval_every_samples=0
-        --set train.stop_at_target=false --set task.data.eval_limit=1000)
+common=(--set train.timing_restart_on_k_change=true "${extra[@]}" --set train.max_steps=0 --set train.eval_every=0
+        --set train.eval_every_samples=0 --set train.stop_at_target=false --set task.data.eval_limit=1000)
 for task in ${SCALING_TASKS:-cifar10_resnet50 wikitext2_gpt2}; do
   case "$task" in
     cifar10_resnet50) secs="${SCALING_TIME_S:-25}" warm=70 ;;

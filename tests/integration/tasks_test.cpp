@@ -122,6 +122,29 @@ TEST_CASE("adaptive accumulation runs end to end and reports k and the noise est
   CHECK(j["result"]["samples"].get<int64_t>() >= 30 * 64 * 2);  // k >= 2 with one process
 }
 
+TEST_CASE("timing_restart_on_k_change starts the throughput window again after each change of adaptive k") {
+  const std::string run = "run experiments/quickstart.yaml --set accumulation.mode=adaptive --set accumulation.interval=5 "
+                          "--set train.max_steps=30 --set train.timing_warmup_steps=3 --set train.timing_restart_on_k_change=";
+  const auto on = run_report(run + "true"), off = run_report(run + "false");
+  // Each change of k after the warm-up (and before the last step) restarts the window after
+  // that step: the window is the steps after the last such change.
+  int64_t changes = 0, last_change = 3;
+  for (const auto& h : on["optimizations"]["accumulation"]["k_history"]) {
+    const int64_t s = h["step"].get<int64_t>();
+    if (s > 3 && s < 30) {
+      ++changes;
+      last_change = s;
+    }
+  }
+  REQUIRE(changes >= 1);  // this run changes k at steps 6 and 11
+  CHECK(on["throughput"]["window_restarts"] == changes);
+  CHECK(on["throughput"]["steady_steps"] == 30 - last_change);
+  CHECK(on["throughput"]["warmup_steps_excluded"] == last_change);
+  CHECK(off["optimizations"]["accumulation"]["k_history"] == on["optimizations"]["accumulation"]["k_history"]);
+  CHECK(off["throughput"]["window_restarts"] == 0);
+  CHECK(off["throughput"]["steady_steps"] == 27);
+}
+
 TEST_CASE("the budget placement needs the CUDA allocator and says so on a CPU run") {
   auto r = run_efftrain("run experiments/smoke/cifar10_resnet_tiny.yaml --set checkpointing.policy=budget "
                         "--set checkpointing.budget_bytes=1000000");

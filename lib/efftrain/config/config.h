@@ -68,6 +68,7 @@ struct TrainConfig {
   bool require_target = false;     // exit 3 when the target was not reached
   uint64_t seed = 0;
   int64_t timing_warmup_steps = 3; // steps excluded from throughput
+  bool timing_restart_on_k_change = false;  // the throughput window starts again after a change of k
   bool cuda_graph = false;         // replay each micro-batch's forward + backward from a CUDA graph
   bool deterministic = false;      // cuDNN: deterministic algorithms, no autotuning
   int64_t profile_start_step = 0;  // Kineto trace of steps [start, start + profile_steps); 0 = off

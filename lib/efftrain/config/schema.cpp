@@ -399,6 +399,10 @@ template <class V> void visit(V& v, TrainConfig& c) {
   v.field("require_target", c.require_target, "Fail (exit 3) when the target was not reached.");
   v.field("seed", c.seed, "Seed for initialization, data order and augmentation.");
   v.field("timing_warmup_steps", c.timing_warmup_steps, "Steps left out of the throughput figures.", at_least(0));
+  v.field("timing_restart_on_k_change", c.timing_restart_on_k_change,
+          "Start the throughput window again after each step where accumulation's k changed (once the warm-up is "
+          "over; not on the last step), so that the figure holds one k: what scaling comparisons need when adaptive "
+          "k settles late. The report counts the restarts (throughput.window_restarts).");
   v.field("cuda_graph", c.cuda_graph,
           "Capture one micro-batch's forward and backward as a CUDA graph and replay it (static shapes); falls back to "
           "eager steps, with the reason in the log and the report, where the run cannot be captured.");

@@ -490,6 +490,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
         {"steady_steps", result.steady_steps},
         {"steady_s", result.steady_s},
         {"warmup_steps_excluded", result.steps - result.steady_steps},
+        {"window_restarts", result.window_restarts},
         {"timing", device.is_cuda() ? "host clock with device synchronization at window edges"
                                     : "host clock"}}},
       {"memory",

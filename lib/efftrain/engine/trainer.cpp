@@ -155,6 +155,8 @@ TrainResult Trainer::fit() {
   const int64_t samples_at_start = r.samples, tokens_at_start = r.tokens;
   const double excluded_at_start = r.eval_s + r.checkpoint_s;
   int64_t steady_samples0 = 0, steady_tokens0 = 0, steady_step0 = 0;
+  int64_t prev_k = 0;
+  bool k_changed = false;  // in this step, with train.timing_restart_on_k_change
 
   // train.eval_every_samples: the next evaluation is due once r.samples reaches this (a resumed run
   // continues from its own count).
@@ -191,6 +193,8 @@ TrainResult Trainer::fit() {
     std::optional<metrics::TraceRange> phase;
     phase.emplace("efftrain::zero_grad");
     const int64_t k = parts_.accumulation->next_k(step);
+    k_changed = tc.timing_restart_on_k_change && prev_k != 0 && k != prev_k;
+    prev_k = k;
     dist::maybe_fault(rank, "step=" + std::to_string(step));
     if (graph) graph->zero_grad();
     else optimizer.zero_grad();
@@ -274,25 +278,28 @@ TrainResult Trainer::fit() {
     // ---------------- bookkeeping at a steady cadence ----------------
     const bool last_by_steps = tc.max_steps > 0 && step >= tc.max_steps;
     const bool warmup_done = step == first_step - 1 + tc.timing_warmup_steps;
+    const bool restart_window = k_changed && steady_t0.has_value();  // not on the last step: below
     const bool want_log = step % cfg_.output.log_every == 0 || last_by_steps;
     const bool want_eval =
         eval_samples > 0 ? r.samples >= next_eval_at : tc.eval_every > 0 && step % tc.eval_every == 0;
     if (eval_samples > 0 && want_eval) next_eval_at = next_multiple(r.samples);
     const bool want_checkpoint = checkpoints && oc.checkpoint_every_steps > 0 && step % oc.checkpoint_every_steps == 0;
-    const bool time_check = want_log || want_eval || warmup_done || want_checkpoint || step % 10 == 0;
+    const bool time_check =
+        want_log || want_eval || warmup_done || restart_window || want_checkpoint || step % 10 == 0;
     if (!time_check) continue;
 
     metrics::synchronize(device_);
     const double now = seconds_since(t0);
-    if (warmup_done) {
+    const bool last_by_time = tc.max_time_s > 0 && any(now >= tc.max_time_s);
+    const bool last = last_by_steps || last_by_time;
+    if (warmup_done || (restart_window && !last)) {
+      if (!warmup_done) ++r.window_restarts;
       steady_t0 = Clock::now();
       steady_samples0 = r.samples;
       steady_tokens0 = r.tokens;
       steady_step0 = step;
       steady_excluded0 = r.eval_s + r.checkpoint_s;
     }
-    const bool last_by_time = tc.max_time_s > 0 && any(now >= tc.max_time_s);
-    const bool last = last_by_steps || last_by_time;
 
     if (want_log || last) {
       try {

@@ -52,6 +52,7 @@ struct TrainResult {
   int64_t steady_samples = 0;
   int64_t steady_tokens = 0;
   double steady_s = 0;
+  int64_t window_restarts = 0;  // train.timing_restart_on_k_change: restarts after a change of k
   std::optional<double> final_metric, best_metric;
   double final_train_loss = 0;
   nlohmann::json curve = nlohmann::json::array();
