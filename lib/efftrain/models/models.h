@@ -88,7 +88,8 @@ class ResNetImpl : public ImageClassifier {
   double forward_flops(int64_t image_size) const override;
   int64_t num_blocks() const override { return static_cast<int64_t>(blocks_.size()); }
   std::vector<double> block_forward_flops(int64_t image_size) const override;
-  // The stem, each bottleneck in order, and the head, as separate steps of forward().
+  // The stem, each bottleneck in order, and the head, as separate steps of forward() (which also
+  // counts the BatchNorms' forwards in training: count_batch_norm_forwards).
   torch::Tensor stem(torch::Tensor x);
   std::vector<Bottleneck>& blocks() { return blocks_; }
   torch::Tensor head(torch::Tensor x);
