@@ -6,7 +6,7 @@
 # with an NCCL process group (2 and, where there are four GPUs, 4 processes); then, at the largest
 # world size, GAPS_VARIANTS (by default a group that never creates a communicator, a Gloo group,
 # and NCCL with cuMem off, with P2P and shared memory off, and with PyTorch's watchdog monitoring
-# off). GAPS_SIZES: tiny kernels (dispatch-bound) and medium ones (~5 us, ResNet-50's mean node).
+# off). GAPS_SIZES: tiny kernels (dispatch-bound) and medium ones (~4 us a node, ResNet-50's mean).
 #   GAPS_WORLDS "2 4"   GAPS_SIZES "tiny medium"   GAPS_VARIANTS "NAME=MODE[:ENV=VALUE...] ..."
 #   GAPS_BEFORE "peer hostfunc mapped stackN": also alone after that (graph_gaps.py --before)
 # Usage: graph_gaps.sh OUT_DIR -> OUT_DIR/graph_gaps.json

@@ -21,9 +21,10 @@ the stream, as NCCL queues its proxy work), mapped (a kernel writes pinned host 
 kernels write its proxy FIFO; needs CuPy), stackN (the per-thread stack limit raised to N bytes,
 as loading a kernel that needs more stack does).
 Every row records the device's stack limit (cudaLimitStackSize) at the start and before the timed
-replays. GAPS_RESET_STACK=1 (nccl) puts the start's limit back after the first all-reduce.
---size tiny (64 Ki halves: dispatch-bound nodes) or medium (4 Mi halves: ~5 us kernels on an
-H100/H200, about ResNet-50's mean node).
+replays. GAPS_RESET_STACK=1 (nccl) puts the start's limit back after the barrier that precedes
+the timed replays (NCCL's last kernel before them).
+--size tiny (64 Ki halves: dispatch-bound nodes) or medium (4 Mi halves: ~4 us a node on an
+H200, about ResNet-50's mean node).
 Each process writes {mode, rank, gpu, nodes, replays, replay_ms, us_per_node, launch_us (host time
 of one replay call on an idle GPU)} to --out (a "%r"
 in it becomes the rank). The timed replays start together: at the wall-clock second GAPS_START
@@ -66,8 +67,6 @@ def main():
             t = torch.ones(1, device="cuda")
             dist.all_reduce(t)
             torch.cuda.synchronize()
-            if os.environ.get("GAPS_RESET_STACK") == "1":
-                set_stack_limit(stack_start)
         elif a.mode == "nccl_init":
             dist.init_process_group("nccl", device_id=torch.device("cuda", gpu))
         elif a.mode == "nccl_lazy":
@@ -97,8 +96,10 @@ def main():
         g.replay()
     torch.cuda.synchronize()
     if a.mode == "nccl":
-        torch.distributed.barrier()
+        torch.distributed.barrier()  # an NCCL kernel
         torch.cuda.synchronize()
+        if os.environ.get("GAPS_RESET_STACK") == "1":
+            set_stack_limit(stack_start)
     elif a.mode == "gloo":
         torch.distributed.barrier()
     elif a.mode in ("nccl_init", "nccl_lazy"):
