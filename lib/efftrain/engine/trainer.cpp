@@ -155,8 +155,7 @@ TrainResult Trainer::fit() {
   const int64_t samples_at_start = r.samples, tokens_at_start = r.tokens;
   const double excluded_at_start = r.eval_s + r.checkpoint_s;
   int64_t steady_samples0 = 0, steady_tokens0 = 0, steady_step0 = 0;
-  int64_t prev_k = 0;
-  bool k_changed = false;  // in this step, with train.timing_restart_on_k_change
+  int64_t prev_k = 0;  // the step before's k (train.timing_restart_on_k_change)
 
   // train.eval_every_samples: the next evaluation is due once r.samples reaches this (a resumed run
   // continues from its own count).
@@ -193,7 +192,7 @@ TrainResult Trainer::fit() {
     std::optional<metrics::TraceRange> phase;
     phase.emplace("efftrain::zero_grad");
     const int64_t k = parts_.accumulation->next_k(step);
-    k_changed = tc.timing_restart_on_k_change && prev_k != 0 && k != prev_k;
+    const bool k_changed = tc.timing_restart_on_k_change && prev_k != 0 && k != prev_k;
     prev_k = k;
     dist::maybe_fault(rank, "step=" + std::to_string(step));
     if (graph) graph->zero_grad();
