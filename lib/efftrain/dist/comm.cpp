@@ -8,6 +8,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <fcntl.h>
+
 #include <cstdlib>
 
 #include "efftrain/core/error.h"
@@ -52,6 +54,14 @@ std::optional<WorkerEnv> worker_env() {
     throw UserError("environment: MASTER_PORT is not set (WORLD_SIZE is " + std::to_string(e.world_size) + ")");
   e.master_port = port.value_or(0);
   if (e.master_port > 65535) throw UserError("environment: MASTER_PORT " + std::to_string(e.master_port) + " is not a port");
+  if (const auto fd = env_int("EFFTRAIN_STORE_FD", 0); fd && e.rank == 0) {
+    if (::fcntl(*fd, F_GETFD) < 0)
+      throw UserError("environment: EFFTRAIN_STORE_FD " + std::to_string(*fd) + " is not an open file descriptor");
+    ::fcntl(*fd, F_SETFD, FD_CLOEXEC);  // the store's, not for this worker's children
+    e.store_fd = fd;
+  }
+  ::unsetenv("EFFTRAIN_STORE_FD");
+  if (const char* a = std::getenv("TORCHELASTIC_USE_AGENT_STORE")) e.agent_store = std::string(a) == "True";
   return e;
 }
 
@@ -78,7 +88,8 @@ std::shared_ptr<Comm> Comm::connect(const WorkerEnv& env, torch::Device device, 
 
   c10d::TCPStoreOptions so;
   so.port = static_cast<std::uint16_t>(env.master_port);
-  so.isServer = env.rank == 0;
+  so.isServer = env.rank == 0 && !env.agent_store;
+  if (so.isServer) so.masterListenFd = env.store_fd;
   so.numWorkers = env.world_size;
   so.waitWorkers = true;
   so.timeout = millis(timeout_s);

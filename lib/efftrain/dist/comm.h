@@ -19,6 +19,12 @@ struct WorkerEnv {
   int local_world_size = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 0;
+  // Where the rendezvous store lives. efftrain's launcher chooses the port and holds it
+  // listening until rank 0 takes the socket over (EFFTRAIN_STORE_FD, rank 0 only), so no other
+  // process can take the port in between. torchrun's agent serves the store itself and says so
+  // (TORCHELASTIC_USE_AGENT_STORE=True): then every rank, rank 0 included, is a client.
+  std::optional<int> store_fd;
+  bool agent_store = false;
 };
 
 // The worker environment when RANK and WORLD_SIZE are set, else nullopt (a plain process).
@@ -29,7 +35,8 @@ using Work = c10::intrusive_ptr<c10d::Work>;
 
 class Comm {
  public:
-  // Rendezvous through a c10d::TCPStore at MASTER_ADDR:MASTER_PORT (rank 0 serves it) and a
+  // Rendezvous through a c10d::TCPStore at MASTER_ADDR:MASTER_PORT (rank 0 serves it, on the
+  // launcher's socket where there is one; torchrun's agent where it serves it) and a
   // process group for `device`: "nccl", "gloo" or "auto" (nccl on CUDA, gloo on CPU). Throws
   // std::runtime_error with a clear message when the others do not arrive within `timeout_s`,
   // which is also the timeout of every collective.

@@ -18,6 +18,8 @@
 #include <stdexcept>
 #include <optional>
 #include <thread>
+#include <tuple>
+#include <utility>
 
 #include "efftrain/core/error.h"
 
@@ -79,21 +81,27 @@ std::string describe(int status) {
 
 }  // namespace
 
-int free_port() {
+std::pair<int, int> listen_on_free_port(bool loopback_only) {
   const int s = ::socket(AF_INET, SOCK_STREAM, 0);
   if (s < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_addr.s_addr = htonl(loopback_only ? INADDR_LOOPBACK : INADDR_ANY);
   a.sin_port = 0;
   socklen_t len = sizeof a;
-  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(s, 128) != 0 ||
       ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    const int err = errno;
     ::close(s);
-    throw std::runtime_error(std::string("cannot find a free port: ") + std::strerror(errno));
+    throw std::runtime_error(std::string("cannot listen on a free port: ") + std::strerror(err));
   }
+  return {s, ntohs(a.sin_port)};
+}
+
+int free_port() {
+  const auto [s, port] = listen_on_free_port(true);
   ::close(s);
-  return ntohs(a.sin_port);
+  return port;
 }
 
 LaunchResult launch(const LaunchOptions& opts) {
@@ -101,7 +109,12 @@ LaunchResult launch(const LaunchOptions& opts) {
   if (addr.empty()) addr = std::getenv("MASTER_ADDR") ? std::getenv("MASTER_ADDR") : "127.0.0.1";
   int port = opts.master_port;
   if (port == 0 && std::getenv("MASTER_PORT")) port = std::atoi(std::getenv("MASTER_PORT"));
-  if (port == 0) port = free_port();
+  // A port of our choosing stays bound and listening from here until rank 0's store takes the
+  // socket over (EFFTRAIN_STORE_FD): a port chosen, released and bound again later could be
+  // taken in between -- by any process's outgoing connection, or by rank 1's own retries
+  // connecting to itself -- and rank 0 then failed with EADDRINUSE (seen on 2x H200).
+  int store_fd = -1;
+  if (port == 0) std::tie(store_fd, port) = listen_on_free_port(addr == "127.0.0.1" || addr == "localhost");
 
   struct sigaction sa{}, old_int{}, old_term{};
   sa.sa_handler = on_signal;
@@ -151,6 +164,12 @@ LaunchResult launch(const LaunchOptions& opts) {
       set("ROLE_WORLD_SIZE", std::to_string(opts.nproc));
       set("MASTER_ADDR", addr);
       set("MASTER_PORT", std::to_string(port));
+      if (r == 0 && store_fd >= 0) {
+        set("EFFTRAIN_STORE_FD", std::to_string(store_fd));
+      } else {
+        if (store_fd >= 0) ::close(store_fd);
+        ::unsetenv("EFFTRAIN_STORE_FD");
+      }
       set("TORCHELASTIC_RESTART_COUNT", std::to_string(opts.restart_count));
       set("TORCHELASTIC_MAX_RESTARTS", std::to_string(opts.max_restarts));
       // As torchrun: one OpenMP thread per worker unless the user says otherwise. Measured on
@@ -171,6 +190,7 @@ LaunchResult launch(const LaunchOptions& opts) {
     workers[r].pid = pid;
     workers[r].fd = fds[0];
   }
+  if (store_fd >= 0) ::close(store_fd);  // rank 0 holds it now
   note("started " + std::to_string(opts.nproc) + " workers, rendezvous at " + addr + ":" + std::to_string(port) +
        (std::getenv("OMP_NUM_THREADS") ? "" : "; OMP_NUM_THREADS=1 for each (set it to change that)"));
 

@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace efftrain::dist {
@@ -15,7 +16,8 @@ struct LaunchOptions {
   std::vector<std::string> argv;        // its arguments, argv[0] included
   int nproc = 1;
   std::string master_addr;              // empty = MASTER_ADDR from the environment, else 127.0.0.1
-  int master_port = 0;                  // 0 = MASTER_PORT from the environment, else a free port
+  int master_port = 0;                  // 0 = MASTER_PORT from the environment, else a free port,
+                                        // held listening and handed to rank 0 (EFFTRAIN_STORE_FD)
   double grace_s = 10;                  // SIGTERM -> SIGKILL
   bool bind_cpus = false;               // worker r on the r-th contiguous share of the allowed CPUs
   int restart_count = 0;                // TORCHELASTIC_RESTART_COUNT of this attempt
@@ -32,7 +34,11 @@ struct LaunchResult {
 // Runs the job to the end. Prints "[rank r] ..." lines on stdout/stderr as the workers write them.
 LaunchResult launch(const LaunchOptions& opts);
 
-// A free TCP port on 127.0.0.1 (bound, read back, released).
+// A socket bound to a free TCP port (on 127.0.0.1, or every address) and listening: {fd, port}.
+std::pair<int, int> listen_on_free_port(bool loopback_only);
+
+// A free TCP port on 127.0.0.1 (bound, read back, released: another process may take it before
+// it is bound again; for tests in one process).
 int free_port();
 
 // Fault injection for tests of the failure handling, from EFFTRAIN_FAULT="RANK:ACTION@POINT"

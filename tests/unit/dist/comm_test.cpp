@@ -3,9 +3,14 @@
 #include <catch2/catch_test_macros.hpp>
 
 #include <torch/torch.h>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <future>
 
+#include "efftrain/core/error.h"
 #include "efftrain/dist/comm.h"
 #include "efftrain/dist/launcher.h"
 
@@ -20,11 +25,12 @@ struct Seen {
   size_t empty_out = 1;    // what summing no scalars returned
 };
 
-Seen sum_on_rank(int rank, int port) {
+Seen sum_on_rank(int rank, int port, bool agent_store) {
   dist::WorkerEnv env;
   env.rank = rank;
   env.world_size = env.local_world_size = 2;
   env.master_port = port;
+  env.agent_store = agent_store;
   auto comm = dist::Comm::connect(env, torch::Device(torch::kCPU), "gloo", 60);
   const double r = rank;
   const std::vector<torch::Tensor> in{
@@ -42,8 +48,8 @@ Seen sum_on_rank(int rank, int port) {
 
 TEST_CASE("sum_scalars sums mixed-dtype scalars over the ranks in one collective, each in its dtype") {
   const int port = dist::free_port();
-  auto r0 = std::async(std::launch::async, sum_on_rank, 0, port);
-  auto r1 = std::async(std::launch::async, sum_on_rank, 1, port);
+  auto r0 = std::async(std::launch::async, sum_on_rank, 0, port, false);
+  auto r1 = std::async(std::launch::async, sum_on_rank, 1, port, false);
   const std::vector<Seen> ranks{r0.get(), r1.get()};
   for (size_t rank = 0; rank < ranks.size(); ++rank) {
     const auto& out = ranks[rank].out;
@@ -57,4 +63,57 @@ TEST_CASE("sum_scalars sums mixed-dtype scalars over the ranks in one collective
     CHECK(out[2].scalar_type() == torch::kLong);
     CHECK(out[2].item<int64_t>() == 7);
   }
+}
+
+TEST_CASE("under torchrun's agent store every rank, rank 0 too, is a client of the agent's TCPStore") {
+  // torchrun's static rendezvous serves the store at MASTER_PORT itself and sets
+  // TORCHELASTIC_USE_AGENT_STORE=True; a rank 0 that tried to serve it too could not bind it.
+  c10d::TCPStoreOptions so;
+  so.port = 0;
+  so.isServer = true;
+  so.waitWorkers = false;
+  auto agent = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", so);
+  const int port = agent->getPort();
+  auto r0 = std::async(std::launch::async, sum_on_rank, 0, port, true);
+  auto r1 = std::async(std::launch::async, sum_on_rank, 1, port, true);
+  const std::vector<Seen> ranks{r0.get(), r1.get()};
+  for (const auto& seen : ranks) {
+    REQUIRE(seen.out.size() == 3);
+    CHECK(seen.out[2].item<int64_t>() == 7);
+  }
+}
+
+TEST_CASE("worker_env reads the store's socket (rank 0 only) and torchrun's agent-store flag") {
+  ::setenv("RANK", "0", 1);
+  ::setenv("WORLD_SIZE", "2", 1);
+  ::setenv("MASTER_PORT", "29500", 1);
+  const int fd = ::open("/dev/null", O_RDONLY);
+  REQUIRE(fd >= 0);
+  const std::string fds = std::to_string(fd);
+  ::setenv("EFFTRAIN_STORE_FD", fds.c_str(), 1);
+  ::setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);
+  auto e = dist::worker_env();
+  REQUIRE(e);
+  CHECK(e->store_fd == fd);
+  CHECK(e->agent_store);
+  CHECK(std::getenv("EFFTRAIN_STORE_FD") == nullptr);  // not passed on to this worker's children
+  CHECK((::fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);      // nor the socket itself
+  ::setenv("RANK", "1", 1);
+  ::setenv("EFFTRAIN_STORE_FD", fds.c_str(), 1);
+  ::setenv("TORCHELASTIC_USE_AGENT_STORE", "False", 1);
+  e = dist::worker_env();
+  CHECK_FALSE(e->store_fd);
+  CHECK_FALSE(e->agent_store);
+  ::setenv("RANK", "0", 1);
+  ::setenv("EFFTRAIN_STORE_FD", "987654", 1);
+  std::string err;
+  try {
+    dist::worker_env();
+  } catch (const UserError& x) {
+    err = x.what();
+  }
+  CHECK(err == "environment: EFFTRAIN_STORE_FD 987654 is not an open file descriptor");
+  for (const char* v : {"RANK", "WORLD_SIZE", "MASTER_PORT", "EFFTRAIN_STORE_FD", "TORCHELASTIC_USE_AGENT_STORE"})
+    ::unsetenv(v);
+  ::close(fd);
 }

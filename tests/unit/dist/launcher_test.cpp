@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 
 #include "efftrain/dist/launcher.h"
 #include "helpers.h"
@@ -50,6 +51,34 @@ TEST_CASE("each worker sees torchrun's environment") {
     if (rank == 0) port = p;
     CHECK(p == port);  // one rendezvous port for all
   }
+}
+
+TEST_CASE("the rendezvous port listens before the workers start, and rank 0 alone inherits its socket") {
+  // Rank 1 connects at once, before rank 0 has done anything; rank 0 holds the socket until then.
+  // A port released by the launcher and bound again by rank 0 would refuse that connection (and
+  // could be taken by another process in between).
+  TempDir d;
+  ::unsetenv("MASTER_ADDR");
+  ::unsetenv("MASTER_PORT");
+  const std::string D = "'" + d.path() + "'";
+  dist::LaunchOptions o;
+  o.program = "/bin/bash";
+  o.argv = {"bash", "-c",
+            "if [ \"$RANK\" = 0 ]; then\n"
+            "  [ -n \"$EFFTRAIN_STORE_FD\" ] && [ -S /proc/$$/fd/$EFFTRAIN_STORE_FD ] && echo socket > " + D + "/fd0\n"
+            "  for i in $(seq 150); do [ -f " + D + "/connected ] && exit 0; sleep 0.1; done; exit 3\n"
+            "fi\n"
+            "echo \"${EFFTRAIN_STORE_FD:-none}\" > " + D + "/fd1\n"
+            "exec 3<>/dev/tcp/127.0.0.1/$MASTER_PORT && echo yes > " + D + "/connected\n"};
+  o.nproc = 2;
+  const auto r = dist::launch(o);
+  const auto text = [&](const std::string& f) {
+    return std::filesystem::exists(d.file(f)) ? read_text(d.file(f)) : std::string("(no file)");
+  };
+  CHECK(r.exit_code == 0);
+  CHECK(text("fd0") == "socket\n");  // rank 0: EFFTRAIN_STORE_FD names the listening socket
+  CHECK(text("fd1") == "none\n");    // rank 1: no socket of the store's
+  CHECK(text("connected") == "yes\n");
 }
 
 TEST_CASE("a worker exiting with code 7 stops the job with exit 7") {
