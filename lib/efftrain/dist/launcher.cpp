@@ -82,20 +82,35 @@ std::string describe(int status) {
 }  // namespace
 
 std::pair<int, int> listen_on_free_port(bool loopback_only) {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (s < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(loopback_only ? INADDR_LOOPBACK : INADDR_ANY);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(s, 128) != 0 ||
-      ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+  // Every address: IPv6 and IPv4 on one socket where the host has IPv6 (as TCPStore's own server
+  // binds), else IPv4.
+  int s = -1;
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (!loopback_only && (s = ::socket(AF_INET6, SOCK_STREAM, 0)) >= 0) {
+    const int off = 0;
+    ::setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = in6addr_any;
+    len = sizeof *a;
+  } else {
+    if ((s = ::socket(AF_INET, SOCK_STREAM, 0)) < 0)
+      throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(loopback_only ? INADDR_LOOPBACK : INADDR_ANY);
+    len = sizeof *a;
+  }
+  auto* sa = reinterpret_cast<sockaddr*>(&ss);
+  if (::bind(s, sa, len) != 0 || ::listen(s, 128) != 0 || ::getsockname(s, sa, &len) != 0) {
     const int err = errno;
     ::close(s);
     throw std::runtime_error(std::string("cannot listen on a free port: ") + std::strerror(err));
   }
-  return {s, ntohs(a.sin_port)};
+  const int port = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                            : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  return {s, port};
 }
 
 int free_port() {
@@ -114,7 +129,7 @@ LaunchResult launch(const LaunchOptions& opts) {
   // taken in between -- by any process's outgoing connection, or by rank 1's own retries
   // connecting to itself -- and rank 0 then failed with EADDRINUSE (seen on 2x H200).
   int store_fd = -1;
-  if (port == 0) std::tie(store_fd, port) = listen_on_free_port(addr == "127.0.0.1" || addr == "localhost");
+  if (port == 0) std::tie(store_fd, port) = listen_on_free_port(addr == "127.0.0.1");
 
   struct sigaction sa{}, old_int{}, old_term{};
   sa.sa_handler = on_signal;

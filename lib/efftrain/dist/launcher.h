@@ -34,7 +34,8 @@ struct LaunchResult {
 // Runs the job to the end. Prints "[rank r] ..." lines on stdout/stderr as the workers write them.
 LaunchResult launch(const LaunchOptions& opts);
 
-// A socket bound to a free TCP port (on 127.0.0.1, or every address) and listening: {fd, port}.
+// A socket bound to a free TCP port (on 127.0.0.1, or on every IPv6 and IPv4 address) and
+// listening: {fd, port}.
 std::pair<int, int> listen_on_free_port(bool loopback_only);
 
 // A free TCP port on 127.0.0.1 (bound, read back, released: another process may take it before

@@ -1,6 +1,7 @@
 // The launcher on plain shell workers: torchrun's environment, the first failure's exit code,
 // and how fast the rest are stopped.
 #include <catch2/catch_test_macros.hpp>
+#include <catch2/generators/catch_generators.hpp>
 
 #include <sched.h>
 
@@ -57,8 +58,12 @@ TEST_CASE("the rendezvous port listens before the workers start, and rank 0 alon
   // Rank 1 connects at once, before rank 0 has done anything; rank 0 holds the socket until then.
   // A port released by the launcher and bound again by rank 0 would refuse that connection (and
   // could be taken by another process in between).
+  // With MASTER_ADDR set (here to a name), on every address: IPv4's loopback reaches it too.
+  const bool named = GENERATE(false, true);
+  CAPTURE(named);
   TempDir d;
-  ::unsetenv("MASTER_ADDR");
+  if (named) ::setenv("MASTER_ADDR", "localhost", 1);
+  else ::unsetenv("MASTER_ADDR");
   ::unsetenv("MASTER_PORT");
   const std::string D = "'" + d.path() + "'";
   dist::LaunchOptions o;
@@ -66,6 +71,8 @@ TEST_CASE("the rendezvous port listens before the workers start, and rank 0 alon
   o.argv = {"bash", "-c",
             "if [ \"$RANK\" = 0 ]; then\n"
             "  [ -n \"$EFFTRAIN_STORE_FD\" ] && [ -S /proc/$$/fd/$EFFTRAIN_STORE_FD ] && echo socket > " + D + "/fd0\n"
+            "  grep -h ' 0A ' /proc/net/tcp /proc/net/tcp6 | awk '{print $2}' |\n"  // listening sockets
+            "    grep \":$(printf %04X $MASTER_PORT)$\" | cut -d: -f1 > " + D + "/address\n"
             "  for i in $(seq 150); do [ -f " + D + "/connected ] && exit 0; sleep 0.1; done; exit 3\n"
             "fi\n"
             "echo \"${EFFTRAIN_STORE_FD:-none}\" > " + D + "/fd1\n"
@@ -79,6 +86,9 @@ TEST_CASE("the rendezvous port listens before the workers start, and rank 0 alon
   CHECK(text("fd0") == "socket\n");  // rank 0: EFFTRAIN_STORE_FD names the listening socket
   CHECK(text("fd1") == "none\n");    // rank 1: no socket of the store's
   CHECK(text("connected") == "yes\n");
+  // Where it listens: 127.0.0.1 by default, IPv6 + IPv4 any with MASTER_ADDR.
+  CHECK(text("address") == (named ? "00000000000000000000000000000000\n" : "0100007F\n"));
+  ::unsetenv("MASTER_ADDR");
 }
 
 TEST_CASE("a worker exiting with code 7 stops the job with exit 7") {
