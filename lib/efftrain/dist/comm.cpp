@@ -65,13 +65,54 @@ std::optional<WorkerEnv> worker_env() {
   return e;
 }
 
+struct StoreServer {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+};
+
+namespace {
+
+c10d::TCPStoreOptions store_options(const WorkerEnv& env, double timeout_s) {
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<std::uint16_t>(env.master_port);
+  so.isServer = env.rank == 0 && !env.agent_store;
+  if (so.isServer) so.masterListenFd = env.store_fd;
+  so.numWorkers = env.world_size;
+  so.waitWorkers = true;
+  so.timeout = millis(timeout_s);
+  return so;
+}
+
+[[noreturn]] void rendezvous_failed(const WorkerEnv& env, double timeout_s, const std::exception& e) {
+  std::string what = e.what();
+  if (auto nl = what.find('\n'); nl != std::string::npos) what.resize(nl);
+  throw std::runtime_error("rendezvous at " + env.master_addr + ":" + std::to_string(env.master_port) +
+                           " failed within " + std::to_string(static_cast<int>(timeout_s)) +
+                           " s (distributed.timeout_s): rank " + std::to_string(env.rank) + " of " +
+                           std::to_string(env.world_size) + ": " + what);
+}
+
+}  // namespace
+
+std::shared_ptr<StoreServer> serve_store(const WorkerEnv& env, double timeout_s) {
+  auto so = store_options(env, timeout_s);
+  if (!so.isServer || !so.masterListenFd) return nullptr;
+  so.waitWorkers = false;  // Comm::connect waits for them
+  auto s = std::make_shared<StoreServer>();
+  try {
+    s->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+  } catch (const std::exception& e) {
+    rendezvous_failed(env, timeout_s, e);
+  }
+  return s;
+}
+
 struct Comm::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
 };
 
 std::shared_ptr<Comm> Comm::connect(const WorkerEnv& env, torch::Device device, const std::string& backend,
-                                    double timeout_s) {
+                                    double timeout_s, std::shared_ptr<StoreServer> served) {
   std::string name = backend;
   if (name == "auto") name = device.is_cuda() ? "nccl" : "gloo";
   if (name == "nccl" && !device.is_cuda())
@@ -86,22 +127,15 @@ std::shared_ptr<Comm> Comm::connect(const WorkerEnv& env, torch::Device device, 
   c->backend_name_ = name;
   c->device_ = device;
 
-  c10d::TCPStoreOptions so;
-  so.port = static_cast<std::uint16_t>(env.master_port);
-  so.isServer = env.rank == 0 && !env.agent_store;
-  if (so.isServer) so.masterListenFd = env.store_fd;
-  so.numWorkers = env.world_size;
-  so.waitWorkers = true;
-  so.timeout = millis(timeout_s);
-  const std::string where = env.master_addr + ":" + std::to_string(env.master_port);
   try {
-    c->impl_->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+    if (served) {
+      served->store->waitForWorkers();
+      c->impl_->store = served->store;
+    } else {
+      c->impl_->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, store_options(env, timeout_s));
+    }
   } catch (const std::exception& e) {
-    std::string what = e.what();
-    if (auto nl = what.find('\n'); nl != std::string::npos) what.resize(nl);
-    throw std::runtime_error("rendezvous at " + where + " failed within " + std::to_string(static_cast<int>(timeout_s)) +
-                             " s (distributed.timeout_s): rank " + std::to_string(env.rank) + " of " +
-                             std::to_string(env.world_size) + ": " + what);
+    rendezvous_failed(env, timeout_s, e);
   }
   auto prefixed = c10::make_intrusive<c10d::PrefixStore>("pg/", c->impl_->store);
   if (name == "gloo") {
@@ -111,7 +145,12 @@ std::shared_ptr<Comm> Comm::connect(const WorkerEnv& env, torch::Device device, 
                              ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
                              : c10d::ProcessGroupGloo::createDefaultDevice());
     o->threads = 2;
-    c->impl_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, env.rank, env.world_size, o);
+    // Gloo connects every pair here, through the store: a rank that never arrived times out here.
+    try {
+      c->impl_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, env.rank, env.world_size, o);
+    } catch (const std::exception& e) {
+      rendezvous_failed(env, timeout_s, e);
+    }
   } else {
 #ifdef EFFTRAIN_WITH_NCCL
     c10::cuda::set_device(static_cast<c10::DeviceIndex>(device.index()));

@@ -33,6 +33,15 @@ std::optional<WorkerEnv> worker_env();
 
 using Work = c10::intrusive_ptr<c10d::Work>;
 
+// The rendezvous store's server, started by rank 0 as early as its start-up allows when it
+// serves on the socket the launcher handed it (EFFTRAIN_STORE_FD): until a server runs there,
+// the other ranks' connections wait in the socket's backlog with no timeout, so a rank 0 that
+// hung before Comm::connect would hang them too. Served, they wait for the missing rank with
+// the store's timeout. nullptr where this rank serves nothing (the other ranks; torchrun's
+// agent store; no socket handed over: Comm::connect binds MASTER_PORT then).
+struct StoreServer;
+std::shared_ptr<StoreServer> serve_store(const WorkerEnv& env, double timeout_s);
+
 class Comm {
  public:
   // Rendezvous through a c10d::TCPStore at MASTER_ADDR:MASTER_PORT (rank 0 serves it, on the
@@ -41,7 +50,7 @@ class Comm {
   // std::runtime_error with a clear message when the others do not arrive within `timeout_s`,
   // which is also the timeout of every collective.
   static std::shared_ptr<Comm> connect(const WorkerEnv& env, torch::Device device, const std::string& backend,
-                                       double timeout_s);
+                                       double timeout_s, std::shared_ptr<StoreServer> served = nullptr);
   ~Comm();  // shuts the process group down
   Comm(const Comm&) = delete;
   Comm& operator=(const Comm&) = delete;

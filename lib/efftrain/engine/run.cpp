@@ -253,6 +253,8 @@ RunOutcome run_experiment(const RunOptions& opts) {
   }
   const int rank = env ? env->rank : 0;
   const int world = env ? env->world_size : 1;
+  // Before anything slow (CUDA, data): the other ranks meet a store that answers.
+  const auto served = world > 1 ? dist::serve_store(*env, cfg.distributed.timeout_s) : nullptr;
   const bool writer = rank == 0;  // only rank 0 writes files
   if (!writer) log::set_quiet(true);
 
@@ -272,7 +274,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
   std::shared_ptr<dist::Comm> comm;
   if (world > 1) {
     dist::maybe_fault(rank, "rendezvous");
-    comm = dist::Comm::connect(*env, device, cfg.distributed.backend, cfg.distributed.timeout_s);
+    comm = dist::Comm::connect(*env, device, cfg.distributed.backend, cfg.distributed.timeout_s, served);
     // Rank 0's folder for everyone (under torchrun each rank would pick its own timestamp).
     if (writer) comm->publish("out_dir", out_dir);
     else out_dir = comm->fetch("out_dir");
