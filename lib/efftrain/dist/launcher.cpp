@@ -126,8 +126,8 @@ LaunchResult launch(const LaunchOptions& opts) {
   if (port == 0 && std::getenv("MASTER_PORT")) port = std::atoi(std::getenv("MASTER_PORT"));
   // A port of our choosing stays bound and listening from here until rank 0's store takes the
   // socket over (EFFTRAIN_STORE_FD): a port chosen, released and bound again later could be
-  // taken in between -- by any process's outgoing connection, or by rank 1's own retries
-  // connecting to itself -- and rank 0 then failed with EADDRINUSE (seen on 2x H200).
+  // taken by another socket in between, and rank 0 then failed with EADDRINUSE (seen once on
+  // 2x H200; which socket took it was not traced).
   int store_fd = -1;
   if (port == 0) std::tie(store_fd, port) = listen_on_free_port(addr == "127.0.0.1");
 

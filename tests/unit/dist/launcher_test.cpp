@@ -86,8 +86,11 @@ TEST_CASE("the rendezvous port listens before the workers start, and rank 0 alon
   CHECK(text("fd0") == "socket\n");  // rank 0: EFFTRAIN_STORE_FD names the listening socket
   CHECK(text("fd1") == "none\n");    // rank 1: no socket of the store's
   CHECK(text("connected") == "yes\n");
-  // Where it listens: 127.0.0.1 by default, IPv6 + IPv4 any with MASTER_ADDR.
-  CHECK(text("address") == (named ? "00000000000000000000000000000000\n" : "0100007F\n"));
+  // Where it listens: 127.0.0.1 by default; with MASTER_ADDR every address (IPv6 and IPv4 on
+  // one socket, or IPv4 alone on a host without IPv6).
+  const std::string address = text("address");
+  if (named) CHECK((address == "00000000000000000000000000000000\n" || address == "00000000\n"));
+  else CHECK(address == "0100007F\n");
   ::unsetenv("MASTER_ADDR");
 }
 
