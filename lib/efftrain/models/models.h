@@ -98,6 +98,7 @@ class ResNetImpl : public ImageClassifier {
   torch::nn::Conv2d conv1_{nullptr};
   torch::nn::BatchNorm2d bn1_{nullptr};
   std::vector<Bottleneck> blocks_;
+  std::vector<torch::nn::BatchNorm2d> batch_norms_;  // the stem's and every block's, for their counters
   torch::nn::Linear fc_{nullptr};
   int64_t in_channels_, width_, classes_, final_channels_;
 };

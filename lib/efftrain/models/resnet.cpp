@@ -94,6 +94,8 @@ ResNetImpl::ResNetImpl(int64_t in_channels, int64_t width, std::vector<int64_t> 
   }
   final_channels_ = in;
   fc_ = register_module("fc", torch::nn::Linear(in, classes));
+  batch_norms_.push_back(bn1_);
+  for (const auto& b : blocks_) b->batch_norms(batch_norms_);
 }
 
 torch::Tensor ResNetImpl::stem(torch::Tensor x) { return torch::relu(batch_norm(bn1_, conv1_->forward(x))); }
@@ -103,11 +105,8 @@ torch::Tensor ResNetImpl::head(torch::Tensor x) {
 }
 
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
-  if (is_training()) {  // what each BatchNorm2d's own forward would have done (models::batch_norm)
-    std::vector<torch::nn::BatchNorm2d> bns{bn1_};
-    for (const auto& b : blocks_) b->batch_norms(bns);
-    count_batch_norm_forwards(bns);
-  }
+  // What each BatchNorm2d's own forward would have done (models::batch_norm).
+  if (is_training()) count_batch_norm_forwards(batch_norms_);
   x = stem(x);
   if (block_observer) block_observer(-1, x);
   x = run_blocks(
