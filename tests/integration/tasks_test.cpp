@@ -24,6 +24,15 @@ TEST_CASE("a tiny ResNet learns the CIFAR-shaped synthetic set on the CPU") {
   CHECK(j["model"]["name"] == "resnet");
   CHECK(j["model"]["image_size"] == 32);
   CHECK(j["quality"]["final"].get<double>() > 0.4);  // chance is 0.1
+  CHECK(j["model"]["bn_kernel"] == "aten");
+  CHECK(j["model"]["fused_bn_relu"] == false);
+}
+
+TEST_CASE("task.model.fused_bn_relu on the CPU: ATen's ops run, and the report says so") {
+  const auto j = run_report("run experiments/smoke/cifar10_resnet_tiny.yaml --set train.max_steps=2 "
+                            "--set task.model.fused_bn_relu=true");
+  CHECK(j["model"]["fused_bn_relu"] == true);
+  CHECK(j["model"]["bn_kernel"] == "aten");
 }
 
 TEST_CASE("the three input paths train the same tiny ResNet") {

@@ -21,6 +21,9 @@ class ImageClassifier : public torch::nn::Module {
   void set_checkpoint_segments(std::vector<std::pair<int64_t, int64_t>> segments) { segments_ = std::move(segments); }
   // Called with (-1, stem output) and then (i, output of block i) during forward (probes).
   std::function<void(int64_t, const torch::Tensor&)> block_observer;
+  // What ran each BatchNorm + ReLU in the last training forward, where the model says
+  // ("cudnn_fused" or "aten"); empty otherwise.
+  virtual std::string bn_kernel() const { return {}; }
 
  protected:
   std::vector<std::pair<int64_t, int64_t>> segments_;
@@ -57,6 +60,10 @@ namespace efftrain::models {
 // In a graph-replayed ResNet-50 micro-step with sqrt checkpointing this is ~400 fewer nodes:
 // the counter increments and the save/restore of every recomputed BatchNorm's statistics.
 torch::Tensor batch_norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& x);
+// relu(batch_norm(bn, x) + z) (z undefined: no add). `fused` and training: cuDNN's fused kernels
+// where they apply (kernels/bn_relu.h), the running statistics left alone while recomputing, as
+// batch_norm does; otherwise batch_norm, the add and ReLU.
+torch::Tensor batch_norm_relu(torch::nn::BatchNorm2d& bn, const torch::Tensor& x, const torch::Tensor& z, bool fused);
 // Adds 1 to every num_batches_tracked of `bns` that counts, in one operation.
 void count_batch_norm_forwards(const std::vector<torch::nn::BatchNorm2d>& bns);
 
@@ -72,6 +79,7 @@ class BottleneckImpl : public torch::nn::Module {
   void zero_init_last_bn();
   // Its BatchNorms, appended to `out`.
   void batch_norms(std::vector<torch::nn::BatchNorm2d>& out) const;
+  bool fused_bn_relu_ = false;  // set through ResNetImpl::set_fused_bn_relu
 
  private:
   torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr}, down_conv_{nullptr};
@@ -93,12 +101,19 @@ class ResNetImpl : public ImageClassifier {
   torch::Tensor stem(torch::Tensor x);
   std::vector<Bottleneck>& blocks() { return blocks_; }
   torch::Tensor head(torch::Tensor x);
+  // task.model.fused_bn_relu: every BatchNorm + ReLU (+ residual add) through batch_norm_relu's
+  // fused path. bn_kernel(): what the last training forward ran ("cudnn_fused" or "aten"; empty
+  // before one).
+  void set_fused_bn_relu(bool on);
+  std::string bn_kernel() const override { return bn_kernel_; }
 
  private:
   torch::nn::Conv2d conv1_{nullptr};
   torch::nn::BatchNorm2d bn1_{nullptr};
   std::vector<Bottleneck> blocks_;
   std::vector<torch::nn::BatchNorm2d> batch_norms_;  // the stem's and every block's, for their counters
+  bool fused_bn_relu_ = false;
+  std::string bn_kernel_;
   torch::nn::Linear fc_{nullptr};
   int64_t in_channels_, width_, classes_, final_channels_;
 };

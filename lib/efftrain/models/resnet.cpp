@@ -1,5 +1,6 @@
 #include "efftrain/models/models.h"
 
+#include "efftrain/kernels/bn_relu.h"
 #include "efftrain/memory/checkpoint.h"
 
 namespace efftrain::models {
@@ -27,6 +28,19 @@ torch::Tensor batch_norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& x) {
                                                    /*training=*/true, *o.momentum(), o.eps());
 }
 
+torch::Tensor batch_norm_relu(torch::nn::BatchNorm2d& bn, const torch::Tensor& x, const torch::Tensor& z,
+                              bool fused) {
+  const auto& o = bn->options;
+  if (!fused || !bn->is_training() || !o.track_running_stats() || !o.affine()) {
+    auto y = batch_norm(bn, x);
+    return torch::relu(z.defined() ? y + z : y);
+  }
+  TORCH_CHECK(o.momentum().has_value(), "models::batch_norm_relu: a cumulative average (momentum none) needs the count per forward");
+  const bool update = !recomputing();
+  return kernels::bn_add_relu(x, z, bn->weight, bn->bias, update ? bn->running_mean : torch::Tensor(),
+                              update ? bn->running_var : torch::Tensor(), *o.momentum(), o.eps());
+}
+
 void count_batch_norm_forwards(const std::vector<torch::nn::BatchNorm2d>& bns) {
   std::vector<torch::Tensor> counters;
   for (const auto& b : bns)
@@ -52,10 +66,9 @@ BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride)
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
   auto identity = down_conv_ ? batch_norm(down_bn_, down_conv_->forward(x)) : x;
-  auto out = torch::relu(batch_norm(bn1_, conv1_->forward(x)));
-  out = torch::relu(batch_norm(bn2_, conv2_->forward(out)));
-  out = batch_norm(bn3_, conv3_->forward(out));
-  return torch::relu(out + identity);
+  auto out = batch_norm_relu(bn1_, conv1_->forward(x), {}, fused_bn_relu_);
+  out = batch_norm_relu(bn2_, conv2_->forward(out), {}, fused_bn_relu_);
+  return batch_norm_relu(bn3_, conv3_->forward(out), identity, fused_bn_relu_);
 }
 
 void BottleneckImpl::batch_norms(std::vector<torch::nn::BatchNorm2d>& out) const {
@@ -98,7 +111,17 @@ ResNetImpl::ResNetImpl(int64_t in_channels, int64_t width, std::vector<int64_t> 
   for (const auto& b : blocks_) b->batch_norms(batch_norms_);
 }
 
-torch::Tensor ResNetImpl::stem(torch::Tensor x) { return torch::relu(batch_norm(bn1_, conv1_->forward(x))); }
+torch::Tensor ResNetImpl::stem(torch::Tensor x) {
+  auto h = conv1_->forward(x);
+  auto y = batch_norm_relu(bn1_, h, {}, fused_bn_relu_);
+  if (is_training()) bn_kernel_ = fused_bn_relu_ && kernels::bn_relu_fused(h, {}) ? "cudnn_fused" : "aten";
+  return y;
+}
+
+void ResNetImpl::set_fused_bn_relu(bool on) {
+  fused_bn_relu_ = on;
+  for (auto& b : blocks_) b->fused_bn_relu_ = on;
+}
 
 torch::Tensor ResNetImpl::head(torch::Tensor x) {
   return fc_->forward(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1));

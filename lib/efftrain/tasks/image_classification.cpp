@@ -22,6 +22,7 @@ ImageClassificationTask::ImageClassificationTask(const BuildContext& ctx, std::s
       input_path_(ctx.cfg.task.data.input_path),
       augment_(ctx.cfg.task.data.augment),
       channels_last_(ctx.cfg.task.model.channels_last),
+      fused_bn_relu_(ctx.cfg.task.model.fused_bn_relu),
       batch_size_(ctx.cfg.train.batch_size),
       image_size_(set_.train.images.size(2)),
       normalize_(set_.mean, set_.std, device_) {
@@ -123,13 +124,18 @@ double ImageClassificationTask::train_flops_per_sample() const {
 }
 
 nlohmann::json ImageClassificationTask::describe() const {
-  return {{"image_size", image_size_},
+  nlohmann::json d = {{"image_size", image_size_},
           {"classes", set_.classes},
           {"train_examples", set_.train.labels.size(0)},
           {"eval_examples", set_.eval.labels.size(0)},
           {"input_path", input_path_},
           {"augment", augment_},
           {"channels_last", channels_last_}};
+  if (auto k = model_->bn_kernel(); !k.empty()) {
+    d["fused_bn_relu"] = fused_bn_relu_;
+    d["bn_kernel"] = k;
+  }
+  return d;
 }
 
 namespace {
@@ -152,6 +158,7 @@ std::unique_ptr<Task> make_resnet(const BuildContext& ctx, int64_t width, std::v
     throw UserError("task.model.norm: " + t.model.norm + " is for the small CNN (synthetic_cnn); ResNet uses batch");
   torch::manual_seed(ctx.cfg.train.seed);
   auto model = std::make_shared<models::ResNetImpl>(3, width, std::move(blocks), 10, t.model.zero_init_residual);
+  model->set_fused_bn_relu(t.model.fused_bn_relu);
   return std::make_unique<ImageClassificationTask>(ctx, name, std::move(set), model);
 }
 

@@ -43,6 +43,7 @@ class ImageClassificationTask : public Task {
   std::string input_path_;
   bool augment_;
   bool channels_last_;
+  bool fused_bn_relu_;
   int64_t batch_size_;
   int64_t image_size_;
   data::Normalizer normalize_;

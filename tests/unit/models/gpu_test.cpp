@@ -35,53 +35,86 @@ TEST_CASE("channels_last makes cuDNN run NHWC convolutions", "[gpu]") {
   CHECK(torch::allclose(y_off, y_on, 1e-3, 1e-3));  // same function, different kernels
 }
 
+namespace {
+// Two fp16-autocast training forwards and backwards of a small NHWC ResNet (seed 3, width 8,
+// blocks {2, 2}): the last loss, every gradient, every buffer, and what ran its BatchNorms.
+struct TwoMicroSteps {
+  torch::Tensor loss;
+  std::vector<torch::Tensor> grads, buffers;
+  std::string bn_kernel;
+};
+TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments, bool fused_bn_relu) {
+  torch::manual_seed(3);
+  auto m = std::make_shared<models::ResNetImpl>(3, 8, std::vector<int64_t>{2, 2}, 10, false);
+  m->to(torch::kCUDA);
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : m->parameters())
+      if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+  m->train();
+  m->set_checkpoint_segments(std::move(segments));
+  m->set_fused_bn_relu(fused_bn_relu);
+  auto x = torch::randn({16, 3, 16, 16}, torch::kCUDA).contiguous(torch::MemoryFormat::ChannelsLast);
+  auto y = torch::randint(0, 10, {16}, torch::TensorOptions(torch::kLong).device(torch::kCUDA));
+  TwoMicroSteps o;
+  for (int micro = 0; micro < 2; ++micro) {  // two forwards: the counters and statistics move twice
+    torch::Tensor loss;
+    {
+      AutocastGuard ac(torch::kCUDA, torch::kHalf);
+      loss = torch::nn::functional::cross_entropy(m->forward(x * (1 + micro)), y);
+    }
+    loss.backward();
+    o.loss = loss.detach().cpu();
+  }
+  for (auto& p : m->parameters()) o.grads.push_back(p.grad().cpu());
+  for (auto& b : m->buffers()) o.buffers.push_back(b.cpu());
+  o.bn_kernel = m->bn_kernel();
+  return o;
+}
+
+// b's gradients against a's within cuDNN's reordered sums; buffers equal, or within `buffer_rtol`.
+void check_same_training(const TwoMicroSteps& a, const TwoMicroSteps& b, double buffer_rtol) {
+  REQUIRE(a.grads.size() == b.grads.size());
+  for (size_t i = 0; i < a.grads.size(); ++i) {
+    INFO("gradient " << i);
+    CHECK(torch::allclose(a.grads[i], b.grads[i], 1e-2, 1e-3));
+  }
+  REQUIRE(a.buffers.size() == b.buffers.size());
+  for (size_t i = 0; i < a.buffers.size(); ++i) {
+    INFO("buffer " << i);
+    if (buffer_rtol == 0)
+      CHECK(torch::equal(a.buffers[i], b.buffers[i]));
+    else
+      CHECK(torch::allclose(a.buffers[i].to(torch::kDouble), b.buffers[i].to(torch::kDouble), buffer_rtol, 1e-5));
+  }
+}
+}  // namespace
+
 TEST_CASE("gpu: a checkpointed ResNet under fp16 autocast (cuDNN BatchNorm, NHWC) gives the plain one's loss, "
           "gradients and BatchNorm statistics",
           "[gpu]") {
   REQUIRE(torch::cuda::is_available());
-  struct Out {
-    torch::Tensor loss;
-    std::vector<torch::Tensor> grads, buffers;
-  };
-  auto run = [](std::vector<std::pair<int64_t, int64_t>> segments) {
-    torch::manual_seed(3);
-    auto m = std::make_shared<models::ResNetImpl>(3, 8, std::vector<int64_t>{2, 2}, 10, false);
-    m->to(torch::kCUDA);
-    {
-      torch::NoGradGuard ng;
-      for (auto& p : m->parameters())
-        if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
-    }
-    m->train();
-    m->set_checkpoint_segments(std::move(segments));
-    auto x = torch::randn({16, 3, 16, 16}, torch::kCUDA).contiguous(torch::MemoryFormat::ChannelsLast);
-    auto y = torch::randint(0, 10, {16}, torch::TensorOptions(torch::kLong).device(torch::kCUDA));
-    Out o;
-    for (int micro = 0; micro < 2; ++micro) {  // two forwards: the counters and statistics move twice
-      torch::Tensor loss;
-      {
-        AutocastGuard ac(torch::kCUDA, torch::kHalf);
-        loss = torch::nn::functional::cross_entropy(m->forward(x * (1 + micro)), y);
-      }
-      loss.backward();
-      o.loss = loss.detach().cpu();
-    }
-    for (auto& p : m->parameters()) o.grads.push_back(p.grad().cpu());
-    for (auto& b : m->buffers()) o.buffers.push_back(b.cpu());
-    return o;
-  };
-  const auto plain = run({}), ckpt = run({{0, 2}, {2, 2}});
+  const auto plain = two_micro_steps({}, false), ckpt = two_micro_steps({{0, 2}, {2, 2}}, false);
   CHECK(torch::equal(plain.loss, ckpt.loss));  // the forwards are the same kernels
-  REQUIRE(plain.grads.size() == ckpt.grads.size());
-  for (size_t i = 0; i < plain.grads.size(); ++i) {
-    INFO("gradient " << i);
-    CHECK(torch::allclose(plain.grads[i], ckpt.grads[i], 1e-2, 1e-3));  // cuDNN's backward may reorder sums
-  }
-  REQUIRE(plain.buffers.size() == ckpt.buffers.size());
-  for (size_t i = 0; i < plain.buffers.size(); ++i) {
-    INFO("buffer " << i);
-    CHECK(torch::equal(plain.buffers[i], ckpt.buffers[i]));  // updated by the forwards only, twice
-  }
+  check_same_training(plain, ckpt, 0);         // statistics updated by the forwards only, twice
+  CHECK(plain.bn_kernel == "aten");
+}
+
+TEST_CASE("gpu: cuDNN's fused BatchNorm + (add +) ReLU trains a ResNet as the separate ops do, plain and "
+          "checkpointed",
+          "[gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  const auto ops = two_micro_steps({}, false), fused = two_micro_steps({}, true);
+  REQUIRE(fused.bn_kernel == "cudnn_fused");
+  // One fp16 rounding of relu(bn(x) + z) instead of one after the BatchNorm and one after the add.
+  CHECK(torch::allclose(ops.loss, fused.loss, 2e-3, 0));
+  check_same_training(ops, fused, 2e-3);
+  // Checkpointed, the recompute runs the fused kernels with batch statistics only: the same loss,
+  // and the statistics moved by the two forwards alone, bit for bit.
+  const auto fused_ckpt = two_micro_steps({{0, 2}, {2, 2}}, true);
+  CHECK(torch::equal(fused.loss, fused_ckpt.loss));
+  check_same_training(fused, fused_ckpt, 0);
 }
 
 TEST_CASE("fp16 with loss scaling trains a tiny ResNet on the GPU and reports its scaler", "[gpu]") {

@@ -1,0 +1,167 @@
+#include "efftrain/kernels/bn_relu.h"
+
+#ifdef EFFTRAIN_WITH_CUDNN
+// The BatchNorm "Ex" entry points are marked deprecated in cuDNN 9 (ATen's BatchNorm calls them too).
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#include <ATen/cuda/Exceptions.h>
+#include <ATen/cudnn/Descriptors.h>
+#include <ATen/cudnn/Handle.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <atomic>
+#endif
+
+namespace efftrain::kernels {
+
+namespace {
+torch::Tensor aten_bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& weight,
+                               const torch::Tensor& bias, const torch::Tensor& running_mean,
+                               const torch::Tensor& running_var, double momentum, double eps) {
+  auto y = torch::nn::functional::detail::batch_norm(x, running_mean, running_var, weight, bias, /*training=*/true,
+                                                     momentum, eps);
+  return torch::relu(z.defined() ? y + z : y);
+}
+
+#ifdef EFFTRAIN_WITH_CUDNN
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Set when cuDNN refused the fused operation once: every later call takes ATen's path.
+std::atomic<bool> g_refused{false};
+struct Refused : std::exception {};  // thrown out of BnAddRelu::forward before anything is enqueued
+
+constexpr auto kMode = CUDNN_BATCHNORM_SPATIAL_PERSISTENT;  // what ATen's cuDNN BatchNorm uses in training
+
+cudnnBatchNormOps_t ops_for(bool add) {
+  return add ? CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION : CUDNN_BATCHNORM_OPS_BN_ACTIVATION;
+}
+
+// The handle on the current stream, and the descriptors one call needs.
+struct Call {
+  cudnnHandle_t handle;
+  at::native::TensorDescriptor data;   // x, y, z, dy, dx, dz: NHWC fp16, one shape
+  at::native::TensorDescriptor param;  // weight, bias, statistics: [1, C, 1, 1] fp32
+  cudnnActivationDescriptor_t act{};
+
+  Call(const torch::Tensor& x, const torch::Tensor& weight) : handle(at::native::getCudnnHandle()) {
+    AT_CUDNN_CHECK(cudnnSetStream(handle, c10::cuda::getCurrentCUDAStream()));
+    data.set(x, at::MemoryFormat::ChannelsLast, 4);
+    param.set(weight.view({1, weight.numel(), 1, 1}), 4);
+    AT_CUDNN_CHECK(cudnnCreateActivationDescriptor(&act));
+    AT_CUDNN_CHECK(cudnnSetActivationDescriptor(act, CUDNN_ACTIVATION_RELU, CUDNN_PROPAGATE_NAN, 0.0));
+  }
+  ~Call() { cudnnDestroyActivationDescriptor(act); }
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+};
+
+torch::Tensor bytes(size_t n, const torch::Tensor& like) {
+  return torch::empty({static_cast<int64_t>(n)}, like.options().dtype(torch::kByte));
+}
+
+struct BnAddRelu : torch::autograd::Function<BnAddRelu> {
+  // Throws Refused where cuDNN does not support the operation for these inputs.
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& z,
+                               const torch::Tensor& weight, const torch::Tensor& bias, const torch::Tensor& running_mean,
+                               const torch::Tensor& running_var, double momentum, double eps) {
+    const c10::cuda::CUDAGuard guard(x.device());
+    const bool add = z.defined();
+    const auto ops = ops_for(add);
+    Call c(x, weight);
+    size_t ws = 0, rs = 0;
+    AT_CUDNN_CHECK(cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(
+        c.handle, kMode, ops, c.data.desc(), add ? c.data.desc() : nullptr, c.data.desc(), c.param.desc(), c.act, &ws));
+    AT_CUDNN_CHECK(cudnnGetBatchNormalizationTrainingExReserveSpaceSize(c.handle, kMode, ops, c.act, c.data.desc(), &rs));
+    auto workspace = bytes(ws, x), reserve = bytes(rs, x);
+    auto y = torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast);
+    auto mean = torch::empty({weight.numel()}, weight.options());
+    auto invstd = torch::empty({weight.numel()}, weight.options());
+    const float one = 1.f, zero = 0.f;
+    const cudnnStatus_t st = cudnnBatchNormalizationForwardTrainingEx(
+        c.handle, kMode, ops, &one, &zero, c.data.desc(), x.data_ptr(), add ? c.data.desc() : nullptr,
+        add ? z.data_ptr() : nullptr, c.data.desc(), y.data_ptr(), c.param.desc(), weight.data_ptr(), bias.data_ptr(),
+        momentum, running_mean.defined() ? running_mean.data_ptr() : nullptr,
+        running_var.defined() ? running_var.data_ptr() : nullptr, eps, mean.data_ptr(), invstd.data_ptr(), c.act,
+        workspace.data_ptr(), ws, reserve.data_ptr(), rs);
+    if (st == CUDNN_STATUS_NOT_SUPPORTED || st == CUDNN_STATUS_BAD_PARAM) {
+      g_refused = true;
+      TORCH_WARN("cuDNN refused the fused BatchNorm + ReLU for ", x.scalar_type(), " ", x.sizes(), " (",
+                 cudnnGetErrorString(st), "); ATen's BatchNorm and ReLU run instead");
+      throw Refused{};
+    }
+    AT_CUDNN_CHECK(st);
+    ctx->save_for_backward({x, weight, bias, y, mean, invstd, reserve});
+    ctx->saved_data["eps"] = eps;
+    ctx->saved_data["add"] = add;
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const auto &x = s[0], &weight = s[1], &bias = s[2], &y = s[3], &mean = s[4], &invstd = s[5], &reserve = s[6];
+    const bool add = ctx->saved_data["add"].toBool();
+    const double eps = ctx->saved_data["eps"].toDouble();
+    const c10::cuda::CUDAGuard guard(x.device());
+    const auto ops = ops_for(add);
+    auto dy = grads[0].contiguous(torch::MemoryFormat::ChannelsLast);
+    Call c(x, weight);
+    auto dx = torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast);
+    torch::Tensor dz = add ? torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast) : torch::Tensor();
+    auto dweight = torch::empty_like(weight), dbias = torch::empty_like(bias);
+    size_t ws = 0;
+    AT_CUDNN_CHECK(cudnnGetBatchNormalizationBackwardExWorkspaceSize(
+        c.handle, kMode, ops, c.data.desc(), c.data.desc(), c.data.desc(), add ? c.data.desc() : nullptr, c.data.desc(),
+        c.param.desc(), c.act, &ws));
+    auto workspace = bytes(ws, x);
+    const float one = 1.f, zero = 0.f;
+    AT_CUDNN_CHECK(cudnnBatchNormalizationBackwardEx(
+        c.handle, kMode, ops, &one, &zero, &one, &zero, c.data.desc(), x.data_ptr(), c.data.desc(), y.data_ptr(),
+        c.data.desc(), dy.data_ptr(), add ? c.data.desc() : nullptr, add ? dz.data_ptr() : nullptr, c.data.desc(),
+        dx.data_ptr(), c.param.desc(), weight.data_ptr(), bias.data_ptr(), dweight.data_ptr(), dbias.data_ptr(), eps,
+        mean.data_ptr(), invstd.data_ptr(), c.act, workspace.data_ptr(), ws, reserve.data_ptr(), reserve.numel()));
+    return {dx, dz, dweight, dbias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+#endif
+}  // namespace
+
+bool bn_relu_fused(const torch::Tensor& x, const torch::Tensor& z) {
+#ifdef EFFTRAIN_WITH_CUDNN
+  const auto nhwc_half = [&](const torch::Tensor& t) {
+    return t.is_cuda() && (t.scalar_type() == torch::kHalf || t.scalar_type() == torch::kBFloat16) && t.dim() == 4 &&
+           t.is_contiguous(torch::MemoryFormat::ChannelsLast);
+  };
+  return !g_refused && nhwc_half(x) && x.size(1) % 4 == 0 &&
+         (!z.defined() || (nhwc_half(z) && z.scalar_type() == x.scalar_type() && z.sizes() == x.sizes() &&
+                           z.device() == x.device())) &&
+         at::globalContext().userEnabledCuDNN();
+#else
+  (void)x, (void)z;
+  return false;
+#endif
+}
+
+torch::Tensor bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& weight,
+                          const torch::Tensor& bias, const torch::Tensor& running_mean,
+                          const torch::Tensor& running_var, double momentum, double eps, bool use_fused) {
+#ifdef EFFTRAIN_WITH_CUDNN
+  const auto param = [&](const torch::Tensor& t) {
+    return !t.defined() || (t.scalar_type() == torch::kFloat && t.is_contiguous() && t.numel() == x.size(1) &&
+                            t.device() == x.device());
+  };
+  if (use_fused && bn_relu_fused(x, z) && weight.defined() && bias.defined() && param(weight) && param(bias) &&
+      param(running_mean) && param(running_var) && running_mean.defined() == running_var.defined() &&
+      eps >= CUDNN_BN_MIN_EPSILON) {
+    try {
+      return BnAddRelu::apply(x, z, weight, bias, running_mean, running_var, momentum, eps);
+    } catch (const Refused&) {
+    }
+  }
+#else
+  (void)use_fused;
+#endif
+  return aten_bn_add_relu(x, z, weight, bias, running_mean, running_var, momentum, eps);
+}
+
+}  // namespace efftrain::kernels

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Issue 12: ResNet-50/CIFAR with cuDNN's fused BatchNorm + (add +) ReLU (task.model.fused_bn_relu)
+# against the separate ATen ops and against torch.compile, same recipe: channels_last, fused AdamW,
+# device input, the CUDA-graph micro-step, b512 and b128, in each precision of R50BN_PRECISIONS
+# (default "fp16 bf16"; the fused kernels exist in cuDNN for fp16, the report's model.bn_kernel says
+# whether they ran). efftrain runs on GPU 0, the PyTorch runs (scripts/pytorch_reference.py) on GPU
+# 1 at the same time where the machine has two GPUs or more, else after it. Ratios are against
+# each table's first row (efftrain fused). Usage: r50_fused_bn.sh OUT_DIR
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+out="$1"
+gpus="$(nvidia-smi -L | wc -l)"
+pt_gpu=$(( gpus > 1 ? 1 : 0 ))
+precisions="${R50BN_PRECISIONS:-fp16 bf16}"
+pytorch_runs() {
+  for p in $precisions; do
+    for b in 512 128; do
+      bench_pytorch "pt_r50_b${b}_${p}_compile" "$pt_gpu" --task resnet50 --batch "$b" --precision "$p" \
+        --channels-last --steps $(( b == 512 ? 40 : 100 )) --warmup 20 --compile
+    done
+  done
+}
+if [ "$pt_gpu" = 1 ]; then pytorch_runs & fi
+for p in $precisions; do
+  for b in 512 128; do
+    for fused in true false; do
+      CUDA_VISIBLE_DEVICES=0 bench_run "ef_r50_b${b}_${p}_$([ $fused = true ] && echo fused || echo ops)" \
+        experiments/bench/cifar10_resnet50_fp32.yaml --set precision.mode="$p" --set optim.name=adamw_fused \
+        --set task.model.channels_last=true --set task.data.input_path=device --set train.cuda_graph=true \
+        --set train.batch_size="$b" --set train.max_steps=$(( b == 512 ? 60 : 150 )) --set train.timing_warmup_steps=20 \
+        --set task.model.fused_bn_relu="$fused"
+    done
+  done
+done
+if [ "$pt_gpu" = 1 ]; then wait; else pytorch_runs; fi
+for p in $precisions; do
+  for b in 512 128; do
+    bench_side_by_side "$out/r50_fused_bn_b${b}_${p}.json" \
+      "ResNet-50 b$b $p: cuDNN fused BatchNorm + ReLU, the separate ops, torch.compile" \
+      "ef_r50_b${b}_${p}_fused" "ef_r50_b${b}_${p}_ops" "pt_r50_b${b}_${p}_compile"
+  done
+done
+for p in $precisions; do
+  for b in 512 128; do
+    f="$RUNS/ef_r50_b${b}_${p}_fused/report.json"
+    [ -f "$f" ] && echo "ef_r50_b${b}_${p}_fused bn_kernel: $(python3 -c "import json;print(json.load(open('$f'))['model'].get('bn_kernel'))")"
+  done
+done
