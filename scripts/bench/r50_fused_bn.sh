@@ -3,23 +3,27 @@
 # against the separate ATen ops and against torch.compile, same recipe: channels_last, fused AdamW,
 # device input, the CUDA-graph micro-step, b512 and b128, in each precision of R50BN_PRECISIONS
 # (default "fp16 bf16"; the fused kernels exist in cuDNN for fp16, the report's model.bn_kernel says
-# whether they ran). efftrain runs on GPU 0, the PyTorch runs (scripts/pytorch_reference.py) on GPU
-# 1 at the same time where the machine has two GPUs or more, else after it. Ratios are against
+# whether they ran). efftrain runs on GPU 0, the PyTorch runs (scripts/pytorch_reference.py) of each
+# precision on a GPU of their own at the same time (1, 2, ...), or after efftrain on GPU 0 where the
+# machine has too few. Ratios are against
 # each table's first row (efftrain fused). Usage: r50_fused_bn.sh OUT_DIR
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="$1"
 gpus="$(nvidia-smi -L | wc -l)"
-pt_gpu=$(( gpus > 1 ? 1 : 0 ))
 precisions="${R50BN_PRECISIONS:-fp16 bf16}"
+# One precision's PyTorch runs on GPU $1 (b512, then b128).
 pytorch_runs() {
-  for p in $precisions; do
-    for b in 512 128; do
-      bench_pytorch "pt_r50_b${b}_${p}_compile" "$pt_gpu" --task resnet50 --batch "$b" --precision "$p" \
-        --channels-last --steps $(( b == 512 ? 40 : 100 )) --warmup 20 --compile
-    done
+  local p="$1" gpu="$2"
+  for b in 512 128; do
+    bench_pytorch "pt_r50_b${b}_${p}_compile" "$gpu" --task resnet50 --batch "$b" --precision "$p" \
+      --channels-last --steps $(( b == 512 ? 40 : 100 )) --warmup 20 --compile
   done
 }
-if [ "$pt_gpu" = 1 ]; then pytorch_runs & fi
+i=0
+for p in $precisions; do  # beside efftrain, each precision on a GPU of its own while there are enough
+  i=$((i + 1))
+  [ "$gpus" -gt "$i" ] && pytorch_runs "$p" "$i" &
+done
 for p in $precisions; do
   for b in 512 128; do
     for fused in true false; do
@@ -31,7 +35,12 @@ for p in $precisions; do
     done
   done
 done
-if [ "$pt_gpu" = 1 ]; then wait; else pytorch_runs; fi
+wait
+i=0
+for p in $precisions; do  # where there were too few GPUs: after efftrain, on GPU 0
+  i=$((i + 1))
+  [ "$gpus" -gt "$i" ] || pytorch_runs "$p" 0
+done
 for p in $precisions; do
   for b in 512 128; do
     bench_side_by_side "$out/r50_fused_bn_b${b}_${p}.json" \

@@ -62,10 +62,14 @@ torch::Tensor bytes(size_t n, const torch::Tensor& like) {
 
 struct BnAddRelu : torch::autograd::Function<BnAddRelu> {
   // Throws Refused where cuDNN does not support the operation for these inputs.
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& z,
-                               const torch::Tensor& weight, const torch::Tensor& bias, const torch::Tensor& running_mean,
-                               const torch::Tensor& running_var, double momentum, double eps) {
+  // z and the running statistics are optional: autograd takes no undefined tensor as an input.
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const std::optional<torch::Tensor>& z_in,
+                               const torch::Tensor& weight, const torch::Tensor& bias,
+                               const std::optional<torch::Tensor>& running_mean_in,
+                               const std::optional<torch::Tensor>& running_var_in, double momentum, double eps) {
     const c10::cuda::CUDAGuard guard(x.device());
+    const torch::Tensor z = z_in.value_or(torch::Tensor()), running_mean = running_mean_in.value_or(torch::Tensor()),
+                        running_var = running_var_in.value_or(torch::Tensor());
     const bool add = z.defined();
     const auto ops = ops_for(add);
     Call c(x, weight);
@@ -154,7 +158,8 @@ torch::Tensor bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const 
       param(running_mean) && param(running_var) && running_mean.defined() == running_var.defined() &&
       eps >= CUDNN_BN_MIN_EPSILON) {
     try {
-      return BnAddRelu::apply(x, z, weight, bias, running_mean, running_var, momentum, eps);
+      const auto opt = [](const torch::Tensor& t) { return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt; };
+      return BnAddRelu::apply(x, opt(z), weight, bias, opt(running_mean), opt(running_var), momentum, eps);
     } catch (const Refused&) {
     }
   }
