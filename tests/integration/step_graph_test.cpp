@@ -168,9 +168,10 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
       {"tiny ResNet fp16, sqrt checkpointing, overflows",
        "run experiments/smoke/cifar10_resnet_tiny.yaml --set precision.mode=fp16 --set precision.initial_scale_power=40 "
        "--set precision.hysteresis=1 --set checkpointing.policy=sqrt", 1e-3},
-      {"tiny ResNet fp16 NHWC, sqrt checkpointing, cuDNN's fused BatchNorm + ReLU",
-       "run experiments/smoke/cifar10_resnet_tiny.yaml --set precision.mode=fp16 --set task.model.channels_last=true "
-       "--set task.model.fused_bn_relu=true --set checkpointing.policy=sqrt", 1e-3},
+      {"tiny ResNet fp16 NHWC, sqrt checkpointing, cuDNN's fused BatchNorm + ReLU, overflows",
+       "run experiments/smoke/cifar10_resnet_tiny.yaml --set precision.mode=fp16 --set precision.initial_scale_power=40 "
+       "--set precision.hysteresis=1 --set task.model.channels_last=true --set task.model.fused_bn_relu=true "
+       "--set checkpointing.policy=sqrt", 1e-3},
   };
   for (const auto& c : cases) {
     INFO(c.what);

@@ -36,14 +36,16 @@ TEST_CASE("channels_last makes cuDNN run NHWC convolutions", "[gpu]") {
 }
 
 namespace {
-// Two fp16-autocast training forwards and backwards of a small NHWC ResNet (seed 3, width 8,
-// blocks {2, 2}): the last loss, every gradient, every buffer, and what ran its BatchNorms.
+// Two training forwards and backwards (under fp16 autocast, or fp32 with `half` false) of a small
+// NHWC ResNet (seed 3, width 8, blocks {2, 2}): the last loss, every gradient, every buffer, and
+// what ran its BatchNorms.
 struct TwoMicroSteps {
   torch::Tensor loss;
   std::vector<torch::Tensor> grads, buffers;
   std::string bn_kernel;
 };
-TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments, bool fused_bn_relu) {
+TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments, bool fused_bn_relu,
+                              bool half = true) {
   torch::manual_seed(3);
   auto m = std::make_shared<models::ResNetImpl>(3, 8, std::vector<int64_t>{2, 2}, 10, false);
   m->to(torch::kCUDA);
@@ -61,7 +63,8 @@ TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments,
   for (int micro = 0; micro < 2; ++micro) {  // two forwards: the counters and statistics move twice
     torch::Tensor loss;
     {
-      AutocastGuard ac(torch::kCUDA, torch::kHalf);
+      std::optional<AutocastGuard> ac;
+      if (half) ac.emplace(torch::kCUDA, torch::kHalf);
       loss = torch::nn::functional::cross_entropy(m->forward(x * (1 + micro)), y);
     }
     loss.backward();
@@ -71,6 +74,21 @@ TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments,
   for (auto& b : m->buffers()) o.buffers.push_back(b.cpu());
   o.bn_kernel = m->bn_kernel();
   return o;
+}
+
+// a's gradients against ref's: the largest of ||a_i - ref_i|| / ||ref_i|| over the tensors i, and
+// the same over all of them together.
+std::pair<double, double> grad_error(const TwoMicroSteps& a, const TwoMicroSteps& ref) {
+  REQUIRE(a.grads.size() == ref.grads.size());
+  double worst = 0, diff2 = 0, ref2 = 0;
+  for (size_t i = 0; i < a.grads.size(); ++i) {
+    const auto g = a.grads[i].to(torch::kDouble), r = ref.grads[i].to(torch::kDouble);
+    const double d = (g - r).norm().item<double>(), n = r.norm().item<double>();
+    worst = std::max(worst, d / std::max(n, 1e-30));
+    diff2 += d * d;
+    ref2 += n * n;
+  }
+  return {worst, std::sqrt(diff2 / ref2)};
 }
 
 // b's gradients against a's within cuDNN's reordered sums; buffers equal, or within `buffer_rtol`.
@@ -107,14 +125,37 @@ TEST_CASE("gpu: cuDNN's fused BatchNorm + (add +) ReLU trains a ResNet as the se
   REQUIRE(torch::cuda::is_available());
   const auto ops = two_micro_steps({}, false), fused = two_micro_steps({}, true);
   REQUIRE(fused.bn_kernel == "cudnn_fused");
-  // One fp16 rounding of relu(bn(x) + z) instead of one after the BatchNorm and one after the add.
+  // The fused kernel rounds relu(bn(x) + z) to fp16 once, the separate ops after the BatchNorm and
+  // again after the add, so the two fp16 runs differ by rounding, which each layer's ReLU mask and
+  // the convolutions' weight-gradient sums amplify. The measure is the fp32 model: the fused
+  // gradients are to be as close to its gradients as the separate ops' are (within 2x).
+  const auto fp32 = two_micro_steps({}, false, /*half=*/false);
+  const auto [ops_worst, ops_all] = grad_error(ops, fp32);
+  const auto [fused_worst, fused_all] = grad_error(fused, fp32);
+  WARN("gradients against fp32, worst tensor / all: separate ops " << ops_worst << " / " << ops_all
+                                                                   << ", fused " << fused_worst << " / " << fused_all);
   CHECK(torch::allclose(ops.loss, fused.loss, 2e-3, 0));
-  check_same_training(ops, fused, 2e-3);
+  CHECK(fused_all <= 2 * ops_all + 1e-3);
+  CHECK(fused_worst <= 2 * ops_worst + 1e-3);
+  REQUIRE(ops.buffers.size() == fused.buffers.size());
+  for (size_t i = 0; i < ops.buffers.size(); ++i) {
+    INFO("buffer " << i);
+    CHECK(torch::allclose(ops.buffers[i].to(torch::kDouble), fused.buffers[i].to(torch::kDouble), 2e-3, 1e-5));
+  }
   // Checkpointed, the recompute runs the fused kernels with batch statistics only: the same loss,
-  // and the statistics moved by the two forwards alone, bit for bit.
+  // the statistics moved by the two forwards alone, bit for bit, and the gradients of the same
+  // kernels (cuDNN's backward may reorder sums).
   const auto fused_ckpt = two_micro_steps({{0, 2}, {2, 2}}, true);
+  const auto [ckpt_worst, ckpt_all] = grad_error(fused_ckpt, fused);
+  WARN("checkpointed fused gradients against the plain fused ones, worst tensor / all: " << ckpt_worst << " / "
+                                                                                           << ckpt_all);
   CHECK(torch::equal(fused.loss, fused_ckpt.loss));
-  check_same_training(fused, fused_ckpt, 0);
+  CHECK(ckpt_worst <= 1e-3);
+  REQUIRE(fused.buffers.size() == fused_ckpt.buffers.size());
+  for (size_t i = 0; i < fused.buffers.size(); ++i) {
+    INFO("buffer " << i);
+    CHECK(torch::equal(fused.buffers[i], fused_ckpt.buffers[i]));
+  }
 }
 
 TEST_CASE("fp16 with loss scaling trains a tiny ResNet on the GPU and reports its scaler", "[gpu]") {
