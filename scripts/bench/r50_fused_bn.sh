@@ -2,11 +2,10 @@
 # Issue 12: ResNet-50/CIFAR with cuDNN's fused BatchNorm + (add +) ReLU (task.model.fused_bn_relu)
 # against the separate ATen ops and against torch.compile, same recipe: channels_last, fused AdamW,
 # device input, the CUDA-graph micro-step, b512 and b128, in each precision of R50BN_PRECISIONS
-# (default "fp16 bf16"; the fused kernels exist in cuDNN for fp16, the report's model.bn_kernel says
-# whether they ran). efftrain runs on GPU 0, the PyTorch runs (scripts/pytorch_reference.py) of each
-# precision on a GPU of their own at the same time (1, 2, ...), or after efftrain on GPU 0 where the
-# machine has too few. Ratios are against
-# each table's first row (efftrain fused). Usage: r50_fused_bn.sh OUT_DIR
+# (default "fp16 bf16"; the report's model.bn_kernel says whether the fused kernels ran). efftrain
+# runs on GPU 0, the PyTorch runs (scripts/pytorch_reference.py) of each precision on a GPU of their
+# own at the same time (1, 2, ...), or after efftrain on GPU 0 where the machine has too few. Ratios
+# are against each table's first row (efftrain fused). Usage: r50_fused_bn.sh OUT_DIR
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="$1"
 gpus="$(nvidia-smi -L | wc -l)"

@@ -46,7 +46,7 @@ struct ModelConfig {
   int64_t context = 1024;
   double dropout = 0.0;
   bool channels_last = false;
-  bool fused_bn_relu = false;  // ResNet: cuDNN's fused BatchNorm (+ add) + ReLU kernels (CUDA, fp16, NHWC)
+  bool fused_bn_relu = false;  // ResNet: cuDNN's fused BatchNorm (+ add) + ReLU kernels (CUDA, fp16/bf16, NHWC)
   std::string norm = "batch";      // small CNN: batch | none
   bool zero_init_residual = false;
   std::string attention = "sdpa";  // plain | sdpa

@@ -375,8 +375,9 @@ template <class V> void visit(V& v, ModelConfig& c) {
   v.field("fused_bn_relu", c.fused_bn_relu,
           "ResNet: each BatchNorm followed by a ReLU (the bottleneck's last one with the residual add before it) "
           "in one cuDNN kernel per direction (BatchNorm with bnOps BN_ACTIVATION / BN_ADD_ACTIVATION). Applies "
-          "in training on CUDA with fp16 (bf16 where cuDNN takes it) activations in channels_last; elsewhere (fp32, CPU, eval) ATen's "
-          "BatchNorm, add and ReLU run, the same function (the report's model.bn_kernel says which ran).");
+          "in training on CUDA with fp16 or bf16 activations in channels_last; elsewhere (fp32, CPU, eval) "
+          "ATen's BatchNorm, add and ReLU run, the same function (the report's model.bn_kernel says which ran "
+          "the stem's; the blocks take the same path wherever their channels are a multiple of 4).");
   v.one_of("norm", c.norm, {"batch", "none"}, "Small CNN: BatchNorm after each convolution, or none (multi-process exactness tests).");
   v.field("zero_init_residual", c.zero_init_residual, "Zero-init the last BN gamma of each residual block.");
   v.one_of("attention", c.attention, {"plain", "sdpa"},

@@ -40,7 +40,7 @@ cudnnBatchNormOps_t ops_for(bool add) {
 // The handle on the current stream, and the descriptors one call needs.
 struct Call {
   cudnnHandle_t handle;
-  at::native::TensorDescriptor data;   // x, y, z, dy, dx, dz: NHWC fp16, one shape
+  at::native::TensorDescriptor data;   // x, y, z, dy, dx, dz: NHWC fp16 or bf16, one shape
   at::native::TensorDescriptor param;  // weight, bias, statistics: [1, C, 1, 1] fp32
   cudnnActivationDescriptor_t act{};
 

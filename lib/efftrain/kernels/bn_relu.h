@@ -1,13 +1,14 @@
 // ResNet's BatchNorm followed by ReLU (and, at the end of a bottleneck, by the residual add before
-// the ReLU): y = relu(batch_norm(x) [+ z]) with batch statistics, differentiable. Where it
-// applies -- CUDA, fp16 (or bf16 where cuDNN takes it), channels_last (NHWC), channels a multiple of
-// 4, a build that found cuDNN --
-// one cuDNN kernel per direction does it (cudnnBatchNormalizationForwardTrainingEx /
-// BackwardEx with bnOps BN_ACTIVATION or BN_ADD_ACTIVATION, the NHWC persistent kernels ATen's
-// BatchNorm already runs, with the ReLU, the add and their gradients folded in). Elsewhere
-// ATen's batch_norm, add and relu in that order, as after the first call cuDNN refuses (a warning
-// says so). Same function either way: the statistics, the
-// running-average update (momentum, unbiased variance) and the gradients are cuDNN's BatchNorm.
+// the ReLU): y = relu(batch_norm(x) [+ z]) with batch statistics, differentiable. Where it applies
+// -- CUDA, fp16 or bf16 (cuDNN 9.19 took both on an H200), channels_last (NHWC), channels a
+// multiple of 4, a build that found cuDNN -- one cuDNN kernel per direction does it
+// (cudnnBatchNormalizationForwardTrainingEx / BackwardEx with bnOps BN_ACTIVATION or
+// BN_ADD_ACTIVATION, the NHWC persistent kernels ATen's BatchNorm already runs, with the ReLU, the
+// add and their gradients folded in). Elsewhere ATen's batch_norm, add and relu in that order, as
+// after the first call cuDNN refuses (a warning says so). Same function either way: the
+// statistics, the running-average update (momentum, unbiased variance) and the gradients are
+// cuDNN's BatchNorm; in fp16/bf16 the fused kernel rounds its output once where the separate ops
+// round after the BatchNorm and again after the add.
 #pragma once
 
 #include <torch/torch.h>

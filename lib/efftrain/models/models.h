@@ -102,8 +102,9 @@ class ResNetImpl : public ImageClassifier {
   std::vector<Bottleneck>& blocks() { return blocks_; }
   torch::Tensor head(torch::Tensor x);
   // task.model.fused_bn_relu: every BatchNorm + ReLU (+ residual add) through batch_norm_relu's
-  // fused path. bn_kernel(): what the last training forward ran ("cudnn_fused" or "aten"; empty
-  // before one).
+  // fused path. bn_kernel(): what ran the stem's in the last training forward ("cudnn_fused" or
+  // "aten"; empty before one); the blocks take the same path where their channels allow (kernels/
+  // bn_relu.h).
   void set_fused_bn_relu(bool on);
   std::string bn_kernel() const override { return bn_kernel_; }
 

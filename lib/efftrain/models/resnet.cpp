@@ -35,7 +35,8 @@ torch::Tensor batch_norm_relu(torch::nn::BatchNorm2d& bn, const torch::Tensor& x
     auto y = batch_norm(bn, x);
     return torch::relu(z.defined() ? y + z : y);
   }
-  TORCH_CHECK(o.momentum().has_value(), "models::batch_norm_relu: a cumulative average (momentum none) needs the count per forward");
+  TORCH_CHECK(o.momentum().has_value(),
+              "models::batch_norm_relu: a cumulative average (momentum none) needs the count per forward");
   const bool update = !recomputing();
   return kernels::bn_add_relu(x, z, bn->weight, bn->bias, update ? bn->running_mean : torch::Tensor(),
                               update ? bn->running_var : torch::Tensor(), *o.momentum(), o.eps());
