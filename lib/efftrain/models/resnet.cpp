@@ -18,28 +18,35 @@ torch::nn::BatchNorm2d bn(int64_t ch) {
 constexpr int64_t kExpansion = 4;
 }  // namespace
 
+namespace {
+// The running statistics a training forward of `bn` updates: none while a checkpointed segment is
+// recomputed (memory checkpoint.h, recomputing()): the forward already updated them.
+std::pair<torch::Tensor, torch::Tensor> updated_statistics(const torch::nn::BatchNorm2d& bn) {
+  TORCH_CHECK(bn->options.momentum().has_value(),
+              "models::batch_norm: a cumulative average (momentum none) needs the count per forward");
+  if (recomputing()) return {};
+  return {bn->running_mean, bn->running_var};
+}
+}  // namespace
+
 torch::Tensor batch_norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& x) {
   const auto& o = bn->options;
   if (!bn->is_training() || !o.track_running_stats()) return bn->forward(x);
-  TORCH_CHECK(o.momentum().has_value(), "models::batch_norm: a cumulative average (momentum none) needs the count per forward");
-  const bool update = !recomputing();
-  return torch::nn::functional::detail::batch_norm(x, update ? bn->running_mean : torch::Tensor(),
-                                                   update ? bn->running_var : torch::Tensor(), bn->weight, bn->bias,
-                                                   /*training=*/true, *o.momentum(), o.eps());
+  const auto [mean, var] = updated_statistics(bn);
+  return torch::nn::functional::detail::batch_norm(x, mean, var, bn->weight, bn->bias, /*training=*/true,
+                                                   *o.momentum(), o.eps());
 }
 
 torch::Tensor batch_norm_relu(torch::nn::BatchNorm2d& bn, const torch::Tensor& x, const torch::Tensor& z,
                               bool fused) {
   const auto& o = bn->options;
-  if (!fused || !bn->is_training() || !o.track_running_stats() || !o.affine()) {
-    auto y = batch_norm(bn, x);
+  if (!bn->is_training() || !o.track_running_stats()) {
+    auto y = bn->forward(x);
     return torch::relu(z.defined() ? y + z : y);
   }
-  TORCH_CHECK(o.momentum().has_value(),
-              "models::batch_norm_relu: a cumulative average (momentum none) needs the count per forward");
-  const bool update = !recomputing();
-  return kernels::bn_add_relu(x, z, bn->weight, bn->bias, update ? bn->running_mean : torch::Tensor(),
-                              update ? bn->running_var : torch::Tensor(), *o.momentum(), o.eps());
+  // Not `fused`, or where the fused kernels do not apply: the ATen ops batch_norm runs, then the add and ReLU.
+  const auto [mean, var] = updated_statistics(bn);
+  return kernels::bn_add_relu(x, z, bn->weight, bn->bias, mean, var, *o.momentum(), o.eps(), fused);
 }
 
 void count_batch_norm_forwards(const std::vector<torch::nn::BatchNorm2d>& bns) {
