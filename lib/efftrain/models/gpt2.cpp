@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "efftrain/kernels/cross_entropy.h"
+#include "efftrain/kernels/dense.h"
 #include "efftrain/kernels/residual_norm.h"
 #include "efftrain/memory/checkpoint.h"
 
@@ -26,39 +27,11 @@ torch::nn::Linear linear(int64_t in, int64_t out, double std) {
 torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   return at::linear(x, weight, bias.defined() ? std::optional<torch::Tensor>(bias) : std::nullopt);
 }
-torch::Tensor dense(const torch::nn::Linear& l, const torch::Tensor& x) { return dense(x, l->weight, l->bias); }
 torch::nn::LayerNorm layer_norm(int64_t w) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({w}).eps(1e-5));
 }
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// y = linear(gelu_tanh(u), w, b), keeping u alone for backward: the GELU output (4 x width per
-// token) is recomputed there instead of stored. Under autocast the linear ran in u's dtype on
-// cast weights; backward (no autocast) casts the same way.
-struct GeluLinear : torch::autograd::Function<GeluLinear> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& u, const torch::Tensor& w,
-                               const torch::Tensor& b) {
-    auto y = dense(torch::gelu(u, "tanh"), w, b);
-    ctx->save_for_backward({u, w, b});
-    ctx->saved_data["dtype"] = static_cast<int64_t>(y.scalar_type());
-    return y;
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto s = ctx->get_saved_variables();
-    const auto& u = s[0];
-    const auto& w = s[1];
-    const auto& b = s[2];
-    const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
-    auto g = grads[0].to(dt).reshape({-1, w.size(0)});
-    auto uc = u.to(dt);
-    auto a = torch::gelu(uc, "tanh").reshape({-1, w.size(1)});
-    auto gw = g.t().mm(a).to(w.scalar_type());
-    auto gb = b.defined() ? g.sum(0).to(b.scalar_type()) : torch::Tensor();
-    auto ga = g.mm(w.to(dt)).view(u.sizes());
-    return {at::gelu_backward(ga, uc, "tanh").to(u.scalar_type()), gw, gb};
-  }
-};
 
 // Mean cross-entropy of the tied classifier over [rows, width] features, `chunk` rows of
 // logits at a time, with the classifier's gradients computed in forward: each chunk's logits
@@ -139,9 +112,13 @@ GptBlockImpl::GptBlockImpl(const GptConfig& c) : c_(c) {
   mlp_proj_ = register_module("mlp_c_proj", linear(4 * c.width, c.width, resid_std));
 }
 
+torch::Tensor GptBlockImpl::project(const torch::nn::Linear& l, const torch::Tensor& x) {
+  return kernels::dense(x, l->weight, l->bias, c_.fused_dense);
+}
+
 torch::Tensor GptBlockImpl::attention(const torch::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), C = c_.width, H = c_.heads, D = C / H;
-  auto qkv = dense(c_attn_, x).split(C, 2);
+  auto qkv = project(c_attn_, x).split(C, 2);
   auto q = qkv[0].view({B, T, H, D}).transpose(1, 2);
   auto k = qkv[1].view({B, T, H, D}).transpose(1, 2);
   auto v = qkv[2].view({B, T, H, D}).transpose(1, 2);
@@ -158,13 +135,12 @@ torch::Tensor GptBlockImpl::attention(const torch::Tensor& x) {
     y = torch::matmul(att, v);
   }
   y = y.transpose(1, 2).contiguous().view({B, T, C});
-  return dense(attn_proj_, y);
+  return project(attn_proj_, y);
 }
 
 torch::Tensor GptBlockImpl::mlp(const torch::Tensor& x) {
-  auto u = dense(c_fc_, x);
-  return c_.selective_recompute ? GeluLinear::apply(u, mlp_proj_->weight, mlp_proj_->bias)
-                                : dense(mlp_proj_, torch::gelu(u, "tanh"));
+  return kernels::dense_gelu_dense(x, c_fc_->weight, c_fc_->bias, mlp_proj_->weight, mlp_proj_->bias,
+                                   /*keep_activation=*/!c_.selective_recompute, c_.fused_dense);
 }
 
 std::pair<torch::Tensor, torch::Tensor> GptBlockImpl::add_norm(const torch::Tensor& s, const torch::Tensor& h,
@@ -231,6 +207,7 @@ torch::Tensor GptImpl::features(const torch::Tensor& idx) {
   }
   const bool chain = c_.fused_norm && c_.layers > 0 && !block_observer && (segments_.empty() || !is_training());
   norm_kernel_ = "aten";
+  dense_kernel_ = c_.fused_dense ? kernels::dense_path(x, c_.width, 4 * c_.width) : "aten";
   if (c_.fused_norm)
     norm_kernel_ = std::string(kernels::residual_norm_path(x, x, ln_f_->weight, ln_f_->bias)) + (chain ? "" : ", within blocks");
   if (chain) {  // each block's MLP output joins the stream with the next block's ln_1, the last's with ln_f

@@ -1,5 +1,6 @@
 // GPT's fused paths on the GPU under bf16 autocast against the plain model: selective
-// recompute (kernels/cross_entropy) and the fused residual LayerNorms (kernels/residual_norm).
+// recompute (kernels/cross_entropy), the fused residual LayerNorms (kernels/residual_norm) and
+// the cuBLASLt epilogues (kernels/dense).
 #include <catch2/catch_test_macros.hpp>
 
 #include <torch/torch.h>
@@ -8,6 +9,7 @@
 
 #include <functional>
 
+#include "efftrain/kernels/dense.h"
 #include "efftrain/models/gpt2.h"
 #include "model_files.h"
 
@@ -33,6 +35,7 @@ struct Step {
   double loss;
   std::vector<torch::Tensor> grads;
   std::string norm_kernel;
+  std::string dense_kernel;
 };
 
 // One forward and backward of a 4 x 64 batch under bf16 autocast; `setup` changes the model.
@@ -58,7 +61,7 @@ Step bf16_step(const models::GptConfig& c, const std::function<void(models::Gpt&
     at::autocast::clear_cache();
   }
   loss.backward();
-  Step s{loss.item<double>(), {}, m->norm_kernel()};
+  Step s{loss.item<double>(), {}, m->norm_kernel(), m->dense_kernel()};
   for (const auto& p : m->parameters()) s.grads.push_back(p.grad().cpu());
   return s;
 }
@@ -95,4 +98,92 @@ TEST_CASE("gpu: the fused residual LayerNorms under bf16 autocast give the plain
   const auto within = bf16_step(c, [](models::Gpt& m) { m->set_checkpoint_segments({{0, 2}}); });
   CHECK(within.norm_kernel == "fused_kernel, within blocks");
   check_close(within, plain);
+}
+
+TEST_CASE("gpu: the cuBLASLt epilogues (fused_dense) under bf16 autocast give the plain model's loss and gradients",
+          "[gpu]") {
+  if (!torch::cuda::is_available()) SKIP("needs a GPU");
+  auto c = small(64);
+  const auto plain = bf16_step(c, nullptr);
+  CHECK(plain.dense_kernel == "aten");
+  c.fused_dense = true;
+  const auto fused = bf16_step(c, nullptr);
+  CHECK(fused.dense_kernel == "cublaslt");
+  check_close(fused, plain);
+  // selective recompute: gelu(u) recomputed from the kept u in backward
+  check_close(bf16_step(c, [](models::Gpt& m) { m->set_selective_recompute(true); }), plain);
+}
+
+namespace {
+// The gradients of sum(y * r) for y = f(x, w1, b1, w2, b2) and a fixed r, in f's dtype.
+std::vector<torch::Tensor> mlp_grads(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& f,
+                                     const std::vector<torch::Tensor>& inputs, const torch::Tensor& r) {
+  std::vector<torch::Tensor> leaves;
+  for (const auto& t : inputs) leaves.push_back(t.detach().clone().requires_grad_(true));
+  auto y = f(leaves);
+  (y.to(torch::kFloat) * r).sum().backward();
+  std::vector<torch::Tensor> out{y.detach()};
+  for (const auto& l : leaves) out.push_back(l.grad());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("gpu: dense and dense_gelu_dense in bf16: output and every gradient as close to fp32 as ATen's ops", "[gpu]") {
+  if (!torch::cuda::is_available()) SKIP("needs a GPU");
+  torch::manual_seed(3);
+  const auto f32 = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat);
+  const int64_t n = 512, in = 64, hidden = 256, out = 96;
+  // bias and activations of both signs around GELU's bend; inputs exact in bf16
+  std::vector<torch::Tensor> inputs = {torch::randn({2, n / 2, in}, f32), torch::randn({hidden, in}, f32) * 0.2,
+                                       torch::randn({hidden}, f32) * 0.5, torch::randn({out, hidden}, f32) * 0.1,
+                                       torch::randn({out}, f32)};
+  for (auto& t : inputs) t = t.to(torch::kBFloat16).to(torch::kFloat);
+  const auto r = torch::randn({2, n / 2, out}, f32);
+  CHECK(std::string(kernels::dense_path(inputs[0].to(torch::kBFloat16), in, hidden)) == "cublaslt");
+  CHECK(std::string(kernels::dense_path(inputs[0], in, hidden)) == "aten");  // fp32, no autocast
+
+  auto bf16 = [](const std::vector<torch::Tensor>& v) {
+    std::vector<torch::Tensor> o;
+    for (const auto& t : v) o.push_back(t.to(torch::kBFloat16));
+    return o;
+  };
+  using Fn = std::function<torch::Tensor(const std::vector<torch::Tensor>&)>;
+  struct Case {
+    const char* what;
+    Fn fused, ops;
+  };
+  const std::vector<Case> cases = {
+      {"dense_gelu_dense",
+       [](const std::vector<torch::Tensor>& v) { return kernels::dense_gelu_dense(v[0], v[1], v[2], v[3], v[4], true); },
+       [](const std::vector<torch::Tensor>& v) {
+         return kernels::dense_gelu_dense(v[0], v[1], v[2], v[3], v[4], true, /*use_fused=*/false);
+       }},
+      {"dense_gelu_dense, GELU output recomputed",
+       [](const std::vector<torch::Tensor>& v) { return kernels::dense_gelu_dense(v[0], v[1], v[2], v[3], v[4], false); },
+       [](const std::vector<torch::Tensor>& v) {
+         return kernels::dense_gelu_dense(v[0], v[1], v[2], v[3], v[4], false, /*use_fused=*/false);
+       }},
+      {"dense with bias", [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], v[2]); },
+       [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], v[2], /*use_fused=*/false); }},
+      {"dense without bias",
+       [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], torch::Tensor()); },
+       [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], torch::Tensor(), false); }},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    const auto ref = mlp_grads(c.ops, inputs, r);  // fp32: ATen's ops
+    const auto fused = mlp_grads(c.fused, bf16(inputs), r);
+    const auto ops = mlp_grads(c.ops, bf16(inputs), r);
+    REQUIRE(fused.size() == ref.size());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      if (!ref[i].defined() || ref[i].abs().max().item<float>() == 0.f) continue;  // inputs the case does not use
+      INFO("tensor " << i << " (0: output, then x, w1, b1, w2, b2)");
+      REQUIRE(fused[i].defined());
+      CHECK(fused[i].scalar_type() == torch::kBFloat16);
+      const double e_fused = relative_error(fused[i], ref[i]), e_ops = relative_error(ops[i], ref[i]);
+      INFO("relative error against fp32: fused " << e_fused << ", ATen's ops " << e_ops);
+      CHECK(e_fused <= 2 * e_ops + 1e-3);
+      CHECK(e_fused < 2e-2);
+    }
+  }
 }
