@@ -13,8 +13,9 @@ import re
 CLASSES = [  # first match wins; patterns over the kernel name, lower-cased
     ("nccl", r"nccl"),  # first: NCCL's names hold "reduce" (ReduceScatter, AllReduce)
     ("residual_norm", r"residual_norm|column_sums_kernel"),  # efftrain's fused residual + dropout + LayerNorm
-    ("attention", r"flash|fmha|attention|native_sdpa|sdpa"),  # before convolution: cuDNN's SDPA names hold "fprop"
-    ("convolution", r"conv|fprop|dgrad|wgrad|implicit_gemm"),  # cuDNN's, before matmul ("gemm", "xmma")
+    # before convolution: cuDNN's SDPA names hold "fprop"
+    ("attention", r"flash|fmha|attention|native_sdpa|sdpa|dot_do_o|convert_dq"),
+    ("convolution", r"conv(?!ert)|fprop|dgrad|wgrad|implicit_gemm"),  # cuDNN's, before matmul ("gemm", "xmma")
     ("batch_norm", r"bn_fw|bn_bw|batch_norm|batchnorm"),
     ("matmul", r"gemm|cutlass|sm90_xmma|nvjet|cublas|wgmma|xmma_gemm"),
     ("cross_entropy", r"log_softmax|softmax|nll_loss|cross_entropy|ce_forward|ce_backward"),

@@ -138,7 +138,8 @@ TEST_CASE("gpu: dense and dense_gelu_dense in bf16: output and every gradient as
                                        torch::randn({hidden}, f32) * 0.5, torch::randn({out, hidden}, f32) * 0.1,
                                        torch::randn({out}, f32)};
   for (auto& t : inputs) t = t.to(torch::kBFloat16).to(torch::kFloat);
-  const auto r = torch::randn({2, n / 2, out}, f32);
+  // the fixed weights of the output in the loss, one per output width
+  const auto r_out = torch::randn({2, n / 2, out}, f32), r_hidden = torch::randn({2, n / 2, hidden}, f32);
   CHECK(std::string(kernels::dense_path(inputs[0].to(torch::kBFloat16), in, hidden)) == "cublaslt");
   CHECK(std::string(kernels::dense_path(inputs[0], in, hidden)) == "aten");  // fp32, no autocast
 
@@ -151,29 +152,34 @@ TEST_CASE("gpu: dense and dense_gelu_dense in bf16: output and every gradient as
   struct Case {
     const char* what;
     Fn fused, ops;
+    torch::Tensor r;
   };
   const std::vector<Case> cases = {
       {"dense_gelu_dense",
        [](const std::vector<torch::Tensor>& v) { return kernels::dense_gelu_dense(v[0], v[1], v[2], v[3], v[4], true); },
        [](const std::vector<torch::Tensor>& v) {
          return kernels::dense_gelu_dense(v[0], v[1], v[2], v[3], v[4], true, /*use_fused=*/false);
-       }},
+       },
+       r_out},
       {"dense_gelu_dense, GELU output recomputed",
        [](const std::vector<torch::Tensor>& v) { return kernels::dense_gelu_dense(v[0], v[1], v[2], v[3], v[4], false); },
        [](const std::vector<torch::Tensor>& v) {
          return kernels::dense_gelu_dense(v[0], v[1], v[2], v[3], v[4], false, /*use_fused=*/false);
-       }},
+       },
+       r_out},
       {"dense with bias", [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], v[2]); },
-       [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], v[2], /*use_fused=*/false); }},
+       [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], v[2], /*use_fused=*/false); },
+       r_hidden},
       {"dense without bias",
        [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], torch::Tensor()); },
-       [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], torch::Tensor(), false); }},
+       [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], torch::Tensor(), false); },
+       r_hidden},
   };
   for (const auto& c : cases) {
     INFO(c.what);
-    const auto ref = mlp_grads(c.ops, inputs, r);  // fp32: ATen's ops
-    const auto fused = mlp_grads(c.fused, bf16(inputs), r);
-    const auto ops = mlp_grads(c.ops, bf16(inputs), r);
+    const auto ref = mlp_grads(c.ops, inputs, c.r);  // fp32: ATen's ops
+    const auto fused = mlp_grads(c.fused, bf16(inputs), c.r);
+    const auto ops = mlp_grads(c.ops, bf16(inputs), c.r);
     REQUIRE(fused.size() == ref.size());
     for (size_t i = 0; i < ref.size(); ++i) {
       if (!ref[i].defined() || ref[i].abs().max().item<float>() == 0.f) continue;  // inputs the case does not use
