@@ -38,10 +38,12 @@ TASK_PATHS = {
                          "task: {data: {input_path: device}, model: {channels_last: true, fused_bn_relu: true}}\n"
                          "train: {cuda_graph: true}",
                          "GPU-resident input, channels_last, cuDNN's fused BatchNorm + ReLU and the CUDA-graph micro-step"),
-    "wikitext2_gpt2": ("task: {model: {attention: plain, vocab_multiple: 1, fused_loss: false, fused_norm: false}}",
-                       "task: {model: {attention: sdpa, vocab_multiple: 128, fused_loss: true, fused_norm: true}}",
-                       "scaled_dot_product_attention, the vocabulary padded to a multiple of 128, the fused loss "
-                       "and the fused residual LayerNorms"),
+    "wikitext2_gpt2": ("task: {model: {attention: plain, vocab_multiple: 1, fused_loss: false, fused_norm: false, "
+                       "fused_gelu: false}}",
+                       "task: {model: {attention: sdpa, vocab_multiple: 128, fused_loss: true, fused_norm: true, "
+                       "fused_gelu: true}}",
+                       "scaled_dot_product_attention, the vocabulary padded to a multiple of 128, the fused loss, "
+                       "the fused residual LayerNorms and the MLP's GELU in cuBLASLt's epilogue"),
 }
 # Schedule settings of each optimized seed (GPU, smoke): warmup, total (samples), peak lr, and the
 # accumulation's learning-rate response to k.

@@ -34,6 +34,7 @@ const std::map<std::string, std::function<json(const json&)>> kSwitch = {
        return json::array({j["model"].value("input_path", ""), j["model"].value("channels_last", false),
                            j["model"].value("attention", ""), j["model"].value("vocab_padded", 0),
                            j["model"].value("fused_loss", false), j["model"].value("fused_norm", false),
+                           j["model"].value("fused_gelu", false),
                            j["optimizations"]["cuda_graph"]["reason"]});
      }},
     {"zero2", [](const json& j) { return j["experiment"]["config"]["distributed"]["auto_sync"]; }},

@@ -164,9 +164,9 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
        "--set task.model.fused_norm=true", 1e-6},
       {"tiny GPT bf16, k = 2", "run experiments/smoke/wikitext2_gpt_tiny.yaml --set precision.mode=bf16 "
                                "--set accumulation.mode=fixed --set accumulation.k=2", 1e-3},
-      {"tiny GPT bf16, k = 2, the cuBLASLt epilogues",
+      {"tiny GPT bf16, k = 2, cuBLASLt's GELU epilogue",
        "run experiments/smoke/wikitext2_gpt_tiny.yaml --set precision.mode=bf16 --set accumulation.mode=fixed "
-       "--set accumulation.k=2 --set task.model.fused_dense=true", 1e-3},
+       "--set accumulation.k=2 --set task.model.fused_gelu=true", 1e-3},
       {"CNN fp32 with BatchNorm", "run experiments/quickstart.yaml", 1e-6},
       {"tiny ResNet fp16, sqrt checkpointing, overflows",
        "run experiments/smoke/cifar10_resnet_tiny.yaml --set precision.mode=fp16 --set precision.initial_scale_power=40 "
@@ -192,7 +192,7 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
     CHECK(loss_diff <= c.tol);
     CHECK(param_diff <= c.tol);
     if (c.args.find("fused_norm=true") != std::string::npos) CHECK(graph.report["model"]["norm_kernel"] == "fused_kernel");
-    if (c.args.find("fused_dense=true") != std::string::npos) CHECK(graph.report["model"]["dense_kernel"] == "cublaslt");
+    if (c.args.find("fused_gelu=true") != std::string::npos) CHECK(graph.report["model"]["gelu_kernel"] == "cublaslt_epilogue");
     if (c.args.find("fused_bn_relu=true") != std::string::npos) CHECK(graph.report["model"]["bn_kernel"] == "cudnn_fused");
     const auto& pe = eager.report["optimizations"]["precision"];
     if (pe.contains("overflows")) {

@@ -43,7 +43,7 @@ struct ModelConfig {
   int64_t vocab_multiple = 1;  // GPT: embedding/classifier rows padded up to a multiple of this
   bool fused_loss = false;     // GPT: fused cross-entropy kernel on the logits' own dtype (CUDA)
   bool fused_norm = false;     // GPT: fused residual add + dropout + LayerNorm kernels (CUDA)
-  bool fused_dense = false;    // GPT: bias gradients and GELU in cuBLASLt's matmul epilogues (CUDA, fp16/bf16)
+  bool fused_gelu = false;     // GPT: the MLP's bias + GELU in cuBLASLt's matmul epilogue (CUDA, fp16/bf16)
   int64_t context = 1024;
   double dropout = 0.0;
   bool channels_last = false;

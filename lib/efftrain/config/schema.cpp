@@ -369,13 +369,12 @@ template <class V> void visit(V& v, ModelConfig& c) {
           "stream, width a multiple of 128 up to 2048; the LayerNorm output in the autocast dtype; the dropout mask "
           "drawn again in backward, not stored). Same function as the ATen ops, which run elsewhere (the report's "
           "model.norm_kernel says which).");
-  v.field("fused_dense", c.fused_dense,
-          "GPT: the blocks' linear layers through cuBLASLt with their bias gradients in the weight-gradient "
-          "matmul's epilogue, and the MLP's GELU in c_fc's epilogue (forward, its input kept beside it) and its "
-          "derivative in the epilogue of the matmul that computes the GELU output's gradient (backward). Applies on "
-          "CUDA with fp16 or bf16 activations and widths a multiple of 8; elsewhere ATen's linear and GELU run, the "
-          "same function (the report's model.dense_kernel says which). The epilogue applies GELU before rounding "
-          "to fp16/bf16, ATen after, so the two differ by rounding.");
+  v.field("fused_gelu", c.fused_gelu,
+          "GPT: the MLP's first matmul adds its bias and applies GELU in cuBLASLt's epilogue (GELU_AUX_BIAS: the "
+          "GELU input is written beside the output for backward), so no separate GELU kernel runs forward. "
+          "Applies on CUDA with fp16 or bf16 activations and widths a multiple of 8; elsewhere ATen's linear and "
+          "GELU run, the same function (the report's model.gelu_kernel says which). The epilogue applies GELU "
+          "before rounding to fp16/bf16, ATen after, so the two differ by rounding.");
   v.field("context", c.context, "Context length (GPT).", at_least(1));
   v.field("dropout", c.dropout, "Dropout probability in training.", between(0, 1));
   v.field("channels_last", c.channels_last, "channels_last memory format (CNNs).");

@@ -210,7 +210,7 @@ std::vector<std::string> same_function_paths(const std::string& task, bool cuda)
   if (!cuda) return {};
   if (gpt_task(task))
     return {"task.model.attention=sdpa", "task.model.vocab_multiple=128", "task.model.fused_loss=true",
-            "task.model.fused_norm=true", "train.cuda_graph=true"};
+            "task.model.fused_norm=true", "task.model.fused_gelu=true", "train.cuda_graph=true"};
   if (task.rfind("cifar10_resnet", 0) == 0)
     return {"task.data.input_path=device", "task.model.channels_last=true", "task.model.fused_bn_relu=true",
             "train.cuda_graph=true"};

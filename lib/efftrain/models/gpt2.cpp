@@ -6,7 +6,7 @@
 #include <limits>
 
 #include "efftrain/kernels/cross_entropy.h"
-#include "efftrain/kernels/dense.h"
+#include "efftrain/kernels/mlp.h"
 #include "efftrain/kernels/residual_norm.h"
 #include "efftrain/memory/checkpoint.h"
 
@@ -27,6 +27,7 @@ torch::nn::Linear linear(int64_t in, int64_t out, double std) {
 torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   return at::linear(x, weight, bias.defined() ? std::optional<torch::Tensor>(bias) : std::nullopt);
 }
+torch::Tensor dense(const torch::nn::Linear& l, const torch::Tensor& x) { return dense(x, l->weight, l->bias); }
 torch::nn::LayerNorm layer_norm(int64_t w) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({w}).eps(1e-5));
 }
@@ -112,13 +113,9 @@ GptBlockImpl::GptBlockImpl(const GptConfig& c) : c_(c) {
   mlp_proj_ = register_module("mlp_c_proj", linear(4 * c.width, c.width, resid_std));
 }
 
-torch::Tensor GptBlockImpl::project(const torch::nn::Linear& l, const torch::Tensor& x) {
-  return kernels::dense(x, l->weight, l->bias, c_.fused_dense);
-}
-
 torch::Tensor GptBlockImpl::attention(const torch::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), C = c_.width, H = c_.heads, D = C / H;
-  auto qkv = project(c_attn_, x).split(C, 2);
+  auto qkv = dense(c_attn_, x).split(C, 2);
   auto q = qkv[0].view({B, T, H, D}).transpose(1, 2);
   auto k = qkv[1].view({B, T, H, D}).transpose(1, 2);
   auto v = qkv[2].view({B, T, H, D}).transpose(1, 2);
@@ -135,12 +132,12 @@ torch::Tensor GptBlockImpl::attention(const torch::Tensor& x) {
     y = torch::matmul(att, v);
   }
   y = y.transpose(1, 2).contiguous().view({B, T, C});
-  return project(attn_proj_, y);
+  return dense(attn_proj_, y);
 }
 
 torch::Tensor GptBlockImpl::mlp(const torch::Tensor& x) {
-  return kernels::dense_gelu_dense(x, c_fc_->weight, c_fc_->bias, mlp_proj_->weight, mlp_proj_->bias,
-                                   /*keep_activation=*/!c_.selective_recompute, c_.fused_dense);
+  return kernels::mlp(x, c_fc_->weight, c_fc_->bias, mlp_proj_->weight, mlp_proj_->bias,
+                      /*keep_activation=*/!c_.selective_recompute, c_.fused_gelu);
 }
 
 std::pair<torch::Tensor, torch::Tensor> GptBlockImpl::add_norm(const torch::Tensor& s, const torch::Tensor& h,
@@ -207,7 +204,7 @@ torch::Tensor GptImpl::features(const torch::Tensor& idx) {
   }
   const bool chain = c_.fused_norm && c_.layers > 0 && !block_observer && (segments_.empty() || !is_training());
   norm_kernel_ = "aten";
-  dense_kernel_ = c_.fused_dense ? kernels::dense_path(x, c_.width, 4 * c_.width) : "aten";
+  gelu_kernel_ = c_.fused_gelu ? kernels::mlp_path(x, c_.width, 4 * c_.width) : "aten";
   if (c_.fused_norm)
     norm_kernel_ = std::string(kernels::residual_norm_path(x, x, ln_f_->weight, ln_f_->bias)) + (chain ? "" : ", within blocks");
   if (chain) {  // each block's MLP output joins the stream with the next block's ln_1, the last's with ln_f

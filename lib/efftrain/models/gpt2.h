@@ -25,9 +25,8 @@ struct GptConfig {
   // attention output joins the stream with ln_2, its MLP output with the next block's ln_1 (or
   // ln_f) -- within blocks only while segments are recomputed or a probe watches the blocks.
   bool fused_norm = false;
-  // The blocks' linear layers through kernels::dense / dense_gelu_dense: bias gradients and the
-  // MLP's GELU in cuBLASLt's matmul epilogues.
-  bool fused_dense = false;
+  // The MLP through kernels::mlp: c_fc's bias and GELU in cuBLASLt's matmul epilogue.
+  bool fused_gelu = false;
   // Selective recompute (checkpointing.policy selective): the MLP keeps its GELU input only and
   // recomputes the output in backward; loss() computes the logits `head_chunk_rows` rows at a
   // time and their gradients with them, in forward, never holding all of them.
@@ -44,7 +43,6 @@ class GptBlockImpl : public torch::nn::Module {
  private:
   torch::Tensor attention(const torch::Tensor& x);  // the output projection, before its dropout
   torch::Tensor mlp(const torch::Tensor& x);        // likewise
-  torch::Tensor project(const torch::nn::Linear& l, const torch::Tensor& x);  // kernels::dense
   // {s + dropout(h), ln(s + dropout(h))}
   std::pair<torch::Tensor, torch::Tensor> add_norm(const torch::Tensor& s, const torch::Tensor& h,
                                                    const torch::nn::LayerNorm& ln);
@@ -77,14 +75,14 @@ class GptImpl : public torch::nn::Module {
   const std::string& loss_kernel() const { return loss_kernel_; }
   // What ran the residual + LayerNorm steps in the last forward ("aten", "fused_kernel", ...).
   const std::string& norm_kernel() const { return norm_kernel_; }
-  // What ran the blocks' linear layers in the last forward ("cublaslt" or "aten").
-  const std::string& dense_kernel() const { return dense_kernel_; }
+  // What ran the MLP's bias + GELU in the last forward ("cublaslt_epilogue" or "aten").
+  const std::string& gelu_kernel() const { return gelu_kernel_; }
   // Called with (-1, embedding output) and then (i, output of block i) during forward (probes).
   std::function<void(int64_t, const torch::Tensor&)> block_observer;
   std::string kernel_;
   std::string loss_kernel_;
   std::string norm_kernel_;
-  std::string dense_kernel_;
+  std::string gelu_kernel_;
 
  private:
   torch::Tensor features(const torch::Tensor& idx);  // embeddings, blocks, final LayerNorm

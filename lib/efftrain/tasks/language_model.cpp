@@ -203,8 +203,8 @@ class LanguageModelTask : public Task {
             {"loss_kernel", model_->loss_kernel().empty() ? nlohmann::json(nullptr) : nlohmann::json(model_->loss_kernel())},
             {"fused_norm", c.fused_norm},
             {"norm_kernel", model_->norm_kernel().empty() ? nlohmann::json(nullptr) : nlohmann::json(model_->norm_kernel())},
-            {"fused_dense", c.fused_dense},
-            {"dense_kernel", model_->dense_kernel().empty() ? nlohmann::json(nullptr) : nlohmann::json(model_->dense_kernel())},
+            {"fused_gelu", c.fused_gelu},
+            {"gelu_kernel", model_->gelu_kernel().empty() ? nlohmann::json(nullptr) : nlohmann::json(model_->gelu_kernel())},
             {"data", splits_.source}, {"train_sequences", n_train_}, {"train_tokens", splits_.train.size(0)},
             {"eval_tokens", n_eval_ * T_}, {"input_path", on_device_ ? "device" : "host"}};
   }
@@ -235,7 +235,7 @@ std::unique_ptr<Task> make_gpt(const BuildContext& ctx, models::GptConfig g, con
   g.vocab_multiple = ctx.cfg.task.model.vocab_multiple;
   g.fused_loss = ctx.cfg.task.model.fused_loss;
   g.fused_norm = ctx.cfg.task.model.fused_norm;
-  g.fused_dense = ctx.cfg.task.model.fused_dense;
+  g.fused_gelu = ctx.cfg.task.model.fused_gelu;
   torch::manual_seed(ctx.cfg.train.seed);
   return std::make_unique<LanguageModelTask>(ctx, name, std::move(splits), models::Gpt(g));
 }

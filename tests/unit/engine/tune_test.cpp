@@ -134,6 +134,7 @@ TEST_CASE("on CUDA every tune candidate takes its task's same-function fast path
   const auto gpt = tune::same_function_paths("wikitext2_gpt2", true);
   const auto resnet = tune::same_function_paths("cifar10_resnet50", true);
   CHECK(std::find(gpt.begin(), gpt.end(), "task.model.fused_norm=true") != gpt.end());
+  CHECK(std::find(gpt.begin(), gpt.end(), "task.model.fused_gelu=true") != gpt.end());
   CHECK(std::find(resnet.begin(), resnet.end(), "task.data.input_path=device") != resnet.end());
   CHECK(std::find(resnet.begin(), resnet.end(), "task.model.fused_bn_relu=true") != resnet.end());
   for (const auto* paths : {&gpt, &resnet}) CHECK(std::find(paths->begin(), paths->end(), "train.cuda_graph=true") != paths->end());

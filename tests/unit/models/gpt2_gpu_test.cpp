@@ -1,6 +1,6 @@
 // GPT's fused paths on the GPU under bf16 autocast against the plain model: selective
 // recompute (kernels/cross_entropy), the fused residual LayerNorms (kernels/residual_norm) and
-// the cuBLASLt epilogues (kernels/dense).
+// the MLP with cuBLASLt's GELU epilogue (kernels/mlp).
 #include <catch2/catch_test_macros.hpp>
 
 #include <torch/torch.h>
@@ -9,7 +9,7 @@
 
 #include <functional>
 
-#include "efftrain/kernels/dense.h"
+#include "efftrain/kernels/mlp.h"
 #include "efftrain/models/gpt2.h"
 #include "model_files.h"
 
@@ -35,7 +35,7 @@ struct Step {
   double loss;
   std::vector<torch::Tensor> grads;
   std::string norm_kernel;
-  std::string dense_kernel;
+  std::string gelu_kernel;
 };
 
 // One forward and backward of a 4 x 64 batch under bf16 autocast; `setup` changes the model.
@@ -61,7 +61,7 @@ Step bf16_step(const models::GptConfig& c, const std::function<void(models::Gpt&
     at::autocast::clear_cache();
   }
   loss.backward();
-  Step s{loss.item<double>(), {}, m->norm_kernel(), m->dense_kernel()};
+  Step s{loss.item<double>(), {}, m->norm_kernel(), m->gelu_kernel()};
   for (const auto& p : m->parameters()) s.grads.push_back(p.grad().cpu());
   return s;
 }
@@ -100,22 +100,22 @@ TEST_CASE("gpu: the fused residual LayerNorms under bf16 autocast give the plain
   check_close(within, plain);
 }
 
-TEST_CASE("gpu: the cuBLASLt epilogues (fused_dense) under bf16 autocast give the plain model's loss and gradients",
+TEST_CASE("gpu: cuBLASLt's GELU epilogue (fused_gelu) under bf16 autocast gives the plain model's loss and gradients",
           "[gpu]") {
   if (!torch::cuda::is_available()) SKIP("needs a GPU");
   auto c = small(64);
   const auto plain = bf16_step(c, nullptr);
-  CHECK(plain.dense_kernel == "aten");
-  c.fused_dense = true;
+  CHECK(plain.gelu_kernel == "aten");
+  c.fused_gelu = true;
   const auto fused = bf16_step(c, nullptr);
-  CHECK(fused.dense_kernel == "cublaslt");
+  CHECK(fused.gelu_kernel == "cublaslt_epilogue");
   check_close(fused, plain);
   // selective recompute: gelu(u) recomputed from the kept u in backward
   check_close(bf16_step(c, [](models::Gpt& m) { m->set_selective_recompute(true); }), plain);
 }
 
 namespace {
-// The gradients of sum(y * r) for y = f(x, w1, b1, w2, b2) and a fixed r, in f's dtype.
+// The output and the gradients of sum(y * r) for y = f(x, w1, b1, w2, b2) and a fixed r, in f's dtype.
 std::vector<torch::Tensor> mlp_grads(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& f,
                                      const std::vector<torch::Tensor>& inputs, const torch::Tensor& r) {
   std::vector<torch::Tensor> leaves;
@@ -128,61 +128,33 @@ std::vector<torch::Tensor> mlp_grads(const std::function<torch::Tensor(const std
 }
 }  // namespace
 
-TEST_CASE("gpu: dense and dense_gelu_dense in bf16: output and every gradient as close to fp32 as ATen's ops", "[gpu]") {
+TEST_CASE("gpu: kernels::mlp in bf16: output and every gradient as close to fp32 as ATen's ops", "[gpu]") {
   if (!torch::cuda::is_available()) SKIP("needs a GPU");
   torch::manual_seed(3);
   const auto f32 = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat);
-  const int64_t n = 512, in = 64, hidden = 256, out = 96;
+  const int64_t n = 512, width = 64, hidden = 256, out = 96;
   // bias and activations of both signs around GELU's bend; inputs exact in bf16
-  std::vector<torch::Tensor> inputs = {torch::randn({2, n / 2, in}, f32), torch::randn({hidden, in}, f32) * 0.2,
+  std::vector<torch::Tensor> inputs = {torch::randn({2, n / 2, width}, f32), torch::randn({hidden, width}, f32) * 0.2,
                                        torch::randn({hidden}, f32) * 0.5, torch::randn({out, hidden}, f32) * 0.1,
                                        torch::randn({out}, f32)};
   for (auto& t : inputs) t = t.to(torch::kBFloat16).to(torch::kFloat);
-  // the fixed weights of the output in the loss, one per output width
-  const auto r_out = torch::randn({2, n / 2, out}, f32), r_hidden = torch::randn({2, n / 2, hidden}, f32);
-  CHECK(std::string(kernels::dense_path(inputs[0].to(torch::kBFloat16), in, hidden)) == "cublaslt");
-  CHECK(std::string(kernels::dense_path(inputs[0], in, hidden)) == "aten");  // fp32, no autocast
-
-  auto bf16 = [](const std::vector<torch::Tensor>& v) {
-    std::vector<torch::Tensor> o;
-    for (const auto& t : v) o.push_back(t.to(torch::kBFloat16));
-    return o;
-  };
-  using Fn = std::function<torch::Tensor(const std::vector<torch::Tensor>&)>;
-  struct Case {
-    const char* what;
-    Fn fused, ops;
-    torch::Tensor r;
-  };
-  const std::vector<Case> cases = {
-      {"dense_gelu_dense",
-       [](const std::vector<torch::Tensor>& v) { return kernels::dense_gelu_dense(v[0], v[1], v[2], v[3], v[4], true); },
-       [](const std::vector<torch::Tensor>& v) {
-         return kernels::dense_gelu_dense(v[0], v[1], v[2], v[3], v[4], true, /*use_fused=*/false);
-       },
-       r_out},
-      {"dense_gelu_dense, GELU output recomputed",
-       [](const std::vector<torch::Tensor>& v) { return kernels::dense_gelu_dense(v[0], v[1], v[2], v[3], v[4], false); },
-       [](const std::vector<torch::Tensor>& v) {
-         return kernels::dense_gelu_dense(v[0], v[1], v[2], v[3], v[4], false, /*use_fused=*/false);
-       },
-       r_out},
-      {"dense with bias", [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], v[2]); },
-       [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], v[2], /*use_fused=*/false); },
-       r_hidden},
-      {"dense without bias",
-       [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], torch::Tensor()); },
-       [](const std::vector<torch::Tensor>& v) { return kernels::dense(v[0], v[1], torch::Tensor(), false); },
-       r_hidden},
-  };
-  for (const auto& c : cases) {
-    INFO(c.what);
-    const auto ref = mlp_grads(c.ops, inputs, c.r);  // fp32: ATen's ops
-    const auto fused = mlp_grads(c.fused, bf16(inputs), c.r);
-    const auto ops = mlp_grads(c.ops, bf16(inputs), c.r);
+  const auto r = torch::randn({2, n / 2, out}, f32);  // the output's weights in the loss
+  CHECK(std::string(kernels::mlp_path(inputs[0].to(torch::kBFloat16), width, hidden)) == "cublaslt_epilogue");
+  CHECK(std::string(kernels::mlp_path(inputs[0], width, hidden)) == "aten");  // fp32, no autocast
+  std::vector<torch::Tensor> inputs16;
+  for (const auto& t : inputs) inputs16.push_back(t.to(torch::kBFloat16));
+  for (bool keep : {true, false}) {
+    INFO("GELU output " << (keep ? "kept" : "recomputed in backward"));
+    auto run = [keep](bool fused) {
+      return [keep, fused](const std::vector<torch::Tensor>& v) {
+        return kernels::mlp(v[0], v[1], v[2], v[3], v[4], keep, fused);
+      };
+    };
+    const auto ref = mlp_grads(run(false), inputs, r);  // fp32: ATen's ops
+    const auto fused = mlp_grads(run(true), inputs16, r);
+    const auto ops = mlp_grads(run(false), inputs16, r);
     REQUIRE(fused.size() == ref.size());
     for (size_t i = 0; i < ref.size(); ++i) {
-      if (!ref[i].defined() || ref[i].abs().max().item<float>() == 0.f) continue;  // inputs the case does not use
       INFO("tensor " << i << " (0: output, then x, w1, b1, w2, b2)");
       REQUIRE(fused[i].defined());
       CHECK(fused[i].scalar_type() == torch::kBFloat16);

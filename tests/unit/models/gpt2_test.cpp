@@ -26,7 +26,7 @@ struct LossGrads {
   double loss;
   std::vector<torch::Tensor> grads;
   std::string norm_kernel;
-  std::string dense_kernel;
+  std::string gelu_kernel;
 };
 // One training forward and backward on a fixed 3 x 16 batch with fixed dropout masks, on the
 // model of `c` built from seed 0 and then changed by `setup`.
@@ -39,7 +39,7 @@ LossGrads cpu_step(const models::GptConfig& c, const std::function<void(models::
   torch::manual_seed(2);  // the dropout masks
   auto loss = m->loss(idx, tgt);
   loss.backward();
-  LossGrads r{loss.item<double>(), {}, m->norm_kernel(), m->dense_kernel()};
+  LossGrads r{loss.item<double>(), {}, m->norm_kernel(), m->gelu_kernel()};
   for (const auto& p : m->parameters()) r.grads.push_back(p.grad().clone());
   return r;
 }
@@ -211,17 +211,17 @@ TEST_CASE("fused residual LayerNorms (fused_norm) compute the unfused model: los
   }
 }
 
-TEST_CASE("cuBLASLt epilogues (fused_dense) fall back on the CPU to the same ops: loss and gradients, dropout on") {
+TEST_CASE("cuBLASLt's GELU epilogue (fused_gelu) falls back on the CPU to the same ops: loss and gradients, dropout on") {
   for (bool selective : {false, true}) {
     INFO("selective recompute " << selective);
     auto run = [&](bool fused) {
       auto c = tiny(true, 0.1);
-      c.fused_dense = fused;
+      c.fused_gelu = fused;
       return cpu_step(c, [&](models::Gpt& m) { m->set_selective_recompute(selective); });
     };
     const auto a = run(false), b = run(true);
-    CHECK(a.dense_kernel == "aten");
-    CHECK(b.dense_kernel == "aten");
+    CHECK(a.gelu_kernel == "aten");
+    CHECK(b.gelu_kernel == "aten");
     CHECK(b.loss == a.loss);
     REQUIRE(a.grads.size() == b.grads.size());
     for (size_t i = 0; i < a.grads.size(); ++i) {

@@ -1,0 +1,224 @@
+#include "efftrain/kernels/mlp.h"
+
+#include <ATen/autocast_mode.h>
+
+#ifdef EFFTRAIN_WITH_CUBLASLT
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cublasLt.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <tuple>
+#endif
+
+namespace efftrain::kernels {
+
+namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::optional<torch::Tensor> opt(const torch::Tensor& t) {
+  return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt;
+}
+// at::linear, not the C++ frontend's Linear::forward: for inputs of more than two dimensions that
+// runs matmul and then a broadcast `out += bias` (models/gpt2.cpp says what it cost).
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  return at::linear(x, w, opt(b));
+}
+
+// y = linear(gelu_tanh(u), w, b), keeping u alone for backward: the GELU output (4 x width per
+// token for GPT-2's MLP) is recomputed there instead of stored. Under autocast the linear ran in
+// u's dtype on cast weights; backward (no autocast) casts the same way.
+struct GeluLinear : torch::autograd::Function<GeluLinear> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& u, const torch::Tensor& w,
+                               const torch::Tensor& b) {
+    auto y = linear(torch::gelu(u, "tanh"), w, b);
+    ctx->save_for_backward({u, w, b});
+    ctx->saved_data["dtype"] = static_cast<int64_t>(y.scalar_type());
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto &u = s[0], &w = s[1], &b = s[2];
+    const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    auto g = grads[0].to(dt).reshape({-1, w.size(0)});
+    auto uc = u.to(dt);
+    auto a = torch::gelu(uc, "tanh").reshape({-1, w.size(1)});
+    auto gw = g.t().mm(a).to(w.scalar_type());
+    auto gb = b.defined() ? g.sum(0).to(b.scalar_type()) : torch::Tensor();
+    auto ga = g.mm(w.to(dt)).view(u.sizes());
+    return {at::gelu_backward(ga, uc, "tanh").to(u.scalar_type()), gw, gb};
+  }
+};
+
+torch::Tensor aten_mlp(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1, const torch::Tensor& w2,
+                       const torch::Tensor& b2, bool keep_activation) {
+  auto u = linear(x, w1, b1);
+  return keep_activation ? linear(torch::gelu(u, "tanh"), w2, b2) : GeluLinear::apply(u, w2, b2);
+}
+
+// The dtype a linear on x runs in: autocast's on CUDA where it is on, else x's.
+at::ScalarType run_dtype(const torch::Tensor& x) {
+  if (x.is_cuda() && at::autocast::is_autocast_enabled(at::kCUDA)) return at::autocast::get_autocast_dtype(at::kCUDA);
+  return x.scalar_type();
+}
+
+bool fusable(const torch::Tensor& x, int64_t width, int64_t hidden) {
+#ifdef EFFTRAIN_WITH_CUBLASLT
+  const auto dt = run_dtype(x);
+  return x.is_cuda() && (dt == torch::kHalf || dt == torch::kBFloat16) && x.dim() >= 1 && x.size(-1) == width &&
+         width % 8 == 0 && hidden % 8 == 0 && x.numel() > 0;
+#else
+  (void)x, (void)width, (void)hidden;
+  return false;
+#endif
+}
+
+#ifdef EFFTRAIN_WITH_CUBLASLT
+void lt_check(cublasStatus_t s, const char* what) {
+  TORCH_CHECK(s == CUBLAS_STATUS_SUCCESS, "cuBLASLt ", what, ": ", cublasLtGetStatusString(s));
+}
+
+template <typename T, cublasStatus_t (*Destroy)(T)>
+struct Owned {
+  T h = nullptr;
+  ~Owned() {
+    if (h) Destroy(h);
+  }
+};
+
+// The heuristic's first algorithm per (device, rows, width, hidden, dtype, pointers 16-byte
+// aligned); nullopt where cuBLASLt has none.
+using Key = std::tuple<int, int64_t, int64_t, int64_t, int, bool>;
+std::mutex g_algos_mutex;
+std::map<Key, std::optional<cublasLtMatmulAlgo_t>> g_algos;
+std::atomic<bool> g_warned{false};
+
+bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// a = gelu(u), u = x w^T + b for row-major x [n, width], w [hidden, width], b [hidden], a and u
+// [n, hidden], in one cuBLASLt matmul with the GELU_AUX_BIAS epilogue. In cuBLASLt's column-major
+// terms: a^T [hidden x n] = op(w) . x^T with op = transpose, u^T the epilogue's aux output. False
+// (nothing enqueued) where cuBLASLt has no algorithm for it.
+bool gelu_aux_bias(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, torch::Tensor& a,
+                   torch::Tensor& u) {
+  const int64_t n = x.size(0), width = x.size(1), hidden = w.size(0);
+  const cudaDataType_t type = x.scalar_type() == torch::kHalf ? CUDA_R_16F : CUDA_R_16BF;
+  Owned<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy> op;
+  lt_check(cublasLtMatmulDescCreate(&op.h, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul descriptor");
+  const cublasOperation_t transpose = CUBLAS_OP_T;
+  const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+  const void* bias = b.data_ptr();
+  void* aux = u.data_ptr();
+  const int64_t ld_aux = hidden;
+  lt_check(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)), "transa");
+  lt_check(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)), "epilogue");
+  lt_check(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "bias");
+  lt_check(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)), "aux");
+  lt_check(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld_aux, sizeof(ld_aux)), "aux ld");
+  using Layout = Owned<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy>;
+  Layout lw, lx, la;  // w stored width x hidden, x^T width x n, a^T hidden x n
+  lt_check(cublasLtMatrixLayoutCreate(&lw.h, type, width, hidden, width), "layout w");
+  lt_check(cublasLtMatrixLayoutCreate(&lx.h, type, width, n, width), "layout x");
+  lt_check(cublasLtMatrixLayoutCreate(&la.h, type, hidden, n, hidden), "layout a");
+
+  const auto handle = at::cuda::getCurrentCUDABlasLtHandle();
+  const size_t workspace_size = at::cuda::getCUDABlasLtWorkspaceSize();
+  const bool all_aligned =
+      aligned(x.data_ptr()) && aligned(w.data_ptr()) && aligned(bias) && aligned(aux) && aligned(a.data_ptr());
+  const Key key{x.get_device(), n, width, hidden, static_cast<int>(type), all_aligned};
+  std::optional<cublasLtMatmulAlgo_t> algo;
+  {
+    std::lock_guard<std::mutex> lock(g_algos_mutex);
+    auto it = g_algos.find(key);
+    if (it == g_algos.end()) {
+      Owned<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy> pref;
+      lt_check(cublasLtMatmulPreferenceCreate(&pref.h), "preference");
+      lt_check(cublasLtMatmulPreferenceSetAttribute(pref.h, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_size,
+                                                    sizeof(workspace_size)),
+               "workspace size");
+      cublasLtMatmulHeuristicResult_t result{};
+      int found = 0;
+      const auto s = cublasLtMatmulAlgoGetHeuristic(handle, op.h, lw.h, lx.h, la.h, la.h, pref.h, 1, &result, &found);
+      it = g_algos.emplace(key, s == CUBLAS_STATUS_SUCCESS && found > 0 ? std::optional(result.algo) : std::nullopt)
+               .first;
+    }
+    algo = it->second;
+  }
+  if (!algo) return false;
+  const float one = 1.0f, zero = 0.0f;
+  lt_check(cublasLtMatmul(handle, op.h, &one, w.data_ptr(), lw.h, x.data_ptr(), lx.h, &zero, a.data_ptr(), la.h,
+                          a.data_ptr(), la.h, &*algo, at::cuda::getCUDABlasLtWorkspace(), workspace_size,
+                          c10::cuda::getCurrentCUDAStream()),
+           "matmul");
+  return true;
+}
+
+// Rows of a [..., width] tensor as a contiguous [rows, width] matrix.
+torch::Tensor rows(const torch::Tensor& t) { return t.reshape({-1, t.size(-1)}).contiguous(); }
+
+struct FusedMlp : torch::autograd::Function<FusedMlp> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x_in, const torch::Tensor& w1,
+                               const torch::Tensor& b1, const torch::Tensor& w2, const std::optional<torch::Tensor>& b2,
+                               bool keep_activation) {
+    const c10::cuda::CUDAGuard guard(x_in.device());
+    auto x = rows(x_in);
+    const int64_t n = x.size(0), hidden = w1.size(0);
+    auto a = torch::empty({n, hidden}, x.options()), u = torch::empty({n, hidden}, x.options());
+    if (!gelu_aux_bias(x, w1, b1, a, u)) {
+      if (!g_warned.exchange(true))
+        TORCH_WARN("kernels::mlp: cuBLASLt has no GELU_AUX_BIAS algorithm for ", x.scalar_type(), " ", x.sizes(),
+                   " x ", w1.sizes(), "; ATen's matmul and GELU run instead");
+      at::addmm_out(u, b1, x, w1.t());
+      a = torch::gelu(u, "tanh");
+    }
+    auto y_sizes = x_in.sizes().vec();
+    y_sizes.back() = w2.size(0);
+    ctx->save_for_backward({x, u, keep_activation ? a : torch::Tensor(), w1, w2});
+    ctx->saved_data["bias2"] = b2.has_value();
+    ctx->saved_data["x_sizes"] = x_in.sizes().vec();
+    return at::linear(a, w2, b2).view(y_sizes);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const auto &x = s[0], &u = s[1], &w1 = s[3], &w2 = s[4];
+    const c10::cuda::CUDAGuard guard(x.device());
+    auto a = s[2].defined() ? s[2] : torch::gelu(u, "tanh");
+    auto g = rows(grads[0].to(x.scalar_type()));
+    auto gw2 = g.t().mm(a);
+    auto gb2 = ctx->saved_data["bias2"].toBool() ? g.sum(0) : torch::Tensor();
+    auto gu = at::gelu_backward(g.mm(w2), u, "tanh");
+    auto gw1 = gu.t().mm(x);
+    auto gb1 = gu.sum(0);
+    auto gx = gu.mm(w1).view(ctx->saved_data["x_sizes"].toIntVector());
+    return {gx, gw1, gb1, gw2, gb2, torch::Tensor()};
+  }
+};
+
+// autocast's cast of t (cached for the weights, as at::linear's).
+torch::Tensor cast(at::ScalarType dt, const torch::Tensor& t) {
+  return t.defined() ? at::autocast::cached_cast(dt, t, at::kCUDA) : t;
+}
+#endif
+}  // namespace
+
+const char* mlp_path(const torch::Tensor& x, int64_t width, int64_t hidden) {
+  return fusable(x, width, hidden) ? "cublaslt_epilogue" : "aten";
+}
+
+torch::Tensor mlp(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1, const torch::Tensor& w2,
+                  const torch::Tensor& b2, bool keep_activation, bool use_fused) {
+#ifdef EFFTRAIN_WITH_CUBLASLT
+  if (use_fused && b1.defined() && fusable(x, w1.size(1), w1.size(0)) && w2.size(1) == w1.size(0)) {
+    const auto dt = run_dtype(x);
+    return FusedMlp::apply(cast(dt, x), cast(dt, w1), cast(dt, b1), cast(dt, w2), opt(cast(dt, b2)), keep_activation);
+  }
+#endif
+  (void)use_fused;
+  return aten_mlp(x, w1, b1, w2, b2, keep_activation);
+}
+
+}  // namespace efftrain::kernels

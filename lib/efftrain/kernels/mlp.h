@@ -1,0 +1,29 @@
+// GPT-2's MLP, y = gelu_tanh(x w1^T + b1) w2^T + b2, differentiable, with the bias and GELU of
+// the first matmul in cuBLASLt's epilogue (GELU_AUX_BIAS, as Apex's FusedDenseGeluDense): the
+// matmul writes gelu(u) and u beside it, so no GELU kernel reads u back; backward runs ATen's ops
+// (GELU's derivative from the kept u). Where it applies -- CUDA, fp16 or bf16 after autocast,
+// widths a multiple of 8, a build that found cuBLASLt -- that path runs; elsewhere, and where
+// cuBLASLt has no algorithm for the epilogue (a warning, once), ATen's linear and gelu: the same
+// function. Numerics: the epilogue applies GELU to the fp32 accumulator before rounding, ATen to
+// the rounded u, so fp16/bf16 outputs differ by rounding.
+// Measured on an H200 (GPT-2 small b32 x 1024 bf16, docs/results.md): the epilogue pays for
+// GELU's forward kernel (1.5 ms of 68 per step) less a slower matmul (+0.9 ms). Two cuBLASLt
+// epilogues did not pay and are not used: DGELU_BGRAD for the backward (a separate 7.6 ms kernel
+// against ATen's 1.9 ms gelu_backward) and BGRADB for the bias gradients (no faster than ATen's
+// column sums once the weight-gradient matmuls lost their split-K kernels).
+#pragma once
+
+#include <torch/torch.h>
+
+namespace efftrain::kernels {
+
+// "cublaslt_epilogue" or "aten": what mlp runs for an input like x (after autocast) and these widths.
+const char* mlp_path(const torch::Tensor& x, int64_t width, int64_t hidden);
+
+// x [..., width], w1 [hidden, width], b1 [hidden], w2 [out, hidden], b2 [out] or undefined.
+// `keep_activation` false: gelu(u) is not kept for w2's gradient but recomputed from u in
+// backward (checkpointing.policy selective). `use_fused` false: ATen's ops wherever it runs.
+torch::Tensor mlp(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1, const torch::Tensor& w2,
+                  const torch::Tensor& b2, bool keep_activation, bool use_fused = true);
+
+}  // namespace efftrain::kernels
