@@ -4,7 +4,7 @@
 # working tree (in the sixth session every device call read b66d18e+changes, the HEAD before that
 # session's commits). Needs $root, the repository root.
 bench_knobs() {
-  env | grep -E '^(ABLATION|BENCH_GPU|GAPS|GPT2GELU|GRID|ISSUE12|NCCL|PC|R50|SCALING|SEED|TRACE|TUNE|EFFTRAIN_SEED)[A-Z0-9_]*=' | sort |
+  env | grep -E '^(ABLATION|BENCH_GPU|GAPS|GRID|ISSUE12|NCCL|PC|R50|SCALING|SEED|TRACE|TUNE|EFFTRAIN_SEED)[A-Z0-9_]*=' | sort |
     sed -E "s/=(.*)/='\1'/" | tr '\n' ' '
 }
 
