@@ -13,6 +13,9 @@
 #include <optional>
 #include <tuple>
 #endif
+#if defined(EFFTRAIN_WITH_CUBLASLT) && defined(EFFTRAIN_WITH_KERNELS)
+#include "efftrain/kernels/glue.h"
+#endif
 
 namespace efftrain::kernels {
 
@@ -157,6 +160,25 @@ bool gelu_aux_bias(const torch::Tensor& x, const torch::Tensor& w, const torch::
   return true;
 }
 
+// {gelu_backward(ga, u), its column sums}: kernels/gelu.cu's one pass where it was built, else
+// ATen's gelu_backward and a sum that reads the result again.
+std::pair<torch::Tensor, torch::Tensor> gelu_backward_with_sums(const torch::Tensor& ga, const torch::Tensor& u) {
+#ifdef EFFTRAIN_WITH_KERNELS
+  if (ga.is_contiguous() && u.is_contiguous() && ga.sizes() == u.sizes() && ga.scalar_type() == u.scalar_type() &&
+      aligned(ga.data_ptr()) && aligned(u.data_ptr())) {  // u: fp16 or bf16, width a multiple of 8 (fusable)
+    const int64_t n = u.size(0), hidden = u.size(1);
+    auto gu = torch::empty_like(u), sums = torch::empty({hidden}, u.options());
+    auto partials = torch::empty({gelu_backward_partials(n, hidden)}, u.options().dtype(torch::kFloat));
+    check_launch(gelu_backward_sums(dtype_of(u), ga.data_ptr(), u.data_ptr(), n, hidden, gu.data_ptr(),
+                                    partials.data_ptr<float>(), sums.data_ptr(), stream()),
+                 "GELU backward with column sums");
+    return {gu, sums};
+  }
+#endif
+  auto gu = at::gelu_backward(ga, u, "tanh");
+  return {gu, gu.sum(0)};
+}
+
 // Rows of a [..., width] tensor as a contiguous [rows, width] matrix.
 torch::Tensor rows(const torch::Tensor& t) { return t.reshape({-1, t.size(-1)}).contiguous(); }
 
@@ -190,9 +212,8 @@ struct FusedMlp : torch::autograd::Function<FusedMlp> {
     auto g = rows(grads[0].to(x.scalar_type()));
     auto gw2 = g.t().mm(a);
     auto gb2 = ctx->saved_data["bias2"].toBool() ? g.sum(0) : torch::Tensor();
-    auto gu = at::gelu_backward(g.mm(w2), u, "tanh");
+    auto [gu, gb1] = gelu_backward_with_sums(g.mm(w2), u);
     auto gw1 = gu.t().mm(x);
-    auto gb1 = gu.sum(0);
     auto gx = gu.mm(w1).view(ctx->saved_data["x_sizes"].toIntVector());
     return {gx, gw1, gb1, gw2, gb2, torch::Tensor()};
   }

@@ -1,0 +1,114 @@
+// GELU (tanh) backward with the column sums of its result, compiled by nvcc without LibTorch
+// headers (kernels/mlp.cpp is the autograd side). One pass over [rows, width]: gu = ga * gelu'(u)
+// written in the storage type, and each block's fp32 sums of the rounded gu over its rows; a
+// second, small kernel adds the blocks' sums per column (the bias gradient of the matmul whose
+// output u is). ATen runs the same as gelu_backward and then a separate column sum that reads gu
+// again (GPT-2 small: 1.9 + ~1.2 ms per b32 x 1024 step on an H200).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "efftrain/kernels/common.cuh"
+#include "efftrain/kernels/launch.h"
+
+namespace efftrain::kernels {
+namespace {
+
+constexpr int kRowsPerBlock = 32;
+constexpr int kMaxThreads = 1024;
+
+// d/du of 0.5 u (1 + tanh(sqrt(2/pi) (u + 0.044715 u^3))), as ATen's GeluBackward (tanh) computes it.
+__device__ __forceinline__ float gelu_tanh_grad(float u) {
+  constexpr float kBeta = 0.7978845608028654f;  // sqrt(2 / pi)
+  constexpr float kKappa = 0.044715f;
+  const float u2 = u * u;
+  const float t = tanhf(kBeta * (u + kKappa * u2 * u));
+  return 0.5f * (1.f + t) + 0.5f * u * (1.f - t * t) * kBeta * (1.f + 3.f * kKappa * u2);
+}
+
+template <class T>
+__global__ void __launch_bounds__(kMaxThreads) gelu_backward_sums_kernel(const T* __restrict__ ga, const T* __restrict__ u,
+                                                                        int64_t rows, int64_t width, T* __restrict__ gu,
+                                                                        float* __restrict__ partials) {
+  constexpr int N = vec_of<T>();
+  using P = Pack<T, N>;
+  const int64_t vecs = width / N;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock;
+  const int64_t r1 = r0 + kRowsPerBlock < rows ? r0 + kRowsPerBlock : rows;
+  const auto* pa = reinterpret_cast<const P*>(ga);
+  const auto* pu = reinterpret_cast<const P*>(u);
+  auto* po = reinterpret_cast<P*>(gu);
+  for (int64_t c = threadIdx.x; c < vecs; c += blockDim.x) {
+    float acc[N];
+#pragma unroll
+    for (int j = 0; j < N; ++j) acc[j] = 0.f;
+#pragma unroll 4
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t i = r * vecs + c;
+      const P a = pa[i], x = pu[i];
+      P o;
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        o.v[j] = from_f<T>(to_f(a.v[j]) * gelu_tanh_grad(to_f(x.v[j])));
+        acc[j] += to_f(o.v[j]);
+      }
+      po[i] = o;
+    }
+    float* out = partials + static_cast<int64_t>(blockIdx.x) * width + c * N;
+#pragma unroll
+    for (int j = 0; j < N; ++j) out[j] = acc[j];
+  }
+}
+
+// sums[c] = sum over b of partials[b, c], rounded to T.
+template <class T>
+__global__ void __launch_bounds__(256) column_sums_kernel(const float* __restrict__ partials, int64_t blocks,
+                                                          int64_t width, T* __restrict__ sums) {
+  __shared__ float acc[8][33];
+  const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + tx;
+  float s = 0.f;
+  if (c < width)
+    for (int64_t b = ty; b < blocks; b += 8) s += partials[b * width + c];
+  acc[ty][tx] = s;
+  __syncthreads();
+  if (ty == 0 && c < width) {
+    float t = 0.f;
+    for (int i = 0; i < 8; ++i) t += acc[i][tx];
+    sums[c] = from_f<T>(t);
+  }
+}
+
+template <class T>
+const char* launch(const void* ga, const void* u, int64_t rows, int64_t width, void* gu, float* partials, void* sums,
+                   cudaStream_t s) {
+  const int64_t blocks = gelu_backward_partials(rows, width) / width;
+  const int64_t vecs = width / vec_of<T>();
+  const int threads = static_cast<int>(vecs < kMaxThreads ? (vecs + 31) / 32 * 32 : kMaxThreads);
+  gelu_backward_sums_kernel<T><<<static_cast<unsigned>(blocks), threads, 0, s>>>(
+      static_cast<const T*>(ga), static_cast<const T*>(u), rows, width, static_cast<T*>(gu), partials);
+  column_sums_kernel<T><<<static_cast<unsigned>((width + 31) / 32), 256, 0, s>>>(partials, blocks, width,
+                                                                                 static_cast<T*>(sums));
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
+
+}  // namespace
+
+int64_t gelu_backward_partials(int64_t rows, int64_t width) {
+  return (rows + kRowsPerBlock - 1) / kRowsPerBlock * width;
+}
+
+const char* gelu_backward_sums(DType dtype, const void* ga, const void* u, int64_t rows, int64_t width, void* gu,
+                               float* partials, void* sums, void* stream) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case DType::f16: return launch<__half>(ga, u, rows, width, gu, partials, sums, s);
+    case DType::bf16: return launch<__nv_bfloat16>(ga, u, rows, width, gu, partials, sums, s);
+    default: return "gelu_backward_sums: fp16 or bf16 only";
+  }
+}
+
+}  // namespace efftrain::kernels
