@@ -1,7 +1,8 @@
 // GPT-2's MLP, y = gelu_tanh(x w1^T + b1) w2^T + b2, differentiable, with the bias and GELU of
 // the first matmul in cuBLASLt's epilogue (GELU_AUX_BIAS, as Apex's FusedDenseGeluDense): the
-// matmul writes gelu(u) and u beside it, so no GELU kernel reads u back; backward runs ATen's ops
-// (GELU's derivative from the kept u). Where it applies -- CUDA, fp16 or bf16 after autocast,
+// matmul writes gelu(u) and u beside it, so no GELU kernel reads u back. Backward: ATen's matmuls,
+// and GELU's derivative (from the kept u) with c_fc's bias gradient in one pass of kernels/gelu.cu
+// where nvcc built the kernels (else ATen's gelu_backward and column sum). Where it applies -- CUDA, fp16 or bf16 after autocast,
 // widths a multiple of 8, a build that found cuBLASLt -- that path runs; elsewhere, and where
 // cuBLASLt has no algorithm for the epilogue (a warning, once), ATen's linear and gelu: the same
 // function. Numerics: the epilogue applies GELU to the fp32 accumulator before rounding, ATen to
