@@ -62,10 +62,10 @@ __global__ void __launch_bounds__(kMaxThreads) gelu_backward_sums_kernel(const T
   }
 }
 
-// sums[c] = sum over b of partials[b, c], rounded to T.
+// sums[c] = sum over b of partials[b, c], rounded to T (residual_norm.cu's column_sums_kernel, one output).
 template <class T>
-__global__ void __launch_bounds__(256) column_sums_kernel(const float* __restrict__ partials, int64_t blocks,
-                                                          int64_t width, T* __restrict__ sums) {
+__global__ void __launch_bounds__(256) gelu_bias_sums_kernel(const float* __restrict__ partials, int64_t blocks,
+                                                             int64_t width, T* __restrict__ sums) {
   __shared__ float acc[8][33];
   const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + tx;
@@ -89,8 +89,8 @@ const char* launch(const void* ga, const void* u, int64_t rows, int64_t width, v
   const int threads = static_cast<int>(vecs < kMaxThreads ? (vecs + 31) / 32 * 32 : kMaxThreads);
   gelu_backward_sums_kernel<T><<<static_cast<unsigned>(blocks), threads, 0, s>>>(
       static_cast<const T*>(ga), static_cast<const T*>(u), rows, width, static_cast<T*>(gu), partials);
-  column_sums_kernel<T><<<static_cast<unsigned>((width + 31) / 32), 256, 0, s>>>(partials, blocks, width,
-                                                                                 static_cast<T*>(sums));
+  gelu_bias_sums_kernel<T><<<static_cast<unsigned>((width + 31) / 32), 256, 0, s>>>(partials, blocks, width,
+                                                                                    static_cast<T*>(sums));
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
 }
