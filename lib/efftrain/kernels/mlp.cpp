@@ -2,6 +2,8 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <optional>
+
 #ifdef EFFTRAIN_WITH_CUBLASLT
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -10,7 +12,6 @@
 #include <atomic>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <tuple>
 #endif
 #if defined(EFFTRAIN_WITH_CUBLASLT) && defined(EFFTRAIN_WITH_KERNELS)
@@ -34,10 +35,12 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
 
 // y = linear(gelu_tanh(u), w, b), keeping u alone for backward: the GELU output (4 x width per
 // token for GPT-2's MLP) is recomputed there instead of stored. Under autocast the linear ran in
-// u's dtype on cast weights; backward (no autocast) casts the same way.
+// u's dtype on cast weights; backward (no autocast) casts the same way. The bias is optional: an
+// autograd function takes no undefined tensor as an input.
 struct GeluLinear : torch::autograd::Function<GeluLinear> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& u, const torch::Tensor& w,
-                               const torch::Tensor& b) {
+                               const std::optional<torch::Tensor>& b_in) {
+    const auto b = b_in.value_or(torch::Tensor());
     auto y = linear(torch::gelu(u, "tanh"), w, b);
     ctx->save_for_backward({u, w, b});
     ctx->saved_data["dtype"] = static_cast<int64_t>(y.scalar_type());
@@ -60,7 +63,7 @@ struct GeluLinear : torch::autograd::Function<GeluLinear> {
 torch::Tensor aten_mlp(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1, const torch::Tensor& w2,
                        const torch::Tensor& b2, bool keep_activation) {
   auto u = linear(x, w1, b1);
-  return keep_activation ? linear(torch::gelu(u, "tanh"), w2, b2) : GeluLinear::apply(u, w2, b2);
+  return keep_activation ? linear(torch::gelu(u, "tanh"), w2, b2) : GeluLinear::apply(u, w2, opt(b2));
 }
 
 // The dtype a linear on x runs in: autocast's on CUDA where it is on, else x's.
