@@ -21,17 +21,18 @@
 namespace efftrain::kernels {
 
 namespace {
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
 std::optional<torch::Tensor> opt(const torch::Tensor& t) {
   return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt;
 }
-// at::linear, not the C++ frontend's Linear::forward: for inputs of more than two dimensions that
-// runs matmul and then a broadcast `out += bias` (models/gpt2.cpp says what it cost).
+}  // namespace
+
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
   return at::linear(x, w, opt(b));
 }
+
+namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
 
 // y = linear(gelu_tanh(u), w, b), keeping u alone for backward: the GELU output (4 x width per
 // token for GPT-2's MLP) is recomputed there instead of stored. Under autocast the linear ran in

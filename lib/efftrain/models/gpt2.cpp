@@ -20,14 +20,7 @@ torch::nn::Linear linear(int64_t in, int64_t out, double std) {
   l->bias.zero_();
   return l;
 }
-// at::linear, not the C++ frontend's Linear::forward / functional::linear: for inputs of more
-// than two dimensions those run matmul and then `out += bias` as a broadcast add of its own
-// (19.5 ms of a 96 ms GPT-2 small step at 32 x 1024 on an H200), where at::linear folds the
-// batch dimensions and cuBLAS adds the bias in the matmul's epilogue, as PyTorch's nn.Linear does.
-torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  return at::linear(x, weight, bias.defined() ? std::optional<torch::Tensor>(bias) : std::nullopt);
-}
-torch::Tensor dense(const torch::nn::Linear& l, const torch::Tensor& x) { return dense(x, l->weight, l->bias); }
+torch::Tensor dense(const torch::nn::Linear& l, const torch::Tensor& x) { return kernels::linear(x, l->weight, l->bias); }
 torch::nn::LayerNorm layer_norm(int64_t w) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({w}).eps(1e-5));
 }
@@ -59,7 +52,7 @@ struct ChunkedHeadLoss : torch::autograd::Function<ChunkedHeadLoss> {
     for (int64_t s = 0; s < n; s += a.chunk) {
       const int64_t m = std::min(a.chunk, n - s);
       auto xc = x.narrow(0, s, m);
-      auto logits = dense(xc, w, a.mask);  // autocast applies, as in forward()
+      auto logits = kernels::linear(xc, w, a.mask);  // autocast applies, as in forward()
       const auto dt = logits.scalar_type();
       if (!wd.defined()) wd = w.to(dt);
       auto tc = t.narrow(0, s, m);
@@ -185,7 +178,7 @@ const torch::Tensor& GptImpl::pad_mask_on(const torch::Device& d) {
 
 torch::Tensor GptImpl::forward(const torch::Tensor& idx) {
   auto x = features(idx);
-  return dense(x, wte_->weight, pad_mask_on(x.device()));  // tied output embedding
+  return kernels::linear(x, wte_->weight, pad_mask_on(x.device()));  // tied output embedding
 }
 
 torch::Tensor GptImpl::features(const torch::Tensor& idx) {
