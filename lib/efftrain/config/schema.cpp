@@ -361,9 +361,15 @@ template <class V> void visit(V& v, ModelConfig& c) {
           "zero, so the model computes what the unpadded one does; the report gives both parameter counts.",
           between(1, 4096));
   v.field("fused_loss", c.fused_loss,
-          "GPT: the loss through one fused CUDA kernel per direction that reads the logits in their own dtype "
-          "(no fp32 copy; the gradient is written over the logits). Same function as ATen's cross_entropy; "
-          "on the CPU, or in a build without nvcc, ATen runs (the report's model.loss_kernel says which).");
+          "GPT: the loss through the project's CUDA kernels on the logits' own dtype (no fp32 copy). In training "
+          "the classifier runs head_chunk_rows rows at a time and its gradients are taken in forward: one kernel "
+          "reads each chunk's logits once, writes the loss and the gradient over them, and the chunk's matmuls "
+          "for dx and dW follow, so the full logits are never held. Same function as ATen's cross_entropy; on the "
+          "CPU, or in a build without nvcc, ATen runs (the report's model.loss_kernel says which).");
+  v.field("head_chunk_rows", c.head_chunk_rows,
+          "GPT: classifier rows (tokens) per chunk in training with fused_loss or selective checkpointing; 0 = "
+          "2048 under selective (memory first), else 8192 (fewer, larger matmuls).",
+          at_least(0));
   v.field("fused_norm", c.fused_norm,
           "GPT: each residual add, its dropout and the LayerNorm after it in one CUDA kernel per direction (fp32 "
           "stream, width a multiple of 128 up to 2048; the LayerNorm output in the autocast dtype; the dropout mask "

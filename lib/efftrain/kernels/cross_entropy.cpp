@@ -79,6 +79,29 @@ void cross_entropy_rows_backward(const torch::Tensor& logits, const torch::Tenso
   dlogits.copy_(p * (g * scale));
 }
 
+torch::Tensor cross_entropy_rows_to_grad(torch::Tensor& logits, const torch::Tensor& targets) {
+  TORCH_CHECK(logits.dim() == 2 && targets.dim() == 1 && targets.size(0) == logits.size(0) && logits.is_contiguous(),
+              "cross-entropy: expected contiguous logits [rows, vocab] and targets [rows]");
+  torch::NoGradGuard ng;
+  const auto one = torch::ones({1}, logits.options().dtype(torch::kFloat));
+#ifdef EFFTRAIN_WITH_KERNELS
+  if (fused(logits)) {
+    const c10::cuda::CUDAGuard guard(logits.device());
+    auto t = targets.to(torch::kLong).contiguous();
+    auto f32 = logits.options().dtype(torch::kFloat);
+    auto lse = torch::empty({logits.size(0)}, f32), losses = torch::empty({logits.size(0)}, f32);
+    check_launch(cross_entropy_forward_grad(dtype_of(logits), logits.data_ptr(), t.data_ptr<int64_t>(),
+                                            one.data_ptr<float>(), 1.f, logits.size(0), logits.size(1),
+                                            lse.data_ptr<float>(), losses.data_ptr<float>(), stream()),
+                 "fused cross-entropy forward and gradient");
+    return losses;
+  }
+#endif
+  auto [lse, losses] = cross_entropy_rows(logits, targets);
+  cross_entropy_rows_backward(logits, targets, lse, one, 1.0, logits);
+  return losses;
+}
+
 namespace {
 struct FusedCrossEntropy : torch::autograd::Function<FusedCrossEntropy> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits,

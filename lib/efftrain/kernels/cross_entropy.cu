@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -122,6 +123,107 @@ __global__ void __launch_bounds__(kThreads) ce_backward_kernel(const T* logits, 
   }
 }
 
+// Forward and backward in one pass, for the classifier whose gradient is taken in forward: the
+// row is copied once into shared memory (cp.async, 16 bytes at a time, no registers held), its
+// max and sum of exponentials come from there, and the gradient is written over the row in
+// global memory. Reads the logits from HBM once instead of twice (the two kernels above).
+// Needs vocab * sizeof(T) of dynamic shared memory; the caller checks it fits.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+
+// The block's reduction of v by op (max or +); every thread gets the result.
+template <class Op> __device__ __forceinline__ float block_reduce(float v, Op op, float* scratch) {
+  for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, off));
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __syncthreads();  // scratch may still be read by the previous reduction
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = scratch[0];
+  for (int w = 1; w < kThreads / 32; ++w) v = op(v, scratch[w]);
+  return v;
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) ce_fused_kernel(T* logits, const int64_t* __restrict__ targets,
+                                                            const float* __restrict__ grad, float scale, int64_t vocab,
+                                                            float* __restrict__ lse_out, float* __restrict__ loss_out) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ float scratch[kThreads / 32];
+  constexpr int N = vec_of<T>();
+  using P = Pack<T, N>;
+  const int64_t row = blockIdx.x, vecs = vocab / N;
+  T* x = logits + row * vocab;
+  auto* xs = reinterpret_cast<P*>(smem);
+  for (int64_t i = threadIdx.x; i < vecs; i += kThreads) cp_async16(xs + i, reinterpret_cast<const P*>(x) + i);
+  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+  __syncthreads();
+  float m = -INFINITY;
+  for (int64_t i = threadIdx.x; i < vecs; i += kThreads) {
+    const P p = xs[i];
+#pragma unroll
+    for (int j = 0; j < N; ++j) m = fmaxf(m, to_f(p.v[j]));
+  }
+  m = block_reduce(m, [](float a, float b) { return fmaxf(a, b); }, scratch);
+  float s = 0.f;
+  if (m != -INFINITY)
+    for (int64_t i = threadIdx.x; i < vecs; i += kThreads) {
+      const P p = xs[i];
+#pragma unroll
+      for (int j = 0; j < N; ++j) s += expf(to_f(p.v[j]) - m);
+    }
+  s = block_reduce(s, [](float a, float b) { return a + b; }, scratch);
+  const float lse = m + logf(s);
+  const int64_t t = targets[row];
+  if (threadIdx.x == 0) {
+    lse_out[row] = lse;
+    loss_out[row] = (t >= 0 && t < vocab) ? lse - to_f(reinterpret_cast<const T*>(smem)[t]) : NAN;
+  }
+  const float g = grad[0] * scale;
+  auto* px = reinterpret_cast<P*>(x);
+  for (int64_t i = threadIdx.x; i < vecs; i += kThreads) {
+    const P p = xs[i];
+    P o;
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      const int64_t col = i * N + j;
+      o.v[j] = from_f<T>((expf(to_f(p.v[j]) - lse) - (col == t ? 1.f : 0.f)) * g);
+    }
+    px[i] = o;
+  }
+}
+
+// The dynamic shared memory one block of ce_fused_kernel may take on the current device (the
+// opt-in limit less its static scratch), read once per device; 0 if unknown.
+int64_t max_dynamic_shared() {
+  int dev = 0, v = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
+  static std::atomic<int64_t> cached[64];
+  if (const int64_t c = cached[dev].load()) return c;
+  if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+  const int64_t bytes = v - static_cast<int64_t>(sizeof(float)) * (kThreads / 32);
+  cached[dev] = bytes;
+  return bytes;
+}
+
+// Whether ce_fused_kernel<T> takes these logits; raises its limit to max_dynamic_shared() once
+// per device (a host-side setting, not a stream operation: nothing for graph capture to record).
+template <class T> bool fused_fits(const void* logits, int64_t vocab) {
+  if (vocab % vec_of<T>() != 0 || reinterpret_cast<uintptr_t>(logits) % 16 != 0) return false;
+  const int64_t limit = max_dynamic_shared();
+  if (vocab * static_cast<int64_t>(sizeof(T)) > limit) return false;
+  static std::atomic<bool> raised[64];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (raised[dev].load()) return true;
+  if (cudaFuncSetAttribute(ce_fused_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limit)) !=
+      cudaSuccess)
+    return false;
+  raised[dev] = true;
+  return true;
+}
+
 template <class T> bool vectorizable(const void* a, const void* b, int64_t vocab) {
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   return vocab % vec_of<T>() == 0 && aligned(a) && aligned(b);
@@ -148,6 +250,18 @@ void backward_t(const void* logits, const int64_t* targets, const float* lse, co
     ce_backward_kernel<T, false><<<rows, kThreads, 0, stream>>>(x, targets, lse, grad, inv, vocab, dx);
 }
 
+template <class T>
+void forward_grad_t(void* logits, const int64_t* targets, const float* grad, float scale, int64_t rows, int64_t vocab,
+                    float* lse, float* loss, cudaStream_t stream) {
+  if (fused_fits<T>(logits, vocab)) {
+    const auto bytes = static_cast<size_t>(vocab) * sizeof(T);
+    ce_fused_kernel<T><<<rows, kThreads, bytes, stream>>>(static_cast<T*>(logits), targets, grad, scale, vocab, lse, loss);
+    return;
+  }
+  forward_t<T>(logits, targets, rows, vocab, lse, loss, stream);
+  backward_t<T>(logits, targets, lse, grad, scale, rows, vocab, logits, stream);
+}
+
 }  // namespace
 
 const char* cross_entropy_forward(DType dtype, const void* logits, const int64_t* targets, int64_t rows, int64_t vocab,
@@ -172,6 +286,20 @@ const char* cross_entropy_backward(DType dtype, const void* logits, const int64_
     case DType::f32: backward_t<float>(logits, targets, lse, grad, scale, rows, vocab, dlogits, s); break;
     case DType::f16: backward_t<__half>(logits, targets, lse, grad, scale, rows, vocab, dlogits, s); break;
     case DType::bf16: backward_t<__nv_bfloat16>(logits, targets, lse, grad, scale, rows, vocab, dlogits, s); break;
+  }
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
+
+const char* cross_entropy_forward_grad(DType dtype, void* logits, const int64_t* targets, const float* grad,
+                                       float scale, int64_t rows, int64_t vocab, float* lse, float* loss,
+                                       void* stream) {
+  if (rows == 0) return nullptr;
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case DType::f32: forward_grad_t<float>(logits, targets, grad, scale, rows, vocab, lse, loss, s); break;
+    case DType::f16: forward_grad_t<__half>(logits, targets, grad, scale, rows, vocab, lse, loss, s); break;
+    case DType::bf16: forward_grad_t<__nv_bfloat16>(logits, targets, grad, scale, rows, vocab, lse, loss, s); break;
   }
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? nullptr : cudaGetErrorString(e);

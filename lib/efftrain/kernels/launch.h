@@ -18,6 +18,14 @@ const char* cross_entropy_backward(DType dtype, const void* logits, const int64_
                                    const float* grad, float scale, int64_t rows, int64_t vocab, void* dlogits,
                                    void* stream);
 
+// Both of the above over the same logits, the gradient written over them: lse, loss and
+// logits = (softmax(logits) - onehot(targets)) * grad[0] * scale. One pass (the row staged in
+// shared memory) where a row fits the block's shared memory and vocab is a multiple of 16 bytes'
+// worth of elements; else the two kernels.
+const char* cross_entropy_forward_grad(DType dtype, void* logits, const int64_t* targets, const float* grad,
+                                       float scale, int64_t rows, int64_t vocab, float* lse, float* loss,
+                                       void* stream);
+
 // The CUDA generator's Philox position for one kernel (at::PhiloxCudaState's fields): while a
 // graph is captured the seed and the base offset are read on the device from the pointers
 // (plus `intragraph`), so a replay draws new numbers; otherwise the values are used.

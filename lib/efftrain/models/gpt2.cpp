@@ -46,8 +46,7 @@ struct ChunkedHeadLoss : torch::autograd::Function<ChunkedHeadLoss> {
     auto t = targets.to(torch::kLong).contiguous();
     std::vector<torch::Tensor> losses;
     auto dx = torch::empty(x.sizes(), x.options().dtype(torch::kFloat));
-    auto dw = torch::zeros_like(w, w.options().dtype(torch::kFloat));
-    const auto one = torch::ones({1}, x.options().dtype(torch::kFloat));
+    auto dw = torch::empty_like(w, w.options().dtype(torch::kFloat));  // the first chunk writes it
     torch::Tensor wd;  // w in the logits' dtype, cast once
     for (int64_t s = 0; s < n; s += a.chunk) {
       const int64_t m = std::min(a.chunk, n - s);
@@ -56,17 +55,21 @@ struct ChunkedHeadLoss : torch::autograd::Function<ChunkedHeadLoss> {
       const auto dt = logits.scalar_type();
       if (!wd.defined()) wd = w.to(dt);
       auto tc = t.narrow(0, s, m);
-      auto [lse, loss] = kernels::cross_entropy_rows(logits, tc);
-      losses.push_back(loss);
-      kernels::cross_entropy_rows_backward(logits, tc, lse, one, 1.0, logits);
+      losses.push_back(kernels::cross_entropy_rows_to_grad(logits, tc));
       auto dxc = dx.narrow(0, s, m);
       auto xd = xc.to(dt);
       if (dx.is_cuda() && dt != torch::kFloat) {  // fp32 results from cuBLAS (dW: added in its epilogue)
         at::mm_out(dxc, logits, wd, torch::kFloat);
-        at::addmm_out(dw, dw, logits.t(), xd, torch::kFloat);
+        if (s == 0)
+          at::mm_out(dw, logits.t(), xd, torch::kFloat);
+        else
+          at::addmm_out(dw, dw, logits.t(), xd, torch::kFloat);
       } else {
         dxc.copy_(logits.mm(wd));
-        dw.add_(logits.t().mm(xd));
+        if (s == 0)
+          dw.copy_(logits.t().mm(xd));
+        else
+          dw.add_(logits.t().mm(xd));
       }
     }
     ctx->save_for_backward({dx, dw});
@@ -217,12 +220,13 @@ torch::Tensor GptImpl::features(const torch::Tensor& idx) {
 }
 
 torch::Tensor GptImpl::loss(const torch::Tensor& idx, const torch::Tensor& targets) {
-  if (c_.selective_recompute && torch::GradMode::is_enabled()) {
+  if ((c_.selective_recompute || c_.fused_loss) && torch::GradMode::is_enabled()) {
     auto x = features(idx);
     auto rows = x.reshape({-1, x.size(-1)});
+    TORCH_CHECK(rows.size(0) > 0, "GPT loss: no tokens");
     loss_kernel_ = std::string(kernels::cross_entropy_path(rows)) + ", chunked";
     return ChunkedHeadLoss::apply(rows, wte_->weight, targets.reshape({-1}),
-                                  HeadArgs{pad_mask_on(x.device()), c_.head_chunk_rows});
+                                  HeadArgs{pad_mask_on(x.device()), head_chunk_rows()});
   }
   auto logits = forward(idx);
   auto flat = logits.view({-1, logits.size(-1)});
@@ -232,6 +236,11 @@ torch::Tensor GptImpl::loss(const torch::Tensor& idx, const torch::Tensor& targe
   }
   loss_kernel_ = "aten";
   return torch::nn::functional::cross_entropy(flat, targets.reshape({-1}));
+}
+
+int64_t GptImpl::head_chunk_rows() const {
+  if (c_.head_chunk_rows > 0) return c_.head_chunk_rows;
+  return c_.selective_recompute ? 2048 : 8192;
 }
 
 double GptImpl::train_flops_per_token(int64_t T) const {

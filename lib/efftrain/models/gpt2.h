@@ -20,7 +20,9 @@ struct GptConfig {
   double dropout = 0.1;
   bool sdpa = true;
   int64_t vocab_multiple = 1;
-  bool fused_loss = false;  // loss(): kernels::cross_entropy_mean on the logits' own dtype
+  // loss() while gradients are taken: the chunked classifier below, with the fused kernels on the
+  // logits' own dtype (kernels::cross_entropy_rows_to_grad); otherwise kernels::cross_entropy_mean.
+  bool fused_loss = false;
   // Residual add + dropout + LayerNorm through kernels::residual_layer_norm: each block's
   // attention output joins the stream with ln_2, its MLP output with the next block's ln_1 (or
   // ln_f) -- within blocks only while segments are recomputed or a probe watches the blocks.
@@ -28,10 +30,12 @@ struct GptConfig {
   // The MLP through kernels::mlp: c_fc's bias and GELU in cuBLASLt's matmul epilogue.
   bool fused_gelu = false;
   // Selective recompute (checkpointing.policy selective): the MLP keeps its GELU input only and
-  // recomputes the output in backward; loss() computes the logits `head_chunk_rows` rows at a
-  // time and their gradients with them, in forward, never holding all of them.
+  // recomputes the output in backward.
   bool selective_recompute = false;
-  int64_t head_chunk_rows = 2048;  // 2048 x 50304 bf16 logits: 0.2 GB
+  // With selective recompute or fused_loss, loss() computes the logits `head_chunk_rows` rows at a
+  // time and their gradients with them, in forward, never holding all of them. 0: 2048 under
+  // selective recompute (2048 x 50304 bf16 logits: 0.2 GB), else 8192 (fewer, larger matmuls).
+  int64_t head_chunk_rows = 0;
   int64_t padded_vocab() const { return (vocab + vocab_multiple - 1) / vocab_multiple * vocab_multiple; }
 };
 
@@ -59,7 +63,7 @@ class GptImpl : public torch::nn::Module {
   // idx: int64 [B, T] -> logits [B, T, padded vocab] (-inf on the padding)
   torch::Tensor forward(const torch::Tensor& idx);
   // Mean token cross-entropy of next-token prediction (fused_loss: without an fp32 copy of the
-  // logits, and the gradient written over them).
+  // logits; in training through the chunked classifier, its gradients taken in forward).
   torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& targets);
   int64_t num_blocks() const { return c_.layers; }
   void set_checkpoint_segments(std::vector<std::pair<int64_t, int64_t>> s) { segments_ = std::move(s); }
@@ -73,6 +77,8 @@ class GptImpl : public torch::nn::Module {
   const std::string& attention_kernel() const { return kernel_; }
   // "fused_kernel" or "aten" once loss() ran.
   const std::string& loss_kernel() const { return loss_kernel_; }
+  // Classifier rows per chunk in loss() (GptConfig::head_chunk_rows, 0 resolved).
+  int64_t head_chunk_rows() const;
   // What ran the residual + LayerNorm steps in the last forward ("aten", "fused_kernel", ...).
   const std::string& norm_kernel() const { return norm_kernel_; }
   // What ran the MLP's bias + GELU in the last forward ("cublaslt_epilogue" or "aten").

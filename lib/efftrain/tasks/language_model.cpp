@@ -201,6 +201,7 @@ class LanguageModelTask : public Task {
                                                                     : nlohmann::json(model_->attention_kernel())},
             {"fused_loss", c.fused_loss},
             {"loss_kernel", model_->loss_kernel().empty() ? nlohmann::json(nullptr) : nlohmann::json(model_->loss_kernel())},
+            {"head_chunk_rows", model_->head_chunk_rows()},
             {"fused_norm", c.fused_norm},
             {"norm_kernel", model_->norm_kernel().empty() ? nlohmann::json(nullptr) : nlohmann::json(model_->norm_kernel())},
             {"fused_gelu", c.fused_gelu},
@@ -236,6 +237,7 @@ std::unique_ptr<Task> make_gpt(const BuildContext& ctx, models::GptConfig g, con
   g.fused_loss = ctx.cfg.task.model.fused_loss;
   g.fused_norm = ctx.cfg.task.model.fused_norm;
   g.fused_gelu = ctx.cfg.task.model.fused_gelu;
+  g.head_chunk_rows = ctx.cfg.task.model.head_chunk_rows;
   torch::manual_seed(ctx.cfg.train.seed);
   return std::make_unique<LanguageModelTask>(ctx, name, std::move(splits), models::Gpt(g));
 }

@@ -81,3 +81,48 @@ TEST_CASE("gpu: an in-place fused cross-entropy refuses a second backward", "[gp
   loss.backward({}, /*retain_graph=*/true);
   CHECK_THROWS(loss.backward());
 }
+
+TEST_CASE("cross_entropy_rows_to_grad off CUDA: the rows' losses, the logits replaced by softmax - onehot") {
+  torch::manual_seed(1);
+  auto logits = torch::randn({37, 101});
+  auto targets = torch::randint(0, 101, {37}, torch::kLong);
+  auto [l_ref, g_ref] = reference(logits, targets, 37.0);  // the mean's gradient times rows: per-row
+  auto x = logits.clone();
+  auto losses = kernels::cross_entropy_rows_to_grad(x, targets);
+  CHECK(relative_error(losses.mean(), l_ref) < 1e-6);
+  CHECK(relative_error(x, g_ref) < 1e-6);
+}
+
+TEST_CASE("gpu: cross_entropy_rows_to_grad (one pass through shared memory) gives ATen's losses and gradient", "[gpu]") {
+  if (!torch::cuda::is_available()) SKIP("needs a GPU");
+  REQUIRE(kernels::built());
+  const auto inf = std::numeric_limits<float>::infinity();
+  for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
+    // 1000: one pass; 1001: not a multiple of 16 bytes, the two kernels; 50304 with -inf padding:
+    // one pass (fp32 too on a Hopper card: 201 KB of shared memory); 131072 (256 KB in fp16/bf16)
+    // fits no block: the two kernels
+    for (int64_t vocab : {1000, 1001, 50304, 131072}) {
+      torch::manual_seed(vocab + static_cast<int>(dtype));
+      const int64_t rows = vocab > 10000 ? 48 : 257, live = vocab == 50304 ? 50257 : vocab;
+      auto logits = (torch::randn({rows, vocab}, torch::kCUDA) * 4).to(dtype);
+      if (live < vocab) logits.narrow(1, live, vocab - live).fill_(-inf);
+      auto targets = torch::randint(0, live, {rows}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kLong));
+      auto [l_ref, g_ref] = reference(logits, targets, static_cast<double>(rows));
+      auto x = logits.clone();
+      auto losses = kernels::cross_entropy_rows_to_grad(x, targets);
+      INFO("dtype " << dtype << " vocab " << vocab);
+      CHECK(losses.sizes() == torch::IntArrayRef{rows});
+      CHECK(relative_error(losses.mean(), l_ref) < 2e-6);
+      const double tol = dtype == torch::kFloat ? 1e-5 : dtype == torch::kHalf ? 1e-3 : 8e-3;
+      CHECK(relative_error(x.to(torch::kFloat), g_ref) < tol);
+      CHECK(x.isfinite().all().item<bool>());
+      if (live < vocab) CHECK(x.narrow(1, live, vocab - live).abs().max().item<float>() == 0.f);
+      // the same numbers as the two kernels of cross_entropy_rows + cross_entropy_rows_backward
+      auto [lse, l2] = kernels::cross_entropy_rows(logits, targets);
+      auto y = logits.clone();
+      kernels::cross_entropy_rows_backward(logits, targets, lse, torch::ones({1}, lse.options()), 1.0, y);
+      CHECK(relative_error(losses, l2) < 1e-6);
+      CHECK(relative_error(x.to(torch::kFloat), y.to(torch::kFloat)) < (dtype == torch::kFloat ? 1e-6 : 1e-2));
+    }
+  }
+}

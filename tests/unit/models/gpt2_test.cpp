@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <functional>
 
 #include "efftrain/models/gpt2.h"
@@ -151,10 +152,40 @@ TEST_CASE("a GPT's fused loss equals its ATen loss on the CPU path") {
   torch::manual_seed(0);
   models::Gpt b(c);
   auto idx = torch::randint(0, 97, {3, 16}, torch::kLong), tgt = torch::randint(0, 97, {3, 16}, torch::kLong);
+  {
+    torch::NoGradGuard ng;  // evaluation: the logits whole, then the loss
+    CHECK(a->loss(idx, tgt).item<double>() == b->loss(idx, tgt).item<double>());
+    CHECK(a->loss_kernel() == "aten");
+    CHECK(b->loss_kernel() == "aten");  // no CUDA here
+  }
   auto la = a->loss(idx, tgt), lb = b->loss(idx, tgt);
-  CHECK(la.item<double>() == lb.item<double>());
+  CHECK(std::abs(la.item<double>() - lb.item<double>()) <= 1e-6 * la.item<double>());
   CHECK(a->loss_kernel() == "aten");
-  CHECK(b->loss_kernel() == "aten");  // no CUDA here
+  CHECK(b->loss_kernel() == "aten, chunked");  // training: the classifier's gradients in forward
+  CHECK(a->head_chunk_rows() == 8192);
+  c.selective_recompute = true;
+  CHECK(models::Gpt(c)->head_chunk_rows() == 2048);
+  c.head_chunk_rows = 5;
+  CHECK(models::Gpt(c)->head_chunk_rows() == 5);
+}
+
+TEST_CASE("the chunked classifier of fused_loss gives the plain model's loss and gradients (fp32, dropout on)") {
+  auto c = tiny(true, 0.1);
+  c.vocab_multiple = 8;
+  const auto plain = cpu_step(c, nullptr);
+  for (int64_t chunk : {0, 7, 48}) {  // one chunk of 48 rows; seven (six of 7, one of 6)
+    INFO("head_chunk_rows " << chunk);
+    auto cc = c;
+    cc.fused_loss = true;
+    cc.head_chunk_rows = chunk;
+    const auto r = cpu_step(cc, nullptr);
+    CHECK(std::abs(r.loss - plain.loss) <= 1e-6 * std::abs(plain.loss));
+    REQUIRE(r.grads.size() == plain.grads.size());
+    for (size_t i = 0; i < plain.grads.size(); ++i) {
+      INFO("parameter " << i);
+      CHECK(torch::allclose(r.grads[i], plain.grads[i], 1e-5, 1e-7));
+    }
+  }
 }
 
 TEST_CASE("selective recompute (GELU outputs, chunked logits) gives the same loss and gradients (fp32, dropout on)") {
