@@ -18,13 +18,13 @@ CLASSES = [  # first match wins; patterns over the kernel name, lower-cased
     ("convolution", r"conv(?!ert)|fprop|dgrad|wgrad|implicit_gemm"),  # cuDNN's, before matmul ("gemm", "xmma")
     ("batch_norm", r"bn_fw|bn_bw|batch_norm|batchnorm"),
     ("matmul", r"gemm|cutlass|sm90_xmma|nvjet|cublas|wgmma|xmma_gemm"),
-    ("cross_entropy", r"log_softmax|softmax|nll_loss|cross_entropy|ce_forward|ce_backward"),
+    ("cross_entropy", r"log_softmax|softmax|nll_loss|cross_entropy|ce_forward|ce_backward|ce_fused"),
     ("layer_norm", r"layer_norm|layernorm"),
     ("optimizer", r"adam|multi_tensor_apply|foreach"),
     ("dropout", r"dropout|fused_dropout|philox"),
-    ("gelu", r"gelu"),
+    ("gelu", r"gelu|block_sums_kernel<[^>]*, true>"),  # efftrain's GELU backward with its column sums
     ("embedding", r"embedding|index_select|indexing_backward|index_put"),
-    ("reduce", r"reduce_kernel|reduce"),
+    ("reduce", r"reduce_kernel|reduce|block_sums_kernel|partial_sums_kernel"),  # bias gradients
     ("copy_cast", r"copy|cast|memcpy|memset|fill"),
     ("elementwise", r"elementwise|vectorized|unrolled"),
 ]

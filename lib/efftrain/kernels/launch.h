@@ -58,10 +58,14 @@ const char* residual_norm_backward(DType dtype, const void* dy, const float* ds_
 
 // gu = ga * gelu_tanh'(u) in `dtype` (fp16 or bf16), and sums[c] = sum over rows of gu[., c]
 // (the rounded gu, summed in fp32, rounded to `dtype`), through `partials`
-// (gelu_backward_partials(rows, width) floats of scratch). [rows, width] contiguous, width a
+// (column_sums_partials(rows, width) floats of scratch). [rows, width] contiguous, width a
 // multiple of 8, every pointer 16-byte aligned.
-int64_t gelu_backward_partials(int64_t rows, int64_t width);
+int64_t column_sums_partials(int64_t rows, int64_t width);
 const char* gelu_backward_sums(DType dtype, const void* ga, const void* u, int64_t rows, int64_t width, void* gu,
                                float* partials, void* sums, void* stream);
+// sums[c] = sum over rows of g[., c] (fp32 sums rounded to `dtype`, fp16 or bf16), through
+// `partials` as above; the same layout rules.
+const char* column_sums(DType dtype, const void* g, int64_t rows, int64_t width, float* partials, void* sums,
+                        void* stream);
 
 }  // namespace efftrain::kernels

@@ -1,5 +1,7 @@
 #include "efftrain/kernels/mlp.h"
 
+#include "efftrain/kernels/linear.h"
+
 #include <ATen/autocast_mode.h>
 
 #include <optional>
@@ -26,10 +28,6 @@ std::optional<torch::Tensor> opt(const torch::Tensor& t) {
 }
 }  // namespace
 
-torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-  return at::linear(x, w, opt(b));
-}
-
 namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
@@ -55,7 +53,7 @@ struct GeluLinear : torch::autograd::Function<GeluLinear> {
     auto uc = u.to(dt);
     auto a = torch::gelu(uc, "tanh").reshape({-1, w.size(1)});
     auto gw = g.t().mm(a).to(w.scalar_type());
-    auto gb = b.defined() ? g.sum(0).to(b.scalar_type()) : torch::Tensor();
+    auto gb = b.defined() ? column_sums(g.contiguous()).to(b.scalar_type()) : torch::Tensor();
     auto ga = g.mm(w.to(dt)).view(u.sizes());
     return {at::gelu_backward(ga, uc, "tanh").to(u.scalar_type()), gw, gb};
   }
@@ -65,12 +63,6 @@ torch::Tensor aten_mlp(const torch::Tensor& x, const torch::Tensor& w1, const to
                        const torch::Tensor& b2, bool keep_activation) {
   auto u = linear(x, w1, b1);
   return keep_activation ? linear(torch::gelu(u, "tanh"), w2, b2) : GeluLinear::apply(u, w2, opt(b2));
-}
-
-// The dtype a linear on x runs in: autocast's on CUDA where it is on, else x's.
-at::ScalarType run_dtype(const torch::Tensor& x) {
-  if (x.is_cuda() && at::autocast::is_autocast_enabled(at::kCUDA)) return at::autocast::get_autocast_dtype(at::kCUDA);
-  return x.scalar_type();
 }
 
 bool fusable(const torch::Tensor& x, int64_t width, int64_t hidden) {
@@ -164,7 +156,7 @@ bool gelu_aux_bias(const torch::Tensor& x, const torch::Tensor& w, const torch::
   return true;
 }
 
-// {gelu_backward(ga, u), its column sums}: kernels/gelu.cu's one pass where it was built, else
+// {gelu_backward(ga, u), its column sums}: kernels/column_sums.cu's one pass where it was built, else
 // ATen's gelu_backward and a sum that reads the result again.
 std::pair<torch::Tensor, torch::Tensor> gelu_backward_with_sums(const torch::Tensor& ga, const torch::Tensor& u) {
 #ifdef EFFTRAIN_WITH_KERNELS
@@ -172,7 +164,7 @@ std::pair<torch::Tensor, torch::Tensor> gelu_backward_with_sums(const torch::Ten
       aligned(ga.data_ptr()) && aligned(u.data_ptr())) {  // u: fp16 or bf16, width a multiple of 8 (fusable)
     const int64_t n = u.size(0), hidden = u.size(1);
     auto gu = torch::empty_like(u), sums = torch::empty({hidden}, u.options());
-    auto partials = torch::empty({gelu_backward_partials(n, hidden)}, u.options().dtype(torch::kFloat));
+    auto partials = torch::empty({column_sums_partials(n, hidden)}, u.options().dtype(torch::kFloat));
     check_launch(gelu_backward_sums(dtype_of(u), ga.data_ptr(), u.data_ptr(), n, hidden, gu.data_ptr(),
                                     partials.data_ptr<float>(), sums.data_ptr(), stream()),
                  "GELU backward with column sums");
@@ -215,18 +207,13 @@ struct FusedMlp : torch::autograd::Function<FusedMlp> {
     auto a = s[2].defined() ? s[2] : torch::gelu(u, "tanh");
     auto g = rows(grads[0].to(x.scalar_type()));
     auto gw2 = g.t().mm(a);
-    auto gb2 = ctx->saved_data["bias2"].toBool() ? g.sum(0) : torch::Tensor();
+    auto gb2 = ctx->saved_data["bias2"].toBool() ? column_sums(g) : torch::Tensor();
     auto [gu, gb1] = gelu_backward_with_sums(g.mm(w2), u);
     auto gw1 = gu.t().mm(x);
     auto gx = gu.mm(w1).view(ctx->saved_data["x_sizes"].toIntVector());
     return {gx, gw1, gb1, gw2, gb2, torch::Tensor()};
   }
 };
-
-// autocast's cast of t (cached for the weights, as at::linear's).
-torch::Tensor cast(at::ScalarType dt, const torch::Tensor& t) {
-  return t.defined() ? at::autocast::cached_cast(dt, t, at::kCUDA) : t;
-}
 #endif
 }  // namespace
 
@@ -239,7 +226,8 @@ torch::Tensor mlp(const torch::Tensor& x, const torch::Tensor& w1, const torch::
 #ifdef EFFTRAIN_WITH_CUBLASLT
   if (use_fused && b1.defined() && fusable(x, w1.size(1), w1.size(0)) && w2.size(1) == w1.size(0)) {
     const auto dt = run_dtype(x);
-    return FusedMlp::apply(cast(dt, x), cast(dt, w1), cast(dt, b1), cast(dt, w2), opt(cast(dt, b2)), keep_activation);
+    return FusedMlp::apply(autocast_cast(dt, x), autocast_cast(dt, w1), autocast_cast(dt, b1), autocast_cast(dt, w2),
+                           opt(autocast_cast(dt, b2)), keep_activation);
   }
 #endif
   (void)use_fused;

@@ -1,8 +1,9 @@
 // GPT-2's MLP, y = gelu_tanh(x w1^T + b1) w2^T + b2, differentiable, with the bias and GELU of
 // the first matmul in cuBLASLt's epilogue (GELU_AUX_BIAS, as Apex's FusedDenseGeluDense): the
 // matmul writes gelu(u) and u beside it, so no GELU kernel reads u back. Backward: ATen's matmuls,
-// and GELU's derivative (from the kept u) with c_fc's bias gradient in one pass of kernels/gelu.cu
-// where nvcc built the kernels (else ATen's gelu_backward and column sum). Where it applies -- CUDA, fp16 or bf16 after autocast,
+// and GELU's derivative (from the kept u) with c_fc's bias gradient in one pass of
+// kernels/column_sums.cu where nvcc built the kernels (else ATen's gelu_backward and column sum);
+// mlp_proj's bias gradient from kernels::column_sums. Where it applies -- CUDA, fp16 or bf16 after autocast,
 // widths a multiple of 8, a build that found cuBLASLt -- that path runs; elsewhere, and where
 // cuBLASLt has no algorithm for the epilogue (a warning, once), ATen's linear and gelu: the same
 // function. Numerics: the epilogue applies GELU to the fp32 accumulator before rounding, ATen to
@@ -17,13 +18,6 @@
 #include <torch/torch.h>
 
 namespace efftrain::kernels {
-
-// at::linear(x, w, b), b undefined: no bias. GPT's linear layers and mlp's ATen path use it:
-// at::linear, not the C++ frontend's Linear::forward / functional::linear, which for inputs of more
-// than two dimensions run matmul and then `out += bias` as a broadcast add of its own (19.5 ms of a
-// 96 ms GPT-2 small step at 32 x 1024 on an H200), where at::linear folds the batch dimensions and
-// cuBLAS adds the bias in the matmul's epilogue, as PyTorch's nn.Linear does.
-torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
 
 // "cublaslt_epilogue" or "aten": what mlp runs for an input like x (after autocast) and these widths.
 const char* mlp_path(const torch::Tensor& x, int64_t width, int64_t hidden);

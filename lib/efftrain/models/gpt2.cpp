@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "efftrain/kernels/cross_entropy.h"
+#include "efftrain/kernels/linear.h"
 #include "efftrain/kernels/mlp.h"
 #include "efftrain/kernels/residual_norm.h"
 #include "efftrain/memory/checkpoint.h"

@@ -1,0 +1,29 @@
+// Linear layers for GPT's blocks and their helpers: y = x w^T + b through at::linear (cuBLAS adds
+// the bias in the matmul's epilogue), with the bias gradient summed by the project's column-sum
+// kernel (kernels/column_sums.cu) where it applies instead of ATen's reduction.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace efftrain::kernels {
+
+// at::linear(x, w, b), b undefined: no bias. GPT's linear layers and mlp's ATen path use it:
+// at::linear, not the C++ frontend's Linear::forward / functional::linear, which for inputs of more
+// than two dimensions run matmul and then `out += bias` as a broadcast add of its own (19.5 ms of a
+// 96 ms GPT-2 small step at 32 x 1024 on an H200), where at::linear folds the batch dimensions and
+// cuBLAS adds the bias in the matmul's epilogue, as PyTorch's nn.Linear does. While gradients are
+// taken, on CUDA with fp16/bf16 activations (after autocast) and an output width a multiple of 8,
+// a differentiable bias gets its gradient from column_sums below; the matmuls are ATen's, the
+// same calls as at::linear's backward.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
+
+// The sums over rows of a [rows, width] matrix, in its dtype (fp32 accumulation): the project's
+// kernel on CUDA for contiguous fp16/bf16 with width a multiple of 8, else ATen's sum(0).
+torch::Tensor column_sums(const torch::Tensor& g);
+
+// The dtype a linear on x runs in: autocast's on CUDA where it is on, else x's.
+at::ScalarType run_dtype(const torch::Tensor& x);
+// autocast's cast of t to dt (cached for the weights, as at::linear's); undefined stays undefined.
+torch::Tensor autocast_cast(at::ScalarType dt, const torch::Tensor& t);
+
+}  // namespace efftrain::kernels
