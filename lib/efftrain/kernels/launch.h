@@ -49,8 +49,9 @@ const char* residual_norm_forward(DType dtype, const float* s_in, const void* h,
                                   void* y, float* mean, float* rstd, void* stream);
 // ds = ds_out + d layer_norm / d s_out . dy (ds_out may be null: zero); dh = dropout's backward
 // of ds rounded to h's dtype (the same mask: the same `rng`); dgamma, dbeta summed over rows
-// through `partials` (residual_norm_partials(rows, width) floats of scratch).
-int64_t residual_norm_partials(int64_t rows, int64_t width);
+// through `partials` (residual_norm_partials(dtype, rows, width) floats of scratch; the count
+// depends on the device's SMs).
+int64_t residual_norm_partials(DType dtype, int64_t rows, int64_t width);
 const char* residual_norm_backward(DType dtype, const void* dy, const float* ds_out, const float* s_out,
                                    const float* mean, const float* rstd, const float* gamma, int64_t rows,
                                    int64_t width, float keep, Philox rng, float* ds, void* dh, float* partials,

@@ -98,7 +98,7 @@ struct ResidualNorm : torch::autograd::Function<ResidualNorm> {
     auto ds_out = grads[0].defined() ? grads[0].to(torch::kFloat).contiguous() : torch::Tensor();
     auto ds = torch::empty_like(s_out);
     auto dh = torch::empty_like(s_out, h_dtype);
-    auto partials = torch::empty({residual_norm_partials(rows, width)}, s_out.options());
+    auto partials = torch::empty({residual_norm_partials(dtype_of(dh), rows, width)}, s_out.options());
     auto dgamma = torch::empty_like(weight), dbeta = torch::empty_like(weight);
     check_launch(residual_norm_backward(dtype_of(dh), dy.data_ptr(), ds_out.defined() ? ds_out.data_ptr<float>() : nullptr,
                                         s_out.data_ptr<float>(), mean.data_ptr<float>(), rstd.data_ptr<float>(),

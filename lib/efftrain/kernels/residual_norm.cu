@@ -21,7 +21,6 @@ namespace efftrain::kernels {
 namespace {
 
 constexpr int kWarps = 4;  // rows per block of 128 threads
-constexpr int64_t kMaxBackwardWarps = 2048;
 
 __device__ __forceinline__ void unpack(const Philox& r, uint64_t& seed, uint64_t& offset) {
   if (r.captured) {
@@ -210,11 +209,6 @@ __global__ void __launch_bounds__(256) column_sums_kernel(const float* __restric
   }
 }
 
-int64_t backward_warps(int64_t rows) {
-  const int64_t w = rows < kMaxBackwardWarps ? rows : kMaxBackwardWarps;
-  return (w + kWarps - 1) / kWarps * kWarps;
-}
-
 // Calls f(std::integral_constant<int, N4>) for the supported widths (128 x N4).
 template <class F> bool with_width(int64_t width, F&& f) {
   switch (width) {
@@ -239,6 +233,22 @@ template <class F> void with_dtype(DType d, F&& f) {
   }
 }
 
+// The backward kernel's warps for `rows`: one full wave of its blocks on the current device, at
+// most one warp per row. Each warp loops over rows, so any count is correct; a fixed 2048 warps
+// (512 blocks) ran as 1.3 waves on 132 SMs at the kernel's 3 blocks per SM (167 registers for
+// GPT-2's width), the second wave's few blocks leaving most SMs idle.
+template <class T, int N4> int64_t backward_warps(int64_t rows) {
+  int dev = 0, sms = 0, per_sm = 0;
+  int64_t blocks = 512;
+  if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, residual_norm_backward_kernel<T, N4>, 32 * kWarps, 0) ==
+          cudaSuccess &&
+      sms > 0 && per_sm > 0)
+    blocks = static_cast<int64_t>(sms) * per_sm;
+  const int64_t w = rows < blocks * kWarps ? rows : blocks * kWarps;
+  return (w + kWarps - 1) / kWarps * kWarps;
+}
+
 const char* launched() {
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
@@ -250,7 +260,13 @@ bool residual_norm_width_supported(int64_t width) {
   return with_width(width, [](auto) {});
 }
 
-int64_t residual_norm_partials(int64_t rows, int64_t width) { return 2 * backward_warps(rows) * width; }
+int64_t residual_norm_partials(DType dtype, int64_t rows, int64_t width) {
+  int64_t warps = 0;
+  with_dtype(dtype, [&](auto t) {
+    with_width(width, [&](auto n4) { warps = backward_warps<decltype(t), decltype(n4)::value>(rows); });
+  });
+  return 2 * warps * width;
+}
 
 const char* residual_norm_forward(DType dtype, const float* s_in, const void* h, const float* gamma, const float* beta,
                                   int64_t rows, int64_t width, float keep, Philox rng, float eps, float* s_out,
@@ -275,7 +291,7 @@ const char* residual_norm_backward(DType dtype, const void* dy, const float* ds_
                                    int64_t width, float keep, Philox rng, float* ds, void* dh, float* partials,
                                    float* dgamma, float* dbeta, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
-  const int64_t warps = backward_warps(rows);
+  const int64_t warps = residual_norm_partials(dtype, rows, width) / (2 * width);
   if (rows > 0) {
     bool ok = true;
     with_dtype(dtype, [&](auto t) {
