@@ -55,8 +55,54 @@ def load(path):
     return [e for e in events if e.get("ph") == "X" and e.get("cat") in DEVICE_CATS]
 
 
-def summarize(path, steps, top):
-    ev = load(path)
+def by_op(events, steps, depth=3, top=40):
+    """GPU time per (kernel, innermost `depth` CPU ops that launched it): each kernel's launch
+    (the runtime event of its correlation id) placed in the cpu_op events around it on its thread.
+    Kernels replayed from a CUDA graph have one launch (cudaGraphLaunch) and say little here: run
+    the profile eagerly for this."""
+    ops, runtime = collections.defaultdict(list), {}
+    for e in events:
+        if e.get("ph") != "X":
+            continue
+        if e.get("cat") == "cpu_op":
+            ops[(e.get("pid"), e.get("tid"))].append(e)
+        elif e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {}):
+            runtime[e["args"]["correlation"]] = e
+    launches = collections.defaultdict(list)
+    for e in runtime.values():
+        launches[(e.get("pid"), e.get("tid"))].append(e)
+    chain = {}  # correlation -> "innermost < ... < outer"
+    for tid, rts in launches.items():
+        seq = sorted(ops.get(tid, []), key=lambda o: (o["ts"], -o["dur"]))
+        stack, i = [], 0
+        for r in sorted(rts, key=lambda r: r["ts"]):
+            while i < len(seq) and seq[i]["ts"] <= r["ts"]:
+                while stack and stack[-1]["ts"] + stack[-1]["dur"] <= seq[i]["ts"]:
+                    stack.pop()
+                stack.append(seq[i])
+                i += 1
+            while stack and stack[-1]["ts"] + stack[-1]["dur"] < r["ts"]:
+                stack.pop()
+            chain[r["args"]["correlation"]] = " < ".join(o["name"] for o in reversed(stack[-depth:])) or "-"
+    acc = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") in DEVICE_CATS:
+            c = e.get("args", {}).get("correlation")
+            acc[(e["name"][:80], chain.get(c, "-"))] += e["dur"]
+    return [[k, c, v / 1000.0 / steps] for (k, c), v in acc.most_common(top)]
+
+
+def summarize(path, steps, top, ops=False):
+    if ops:
+        events, _ = read_trace(path)
+        out = summarize_events([e for e in events if e.get("ph") == "X" and e.get("cat") in DEVICE_CATS], path, steps,
+                               top)
+        out["by_op_ms_per_step"] = by_op(events, steps)
+        return out
+    return summarize_events(load(path), path, steps, top)
+
+
+def summarize_events(ev, path, steps, top):
     if not ev:
         return {"trace": path, "kernels": 0}
     busy = sum(e["dur"] for e in ev)
@@ -78,12 +124,13 @@ def main():
     ap.add_argument("--steps", type=int, nargs="*", default=[3], help="profiled steps per trace (one, or one each)")
     ap.add_argument("--top", type=int, default=12, help="kernels printed per trace (the JSON keeps 60)")
     ap.add_argument("--json", help="write the summaries here")
+    ap.add_argument("--ops", action="store_true", help="also GPU time by the CPU ops that launched each kernel")
     a = ap.parse_args()
     out = {}
     for i, arg in enumerate(a.traces):
         name, _, path = arg.partition("=")
         steps = a.steps[i] if i < len(a.steps) else a.steps[-1]
-        out[name] = summarize(path, steps, 60)
+        out[name] = summarize(path, steps, 60, a.ops)
     names = list(out)
     classes = sorted({c for s in out.values() for c in s.get("by_class_ms_per_step", {})},
                      key=lambda c: -max(s.get("by_class_ms_per_step", {}).get(c, 0) for s in out.values()))
@@ -96,6 +143,10 @@ def main():
         print(f"\n{n}: top kernels (ms per step)")
         for k, v in out[n].get("top_kernels_ms_per_step", [])[:a.top]:
             print(f"  {v:8.2f}  {k}")
+        if out[n].get("by_op_ms_per_step"):
+            print(f"\n{n}: kernels by the CPU ops that launched them (ms per step)")
+            for k, c, v in out[n]["by_op_ms_per_step"][:2 * a.top]:
+                print(f"  {v:8.2f}  {k[:60]}  <-  {c[:150]}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -3,9 +3,10 @@
 # configurations against PyTorch's (scripts/pytorch_reference.py) with the same model, batch and
 # precision, efftrain before and after each PyTorch run so that a drift of the card shows.
 # - GPT-2 small b32 x 1024 bf16: the fast configuration (padded vocabulary, fused loss, fused
-#   residual LayerNorms, CUDA graph) without and with task.model.fused_gelu, torch.compile between
-#   the pairs; selective recompute with fused_gelu (the <= 11 GiB target). Kineto trace of steps
-#   4-6 of the first fused_gelu run.
+#   residual LayerNorms, CUDA graph, task.model.fused_gelu) against the same without fused_gelu or
+#   on an earlier tree's binary (ISSUE12_BASE_BIN), torch.compile between the pairs; selective
+#   recompute (the <= 11 GiB target); ISSUE12_CHUNKS, ISSUE12_EAGER_TRACE: see below. Kineto trace
+#   of steps 4-6 of the first fast run.
 # - ResNet-50/CIFAR in each precision of ISSUE12_R50_PRECISIONS (default "bf16 fp16"; PyTorch's
 #   fp16 runs with GradScaler, efftrain's with its dynamic loss scaling): channels_last, device
 #   input, CUDA graph, cuDNN's fused BatchNorm + ReLU; b512 around torch.compile (trace of the
@@ -23,17 +24,45 @@ if [[ " $parts " == *" gpt2 "* ]]; then
        --set task.model.attention=sdpa --set task.model.vocab_multiple=128 --set task.model.fused_loss=true
        --set task.model.fused_norm=true --set train.cuda_graph=true --set train.max_steps=40
        --set train.timing_warmup_steps=10)
-  bench_run gpt2_fast_1 "${gpt[@]}"
-  bench_run gpt2_fast_gelu_1 "${gpt[@]}" --set task.model.fused_gelu=true "${trace[@]}"
+  # The pair beside the fast configuration: without fused_gelu, or with ISSUE12_BASE_BIN (an
+  # efftrain binary built from an earlier tree, ISSUE12_BASE_TREE naming it) the same
+  # configuration on that tree, traced too. ISSUE12_CHUNKS: extra runs at those
+  # task.model.head_chunk_rows.
+  gelu=(--set task.model.fused_gelu=true)
+  if [ -n "${ISSUE12_BASE_BIN:-}" ]; then
+    other=gpt2_base_gelu
+    run_other() { EFFTRAIN="$ISSUE12_BASE_BIN" bench_run "$@" "${gelu[@]}"; }
+    title="this tree and ${ISSUE12_BASE_TREE:-an earlier tree} (fused_gelu on both), torch.compile"
+  else
+    other=gpt2_fast
+    run_other() { bench_run "$@"; }
+    title="efftrain's fast configuration without and with cuBLASLt's GELU epilogue, torch.compile"
+  fi
+  bench_run gpt2_fast_gelu_1 "${gpt[@]}" "${gelu[@]}" "${trace[@]}"
+  if [ -n "${ISSUE12_BASE_BIN:-}" ]; then run_other ${other}_1 "${gpt[@]}" "${trace[@]}"; else run_other ${other}_1 "${gpt[@]}"; fi
   bench_pytorch pt_gpt2_compile_pad 0 --task gpt2 --batch 32 --precision bf16 --steps 20 --warmup 10 --compile \
     --vocab-multiple 128
-  bench_run gpt2_fast_2 "${gpt[@]}"
-  bench_run gpt2_fast_gelu_2 "${gpt[@]}" --set task.model.fused_gelu=true
-  bench_run gpt2_selective_gelu "${gpt[@]}" --set task.model.fused_gelu=true --set checkpointing.policy=selective
-  bench_side_by_side "$out/issue12_gpt2.json" \
-    "GPT-2 small b32x1024 bf16: efftrain's fast configuration without and with cuBLASLt's GELU epilogue, torch.compile" \
-    gpt2_fast_gelu_1 gpt2_fast_1 pt_gpt2_compile_pad gpt2_fast_2 gpt2_fast_gelu_2 gpt2_selective_gelu
+  run_other ${other}_2 "${gpt[@]}"
+  bench_run gpt2_fast_gelu_2 "${gpt[@]}" "${gelu[@]}"
+  bench_run gpt2_selective_gelu "${gpt[@]}" "${gelu[@]}" --set checkpointing.policy=selective
+  chunks=()
+  for c in ${ISSUE12_CHUNKS:-}; do
+    bench_run gpt2_fast_gelu_chunk$c "${gpt[@]}" "${gelu[@]}" --set task.model.head_chunk_rows=$c
+    chunks+=(gpt2_fast_gelu_chunk$c)
+  done
+  # ISSUE12_EAGER_TRACE=1: the fast configuration once more without the CUDA graph, traced, so
+  # that profile_summary.py --ops can name the CPU ops behind each kernel (a replayed graph has
+  # one launch for all of them).
+  if [ "${ISSUE12_EAGER_TRACE:-0}" = 1 ]; then
+    bench_run gpt2_eager_trace "${gpt[@]}" "${gelu[@]}" --set train.cuda_graph=false --set train.max_steps=10 \
+      --set train.timing_warmup_steps=2 "${trace[@]}"
+    python3 "$root/scripts/profile_summary.py" --steps 3 --ops --json "$out/issue12_gpt2_eager_ops.json" \
+      "gpt2_eager=$RUNS/gpt2_eager_trace/profile/trace.rank0.json" | tail -45
+  fi
+  bench_side_by_side "$out/issue12_gpt2.json" "GPT-2 small b32x1024 bf16: $title" \
+    gpt2_fast_gelu_1 ${other}_1 pt_gpt2_compile_pad ${other}_2 gpt2_fast_gelu_2 gpt2_selective_gelu "${chunks[@]}"
   traces+=("gpt2_fast_gelu=$RUNS/gpt2_fast_gelu_1/profile/trace.rank0.json")
+  [ -n "${ISSUE12_BASE_BIN:-}" ] && traces+=("gpt2_base_gelu=$RUNS/${other}_1/profile/trace.rank0.json")
 fi
 if [[ " $parts " == *" r50 "* ]]; then
   for p in ${ISSUE12_R50_PRECISIONS:-bf16 fp16}; do
