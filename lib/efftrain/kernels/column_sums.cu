@@ -45,44 +45,89 @@ template <class T> __device__ __forceinline__ float gelu_tanh_grad(float u) {
   return 0.5f * (1.f + t) + 0.5f * u * (1.f - t * t) * kBeta * (1.f + 3.f * kKappa * u2);
 }
 
-// kGelu: ga and u in, gu written and summed; else ga summed (u, gu unused).
-template <class T, bool kGelu>
-__global__ void __launch_bounds__(kMaxThreads) block_sums_kernel(const T* __restrict__ ga, const T* __restrict__ u,
-                                                                 int64_t rows, int64_t width, T* __restrict__ gu,
-                                                                 float* __restrict__ partials) {
+// Where block_sums_kernel's values come from: column(c) gives the reader of vector column c (N
+// consecutive columns), whose load(r) returns row r's N values, the ones summed (and stored
+// where an output is given).
+template <class T> struct Plain {  // g [rows, width] contiguous, summed only
+  using P = Pack<T, vec_of<T>()>;
+  static constexpr bool kStores = false;
+  const P* g;
+  int64_t vecs;
+  struct Column {
+    const P* p;
+    int64_t vecs;
+    __device__ P load(int64_t r) const { return p[r * vecs]; }
+  };
+  __device__ Column column(int64_t c) const { return {g + c, vecs}; }
+};
+
+template <class T> struct GeluBackward {  // ga * gelu'(u), both [rows, width] contiguous
+  using P = Pack<T, vec_of<T>()>;
+  static constexpr bool kStores = true;
+  const P* ga;
+  const P* u;
+  int64_t vecs;
+  struct Column {
+    const P *a, *x;
+    int64_t vecs;
+    __device__ P load(int64_t r) const {
+      const P av = a[r * vecs], xv = x[r * vecs];
+      P o;
+#pragma unroll
+      for (int j = 0; j < vec_of<T>(); ++j) o.v[j] = from_f<T>(to_f(av.v[j]) * gelu_tanh_grad<T>(to_f(xv.v[j])));
+      return o;
+    }
+  };
+  __device__ Column column(int64_t c) const { return {ga + c, u + c, vecs}; }
+};
+
+template <class T> struct QkvGather {  // row b * seq + t, column s * C + h * D + d <- parts[s][b, h, t, d]
+  using P = Pack<T, vec_of<T>()>;
+  static constexpr bool kStores = true;
+  QkvParts parts;
+  struct Column {
+    const T* p;
+    int64_t sb, st, seq;
+    __device__ P load(int64_t r) const {
+      return *reinterpret_cast<const P*>(p + (r / seq) * sb + (r % seq) * st);
+    }
+  };
+  __device__ Column column(int64_t c) const {
+    const int64_t col = c * vec_of<T>(), C = parts.heads * parts.head_dim;
+    const int s = static_cast<int>(col / C);
+    const int64_t h = (col % C) / parts.head_dim, d = col % parts.head_dim;
+    const auto* base = static_cast<const T*>(s == 0 ? parts.p[0] : s == 1 ? parts.p[1] : parts.p[2]);
+    return {base + h * parts.stride_h[s] + d, parts.stride_b[s], parts.stride_t[s], parts.seq};
+  }
+};
+
+// One block per kRowsPerBlock rows: each thread takes vector columns c, c + blockDim.x, ..., loads
+// the block's rows of them from `src`, stores them to `out` ([rows, width] contiguous) where the
+// source says so, and writes their fp32 sums to partials[block, columns].
+template <class T, class Src>
+__global__ void __launch_bounds__(kMaxThreads) block_sums_kernel(Src src, int64_t rows, int64_t width,
+                                                                 T* __restrict__ out, float* __restrict__ partials) {
   constexpr int N = vec_of<T>();
   using P = Pack<T, N>;
   const int64_t vecs = width / N;
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock;
   const int64_t r1 = r0 + kRowsPerBlock < rows ? r0 + kRowsPerBlock : rows;
-  const auto* pa = reinterpret_cast<const P*>(ga);
-  const auto* pu = reinterpret_cast<const P*>(u);
-  auto* po = reinterpret_cast<P*>(gu);
+  auto* po = reinterpret_cast<P*>(out);
   for (int64_t c = threadIdx.x; c < vecs; c += blockDim.x) {
+    const auto col = src.column(c);
     float acc[N];
 #pragma unroll
     for (int j = 0; j < N; ++j) acc[j] = 0.f;
 #pragma unroll 4
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t i = r * vecs + c;
-      const P a = pa[i];
-      if constexpr (kGelu) {
-        const P x = pu[i];
-        P o;
+      const P o = col.load(r);
 #pragma unroll
-        for (int j = 0; j < N; ++j) {
-          o.v[j] = from_f<T>(to_f(a.v[j]) * gelu_tanh_grad<T>(to_f(x.v[j])));
-          acc[j] += to_f(o.v[j]);
-        }
-        po[i] = o;
-      } else {
-#pragma unroll
-        for (int j = 0; j < N; ++j) acc[j] += to_f(a.v[j]);
-      }
+      for (int j = 0; j < N; ++j) acc[j] += to_f(o.v[j]);
+      if constexpr (Src::kStores) po[r * vecs + c] = o;
     }
-    float* out = partials + static_cast<int64_t>(blockIdx.x) * width + c * N;
+    float* pp = partials + static_cast<int64_t>(blockIdx.x) * width + c * N;
 #pragma unroll
-    for (int j = 0; j < N; ++j) out[j] = acc[j];
+    for (int j = 0; j < N; ++j) pp[j] = acc[j];
   }
 }
 
@@ -105,18 +150,26 @@ __global__ void __launch_bounds__(256) partial_sums_kernel(const float* __restri
   }
 }
 
-template <class T, bool kGelu>
-const char* launch(const void* ga, const void* u, int64_t rows, int64_t width, void* gu, float* partials, void* sums,
-                   cudaStream_t s) {
+template <class T, class Src>
+const char* launch(Src src, int64_t rows, int64_t width, void* out, float* partials, void* sums, cudaStream_t s) {
   const int64_t blocks = column_sums_partials(rows, width) / width;
   const int64_t vecs = width / vec_of<T>();
   const int threads = static_cast<int>(vecs < kMaxThreads ? (vecs + 31) / 32 * 32 : kMaxThreads);
-  block_sums_kernel<T, kGelu><<<static_cast<unsigned>(blocks), threads, 0, s>>>(
-      static_cast<const T*>(ga), static_cast<const T*>(u), rows, width, static_cast<T*>(gu), partials);
+  block_sums_kernel<T, Src><<<static_cast<unsigned>(blocks), threads, 0, s>>>(src, rows, width, static_cast<T*>(out),
+                                                                              partials);
   partial_sums_kernel<T><<<static_cast<unsigned>((width + 31) / 32), 256, 0, s>>>(partials, blocks, width,
                                                                                  static_cast<T*>(sums));
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
+
+// Calls f(T{}) for fp16 and bf16; false for fp32.
+template <class F> bool with_half(DType d, F&& f) {
+  switch (d) {
+    case DType::f16: f(__half{}); return true;
+    case DType::bf16: f(__nv_bfloat16{}); return true;
+    default: return false;
+  }
 }
 
 }  // namespace
@@ -127,22 +180,37 @@ int64_t column_sums_partials(int64_t rows, int64_t width) {
 
 const char* gelu_backward_sums(DType dtype, const void* ga, const void* u, int64_t rows, int64_t width, void* gu,
                                float* partials, void* sums, void* stream) {
-  const auto s = static_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case DType::f16: return launch<__half, true>(ga, u, rows, width, gu, partials, sums, s);
-    case DType::bf16: return launch<__nv_bfloat16, true>(ga, u, rows, width, gu, partials, sums, s);
-    default: return "gelu_backward_sums: fp16 or bf16 only";
-  }
+  const char* err = "gelu_backward_sums: fp16 or bf16 only";
+  with_half(dtype, [&](auto t) {
+    using T = decltype(t);
+    using P = typename GeluBackward<T>::P;
+    err = launch<T>(GeluBackward<T>{static_cast<const P*>(ga), static_cast<const P*>(u), width / vec_of<T>()}, rows,
+                    width, gu, partials, sums, static_cast<cudaStream_t>(stream));
+  });
+  return err;
 }
 
 const char* column_sums(DType dtype, const void* g, int64_t rows, int64_t width, float* partials, void* sums,
                         void* stream) {
-  const auto s = static_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case DType::f16: return launch<__half, false>(g, nullptr, rows, width, nullptr, partials, sums, s);
-    case DType::bf16: return launch<__nv_bfloat16, false>(g, nullptr, rows, width, nullptr, partials, sums, s);
-    default: return "column_sums: fp16 or bf16 only";
-  }
+  const char* err = "column_sums: fp16 or bf16 only";
+  with_half(dtype, [&](auto t) {
+    using T = decltype(t);
+    using P = typename Plain<T>::P;
+    err = launch<T>(Plain<T>{static_cast<const P*>(g), width / vec_of<T>()}, rows, width, nullptr, partials, sums,
+                    static_cast<cudaStream_t>(stream));
+  });
+  return err;
+}
+
+const char* qkv_gather_sums(DType dtype, const QkvParts& parts, void* out, float* partials, void* sums,
+                            void* stream) {
+  const char* err = "qkv_gather_sums: fp16 or bf16 only";
+  const int64_t rows = parts.batch * parts.seq, width = 3 * parts.heads * parts.head_dim;
+  with_half(dtype, [&](auto t) {
+    using T = decltype(t);
+    err = launch<T>(QkvGather<T>{parts}, rows, width, out, partials, sums, static_cast<cudaStream_t>(stream));
+  });
+  return err;
 }
 
 }  // namespace efftrain::kernels

@@ -68,5 +68,16 @@ const char* gelu_backward_sums(DType dtype, const void* ga, const void* u, int64
 // `partials` as above; the same layout rules.
 const char* column_sums(DType dtype, const void* g, int64_t rows, int64_t width, float* partials, void* sums,
                         void* stream);
+// The gradient of a [batch, seq, 3 x heads x head_dim] projection that was split into q, k and v
+// and viewed as [batch, heads, seq, head_dim] each: out[b * seq + t, s * C + h * D + d] =
+// p[s][b, h, t, d] (C = heads x head_dim, D = head_dim), contiguous, and its column sums (the
+// projection's bias gradient) as above, in one pass. Each part: head_dim contiguous (stride 1),
+// the other strides in elements; D a multiple of 8 and every part 16-byte aligned.
+struct QkvParts {
+  const void* p[3];
+  int64_t stride_b[3], stride_h[3], stride_t[3];
+  int64_t batch, heads, seq, head_dim;
+};
+const char* qkv_gather_sums(DType dtype, const QkvParts& parts, void* out, float* partials, void* sums, void* stream);
 
 }  // namespace efftrain::kernels

@@ -45,6 +45,15 @@ std::optional<torch::Tensor> opt(const torch::Tensor& t) {
   return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt;
 }
 
+// [B, T, 3C] -> q, k, v [B, heads, T, D] views.
+std::array<torch::Tensor, 3> split_heads(const torch::Tensor& qkv, int64_t heads) {
+  const int64_t B = qkv.size(0), T = qkv.size(1), C = qkv.size(2) / 3, D = C / heads;
+  auto parts = qkv.split(C, 2);
+  std::array<torch::Tensor, 3> out;
+  for (int i = 0; i < 3; ++i) out[i] = parts[i].view({B, T, heads, D}).transpose(1, 2);
+  return out;
+}
+
 #ifdef EFFTRAIN_WITH_KERNELS
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
@@ -68,19 +77,82 @@ struct BiasLinear : torch::autograd::Function<BiasLinear> {
     return {gx, gw, gb};
   }
 };
+
+bool aligned16(const torch::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+// qkv_linear as one function: the three views are its outputs, and backward takes their three
+// gradients in whatever strides attention's backward left them.
+struct QkvLinear : torch::autograd::Function<QkvLinear> {
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
+                               const torch::Tensor& b, int64_t heads) {
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["heads"] = heads;
+    auto qkv = split_heads(at::linear(x, w, b), heads);
+    return {qkv[0], qkv[1], qkv[2]};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const auto &x = s[0], &w = s[1];
+    const c10::cuda::CUDAGuard guard(x.device());
+    const int64_t heads = ctx->saved_data["heads"].toInt();
+    const int64_t B = x.size(0), T = x.size(1), C3 = w.size(0), D = C3 / 3 / heads;
+    const auto opts = x.options().dtype(w.scalar_type());
+    QkvParts parts{};
+    std::array<torch::Tensor, 3> g;
+    for (int i = 0; i < 3; ++i) {
+      g[i] = grads[i].defined() ? grads[i] : torch::zeros({B, heads, T, D}, opts);
+      if (g[i].stride(3) != 1 || !aligned16(g[i]) || g[i].scalar_type() != w.scalar_type()) g[i] = g[i].contiguous().to(w.scalar_type());
+      parts.p[i] = g[i].data_ptr();
+      parts.stride_b[i] = g[i].stride(0);
+      parts.stride_h[i] = g[i].stride(1);
+      parts.stride_t[i] = g[i].stride(2);
+    }
+    parts.batch = B, parts.heads = heads, parts.seq = T, parts.head_dim = D;
+    auto dqkv = torch::empty({B * T, C3}, opts), gb = torch::empty({C3}, opts);
+    auto partials = torch::empty({column_sums_partials(B * T, C3)}, opts.dtype(torch::kFloat));
+    check_launch(qkv_gather_sums(dtype_of(dqkv), parts, dqkv.data_ptr(), partials.data_ptr<float>(), gb.data_ptr(),
+                                 stream()),
+                 "q/k/v gradient gather with column sums");
+    torch::Tensor gx, gw;
+    if (ctx->needs_input_grad(0)) gx = dqkv.mm(w).view(x.sizes());
+    if (ctx->needs_input_grad(1)) gw = dqkv.t().mm(x.reshape({-1, x.size(-1)}));
+    return {gx, gw, ctx->needs_input_grad(2) ? gb : torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// Whether linear(x, w, b) takes BiasLinear: the dtype it runs in, or nullopt.
+std::optional<at::ScalarType> own_backward(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  if (!(b.defined() && b.requires_grad() && torch::GradMode::is_enabled() && x.is_cuda() && x.numel() > 0 &&
+        w.size(0) % 8 == 0))
+    return std::nullopt;
+  const auto dt = run_dtype(x);
+  if (dt != torch::kHalf && dt != torch::kBFloat16) return std::nullopt;
+  return dt;
+}
 #endif
 }  // namespace
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
 #ifdef EFFTRAIN_WITH_KERNELS
-  if (b.defined() && b.requires_grad() && torch::GradMode::is_enabled() && x.is_cuda() && x.numel() > 0 &&
-      w.size(0) % 8 == 0) {
-    const auto dt = run_dtype(x);
-    if (dt == torch::kHalf || dt == torch::kBFloat16)
-      return BiasLinear::apply(autocast_cast(dt, x), autocast_cast(dt, w), autocast_cast(dt, b));
-  }
+  if (const auto dt = own_backward(x, w, b))
+    return BiasLinear::apply(autocast_cast(*dt, x), autocast_cast(*dt, w), autocast_cast(*dt, b));
 #endif
   return at::linear(x, w, opt(b));
+}
+
+std::array<torch::Tensor, 3> qkv_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                                        int64_t heads) {
+  TORCH_CHECK(x.dim() == 3 && w.size(0) % (3 * heads) == 0, "qkv_linear: x [B, T, C] and w [3 x heads x D, C] expected");
+#ifdef EFFTRAIN_WITH_KERNELS
+  const auto dt = own_backward(x, w, b);
+  if (dt && (w.size(0) / 3 / heads) % 8 == 0) {
+    auto out = QkvLinear::apply(autocast_cast(*dt, x), autocast_cast(*dt, w), autocast_cast(*dt, b), heads);
+    return {out[0], out[1], out[2]};
+  }
+  return split_heads(linear(x, w, b), heads);
+#else
+  return split_heads(at::linear(x, w, opt(b)), heads);
+#endif
 }
 
 }  // namespace efftrain::kernels

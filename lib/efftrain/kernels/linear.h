@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include <array>
+
 namespace efftrain::kernels {
 
 // at::linear(x, w, b), b undefined: no bias. GPT's linear layers and mlp's ATen path use it:
@@ -16,6 +18,15 @@ namespace efftrain::kernels {
 // a differentiable bias gets its gradient from column_sums below; the matmuls are ATen's, the
 // same calls as at::linear's backward.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
+
+// q, k, v [B, heads, T, D] of attention: x [B, T, C] through linear(x, w, b) ([B, T, 3C]),
+// split in three and each viewed as [B, T, heads, D] and transposed. Where linear's backward is the
+// project's (see above) and D is a multiple of 8, one function: backward writes the three
+// gradients into the projection's [B x T, 3C] gradient and sums its columns (the bias gradient)
+// in one pass of kernels/column_sums.cu, where autograd would concatenate them (a copy) and the
+// bias gradient read the result again.
+std::array<torch::Tensor, 3> qkv_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                                        int64_t heads);
 
 // The sums over rows of a [rows, width] matrix, in its dtype (fp32 accumulation): the project's
 // kernel on CUDA for contiguous fp16/bf16 with width a multiple of 8, else ATen's sum(0).

@@ -112,10 +112,7 @@ GptBlockImpl::GptBlockImpl(const GptConfig& c) : c_(c) {
 
 torch::Tensor GptBlockImpl::attention(const torch::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), C = c_.width, H = c_.heads, D = C / H;
-  auto qkv = dense(c_attn_, x).split(C, 2);
-  auto q = qkv[0].view({B, T, H, D}).transpose(1, 2);
-  auto k = qkv[1].view({B, T, H, D}).transpose(1, 2);
-  auto v = qkv[2].view({B, T, H, D}).transpose(1, 2);
+  auto [q, k, v] = kernels::qkv_linear(x, c_attn_->weight, c_attn_->bias, H);
   const double p = is_training() ? c_.dropout : 0.0;
   torch::Tensor y;
   if (c_.sdpa) {

@@ -5,6 +5,8 @@
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
+#include <functional>
+
 #include "efftrain/kernels/linear.h"
 #include "model_files.h"
 
@@ -79,4 +81,78 @@ TEST_CASE("gpu: kernels::linear under bf16 autocast: ATen's output and matmul gr
   CHECK(relative_error(ours[2], ref[2]) < 1e-6);  // w
   CHECK(ours[3].dtype() == torch::kFloat);         // the fp32 bias's gradient, through autocast's cast
   CHECK(relative_error(ours[3], ref[3]) < 4e-3);  // b: both fp32 sums rounded to bf16, other orders
+}
+
+namespace {
+// q, k, v of qkv_linear or of the ops written out, and the gradients of `loss(q, k, v)` for x, w, b.
+std::vector<torch::Tensor> qkv_grads(bool ours, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                                     int64_t heads,
+                                     const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&,
+                                                                       const torch::Tensor&)>& loss) {
+  auto xl = x.clone().requires_grad_(true), wl = w.clone().requires_grad_(true), bl = b.clone().requires_grad_(true);
+  torch::Tensor q, k, v;
+  if (ours) {
+    auto out = kernels::qkv_linear(xl, wl, bl, heads);
+    q = out[0], k = out[1], v = out[2];
+  } else {
+    const int64_t B = x.size(0), T = x.size(1), C = w.size(0) / 3;
+    auto parts = at::linear(xl, wl, bl).split(C, 2);
+    q = parts[0].view({B, T, heads, C / heads}).transpose(1, 2);
+    k = parts[1].view({B, T, heads, C / heads}).transpose(1, 2);
+    v = parts[2].view({B, T, heads, C / heads}).transpose(1, 2);
+  }
+  loss(q, k, v).backward();
+  return {q.detach(), k.detach(), v.detach(), xl.grad(), wl.grad(), bl.grad()};
+}
+}  // namespace
+
+TEST_CASE("kernels::qkv_linear off CUDA: linear split into heads, [B, heads, T, D] views") {
+  torch::manual_seed(1);
+  auto x = torch::randn({2, 5, 8}), w = torch::randn({24, 8}), b = torch::randn({24});
+  auto r = torch::randn({3, 2, 2, 5, 4});
+  auto loss = [&](auto& q, auto& k, auto& v) { return (q * r[0]).sum() + (k * r[1]).sum() + (v * r[2]).sum(); };
+  auto ours = qkv_grads(true, x, w, b, 2, loss), ref = qkv_grads(false, x, w, b, 2, loss);
+  CHECK(ours[0].sizes() == torch::IntArrayRef{2, 2, 5, 4});
+  for (size_t i = 0; i < ref.size(); ++i) CHECK(torch::equal(ours[i], ref[i]));
+}
+
+TEST_CASE("gpu: kernels::qkv_linear under bf16 autocast: the gradients of q, k, v in any layout gathered, the bias "
+          "gradient summed on the way",
+          "[gpu]") {
+  if (!torch::cuda::is_available()) SKIP("needs a GPU");
+  torch::manual_seed(7);
+  const auto f32 = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat);
+  const int64_t B = 3, T = 100, heads = 4, D = 32, C = heads * D;
+  auto x = torch::randn({B, T, C}, f32).to(torch::kBFloat16), w = torch::randn({3 * C, C}, f32) * 0.1,
+       b = torch::randn({3 * C}, f32);
+  // the gradients arrive as [B, heads, T, D] contiguous, as [B, T, heads, D] memory (transposed
+  // views), and from SDPA's backward (whatever layout its kernel writes); one of them missing
+  auto r = torch::randn({3, B, heads, T, D}, f32), rt = torch::randn({3, B, T, heads, D}, f32);
+  const std::vector<std::pair<std::string, std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&,
+                                                                        const torch::Tensor&)>>>
+      losses = {
+          {"contiguous", [&](auto& q, auto& k, auto& v) { return (q * r[0]).sum() + (k * r[1]).sum() + (v * r[2]).sum(); }},
+          {"transposed", [&](auto& q, auto& k, auto& v) {
+             return (q * rt[0].transpose(1, 2)).sum() + (k * rt[1].transpose(1, 2)).sum() + (v * rt[2].transpose(1, 2)).sum();
+           }},
+          {"sdpa", [&](auto& q, auto& k, auto& v) {
+             return (at::scaled_dot_product_attention(q, k, v, {}, 0.0, true).to(torch::kFloat) * r[0]).sum();
+           }},
+          {"v unused", [&](auto& q, auto& k, auto&) { return (q * r[0]).sum() + (k * r[1]).sum(); }}};
+  for (const auto& [name, loss] : losses) {
+    INFO(name);
+    auto run = [&](bool ours) {
+      at::autocast::set_autocast_enabled(at::kCUDA, true);
+      at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+      auto out = qkv_grads(ours, x, w, b, heads, loss);
+      at::autocast::set_autocast_enabled(at::kCUDA, false);
+      at::autocast::clear_cache();
+      return out;
+    };
+    const auto ours = run(true), ref = run(false);
+    for (int i = 0; i < 3; ++i) CHECK(torch::equal(ours[i], ref[i]));  // q, k, v: the same at::linear
+    CHECK(relative_error(ours[3], ref[3]) < 1e-6);                      // x: the same matmul of the same gradient
+    CHECK(relative_error(ours[4], ref[4]) < 1e-6);                      // w
+    CHECK(relative_error(ours[5], ref[5]) < 4e-3);                      // b: fp32 sums rounded to bf16
+  }
 }
