@@ -52,6 +52,7 @@ struct ModelConfig {
   std::string norm = "batch";      // small CNN: batch | none
   bool zero_init_residual = false;
   std::string attention = "sdpa";  // plain | sdpa
+  std::string sdpa_backend = "auto";  // auto | cudnn | flash | efficient | math
 };
 
 struct TaskConfig {

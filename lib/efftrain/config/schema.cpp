@@ -368,7 +368,7 @@ template <class V> void visit(V& v, ModelConfig& c) {
           "CPU, or in a build without nvcc, ATen runs (the report's model.loss_kernel says which).");
   v.field("head_chunk_rows", c.head_chunk_rows,
           "GPT: classifier rows (tokens) per chunk in training with fused_loss or selective checkpointing; 0 = "
-          "2048 under selective (memory first), else 8192 (fewer, larger matmuls).",
+          "2048 under selective (memory first), else 16384 (fewer, larger matmuls).",
           at_least(0));
   v.field("fused_norm", c.fused_norm,
           "GPT: each residual add, its dropout and the LayerNorm after it in one CUDA kernel per direction (fp32 "
@@ -395,6 +395,10 @@ template <class V> void visit(V& v, ModelConfig& c) {
   v.field("zero_init_residual", c.zero_init_residual, "Zero-init the last BN gamma of each residual block.");
   v.one_of("attention", c.attention, {"plain", "sdpa"},
            "plain: materialized masked softmax; sdpa: scaled_dot_product_attention.");
+  v.one_of("sdpa_backend", c.sdpa_backend, {"auto", "cudnn", "flash", "efficient", "math"},
+           "attention sdpa: the only backend scaled_dot_product_attention may use in this process (what PyTorch's "
+           "sdpa_kernel context does); auto: PyTorch's choice. A backend that cannot run the inputs is an error. The "
+           "report's model.attention_kernel says which ran.");
 }
 
 template <class V> void visit(V& v, TaskConfig& c) {

@@ -236,9 +236,19 @@ torch::Tensor GptImpl::loss(const torch::Tensor& idx, const torch::Tensor& targe
   return torch::nn::functional::cross_entropy(flat, targets.reshape({-1}));
 }
 
+void use_sdpa_backend(const std::string& name) {
+  if (name == "auto") return;
+  TORCH_CHECK(name == "cudnn" || name == "flash" || name == "efficient" || name == "math", "unknown SDPA backend ", name);
+  auto& ctx = at::globalContext();
+  ctx.setSDPUseCuDNN(name == "cudnn");
+  ctx.setSDPUseFlash(name == "flash");
+  ctx.setSDPUseMemEfficient(name == "efficient");
+  ctx.setSDPUseMath(name == "math");
+}
+
 int64_t GptImpl::head_chunk_rows() const {
   if (c_.head_chunk_rows > 0) return c_.head_chunk_rows;
-  return c_.selective_recompute ? 2048 : 8192;
+  return c_.selective_recompute ? 2048 : 16384;
 }
 
 double GptImpl::train_flops_per_token(int64_t T) const {

@@ -93,7 +93,7 @@ class LanguageModelTask : public Task {
         T_(ctx.cfg.task.data.seq_len), batch_(ctx.cfg.train.batch_size),
         n_train_((splits_.train.size(0) - 1) / T_),
         sampler_(n_train_, batch_, ctx.cfg.train.seed, ctx.rank, ctx.world_size),
-        on_device_(ctx.cfg.task.data.input_path != "host") {
+        on_device_(ctx.cfg.task.data.input_path != "host"), sdpa_backend_(ctx.cfg.task.model.sdpa_backend) {
     if (T_ > model_->config().context)
       throw UserError("task.data.seq_len: expected at most the model context " + std::to_string(model_->config().context) +
                       ", found " + std::to_string(T_));
@@ -197,6 +197,7 @@ class LanguageModelTask : public Task {
             {"parameters_unpadded", params - (c.padded_vocab() - c.vocab) * c.width},
             {"dropout", c.dropout}, {"seq_len", T_},
             {"attention", c.sdpa ? "sdpa" : "plain"},
+            {"sdpa_backend", sdpa_backend_},
             {"attention_kernel", model_->attention_kernel().empty() ? nlohmann::json(nullptr)
                                                                     : nlohmann::json(model_->attention_kernel())},
             {"fused_loss", c.fused_loss},
@@ -218,6 +219,7 @@ class LanguageModelTask : public Task {
   int64_t T_, batch_, n_train_, n_eval_ = 0;
   data::EpochSampler sampler_;
   bool on_device_;
+  std::string sdpa_backend_;
   torch::Tensor offsets_, device_offsets_;  // 0..T on the CPU and on the run's device
 };
 
@@ -233,6 +235,7 @@ std::unique_ptr<Task> make_gpt(const BuildContext& ctx, models::GptConfig g, con
   g.vocab = splits.vocab;
   g.dropout = ctx.cfg.task.model.dropout;
   g.sdpa = ctx.cfg.task.model.attention == "sdpa";
+  models::use_sdpa_backend(ctx.cfg.task.model.sdpa_backend);
   g.vocab_multiple = ctx.cfg.task.model.vocab_multiple;
   g.fused_loss = ctx.cfg.task.model.fused_loss;
   g.fused_norm = ctx.cfg.task.model.fused_norm;

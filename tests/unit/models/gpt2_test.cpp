@@ -162,7 +162,7 @@ TEST_CASE("a GPT's fused loss equals its ATen loss on the CPU path") {
   CHECK(std::abs(la.item<double>() - lb.item<double>()) <= 1e-6 * la.item<double>());
   CHECK(a->loss_kernel() == "aten");
   CHECK(b->loss_kernel() == "aten, chunked");  // training: the classifier's gradients in forward
-  CHECK(a->head_chunk_rows() == 8192);
+  CHECK(a->head_chunk_rows() == 16384);
   c.selective_recompute = true;
   CHECK(models::Gpt(c)->head_chunk_rows() == 2048);
   c.head_chunk_rows = 5;
@@ -260,4 +260,29 @@ TEST_CASE("cuBLASLt's GELU epilogue (fused_gelu) falls back on the CPU to the sa
       CHECK(torch::equal(b.grads[i], a.grads[i]));
     }
   }
+}
+
+TEST_CASE("use_sdpa_backend restricts scaled_dot_product_attention to one backend") {
+  auto& ctx = at::globalContext();
+  const auto restore = [&] {
+    ctx.setSDPUseCuDNN(true), ctx.setSDPUseFlash(true), ctx.setSDPUseMemEfficient(true), ctx.setSDPUseMath(true);
+  };
+  auto run = [](const std::string& backend) {
+    models::use_sdpa_backend(backend);
+    torch::manual_seed(0);
+    models::Gpt m(tiny(true));
+    torch::manual_seed(1);
+    auto idx = torch::randint(0, 97, {3, 16}, torch::kLong);
+    torch::NoGradGuard ng;
+    auto loss = m->loss(idx, idx).item<double>();
+    return std::make_pair(loss, m->attention_kernel());
+  };
+  const auto [l_auto, k_auto] = run("auto");
+  const auto [l_math, k_math] = run("math");
+  CHECK(k_math == "math");
+  CHECK(k_auto != "math");  // the CPU's flash kernel
+  CHECK(std::abs(l_math - l_auto) <= 1e-5 * l_auto);
+  CHECK_THROWS(run("cudnn"));  // no cuDNN attention on the CPU: an error, not another backend
+  restore();
+  CHECK_THROWS(models::use_sdpa_backend("fast"));
 }
