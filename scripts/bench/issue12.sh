@@ -59,6 +59,11 @@ if [[ " $parts " == *" gpt2 "* ]]; then
     python3 "$root/scripts/profile_summary.py" --steps 3 --ops --json "$out/issue12_gpt2_eager_ops.json" \
       "gpt2_eager=$RUNS/gpt2_eager_trace/profile/trace.rank0.json" | tail -45
   fi
+  # ISSUE12_SDPA: extra runs with task.model.sdpa_backend set to each of these.
+  for b in ${ISSUE12_SDPA:-}; do
+    bench_run gpt2_fast_gelu_sdpa_$b "${gpt[@]}" "${gelu[@]}" --set task.model.sdpa_backend=$b
+    chunks+=(gpt2_fast_gelu_sdpa_$b)
+  done
   bench_side_by_side "$out/issue12_gpt2.json" "GPT-2 small b32x1024 bf16: $title" \
     gpt2_fast_gelu_1 ${other}_1 pt_gpt2_compile_pad ${other}_2 gpt2_fast_gelu_2 gpt2_selective_gelu "${chunks[@]}"
   traces+=("gpt2_fast_gelu=$RUNS/gpt2_fast_gelu_1/profile/trace.rank0.json")
