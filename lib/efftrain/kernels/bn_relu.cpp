@@ -17,9 +17,10 @@ namespace efftrain::kernels {
 namespace {
 torch::Tensor aten_bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& weight,
                                const torch::Tensor& bias, const torch::Tensor& running_mean,
-                               const torch::Tensor& running_var, double momentum, double eps) {
+                               const torch::Tensor& running_var, double momentum, double eps, bool relu) {
   auto y = torch::nn::functional::detail::batch_norm(x, running_mean, running_var, weight, bias, /*training=*/true,
                                                      momentum, eps);
+  if (!relu) return y;
   return torch::relu(z.defined() ? y + z : y);
 }
 
@@ -33,7 +34,8 @@ struct Refused : std::exception {};  // thrown out of BnAddRelu::forward before 
 
 constexpr auto kMode = CUDNN_BATCHNORM_SPATIAL_PERSISTENT;  // what ATen's cuDNN BatchNorm uses in training
 
-cudnnBatchNormOps_t ops_for(bool add) {
+cudnnBatchNormOps_t ops_for(bool add, bool relu) {
+  if (!relu) return CUDNN_BATCHNORM_OPS_BN;
   return add ? CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION : CUDNN_BATCHNORM_OPS_BN_ACTIVATION;
 }
 
@@ -66,17 +68,19 @@ struct BnAddRelu : torch::autograd::Function<BnAddRelu> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const std::optional<torch::Tensor>& z_in,
                                const torch::Tensor& weight, const torch::Tensor& bias,
                                const std::optional<torch::Tensor>& running_mean_in,
-                               const std::optional<torch::Tensor>& running_var_in, double momentum, double eps) {
+                               const std::optional<torch::Tensor>& running_var_in, double momentum, double eps,
+                               bool relu) {
     const c10::cuda::CUDAGuard guard(x.device());
     const torch::Tensor z = z_in.value_or(torch::Tensor()), running_mean = running_mean_in.value_or(torch::Tensor()),
                         running_var = running_var_in.value_or(torch::Tensor());
     const bool add = z.defined();
-    const auto ops = ops_for(add);
+    const auto ops = ops_for(add, relu);
     Call c(x, weight);
+    const auto act = relu ? c.act : nullptr;  // BatchNorm alone: no activation descriptor
     size_t ws = 0, rs = 0;
     AT_CUDNN_CHECK(cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(
-        c.handle, kMode, ops, c.data.desc(), add ? c.data.desc() : nullptr, c.data.desc(), c.param.desc(), c.act, &ws));
-    AT_CUDNN_CHECK(cudnnGetBatchNormalizationTrainingExReserveSpaceSize(c.handle, kMode, ops, c.act, c.data.desc(), &rs));
+        c.handle, kMode, ops, c.data.desc(), add ? c.data.desc() : nullptr, c.data.desc(), c.param.desc(), act, &ws));
+    AT_CUDNN_CHECK(cudnnGetBatchNormalizationTrainingExReserveSpaceSize(c.handle, kMode, ops, act, c.data.desc(), &rs));
     auto workspace = bytes(ws, x), reserve = bytes(rs, x);
     auto y = torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast);
     auto mean = torch::empty({weight.numel()}, weight.options());
@@ -86,7 +90,7 @@ struct BnAddRelu : torch::autograd::Function<BnAddRelu> {
         c.handle, kMode, ops, &one, &zero, c.data.desc(), x.data_ptr(), add ? c.data.desc() : nullptr,
         add ? z.data_ptr() : nullptr, c.data.desc(), y.data_ptr(), c.param.desc(), weight.data_ptr(), bias.data_ptr(),
         momentum, running_mean.defined() ? running_mean.data_ptr() : nullptr,
-        running_var.defined() ? running_var.data_ptr() : nullptr, eps, mean.data_ptr(), invstd.data_ptr(), c.act,
+        running_var.defined() ? running_var.data_ptr() : nullptr, eps, mean.data_ptr(), invstd.data_ptr(), act,
         workspace.data_ptr(), ws, reserve.data_ptr(), rs);
     if (st == CUDNN_STATUS_NOT_SUPPORTED || st == CUDNN_STATUS_BAD_PARAM) {
       g_refused = true;
@@ -95,36 +99,40 @@ struct BnAddRelu : torch::autograd::Function<BnAddRelu> {
       throw Refused{};
     }
     AT_CUDNN_CHECK(st);
-    ctx->save_for_backward({x, weight, bias, y, mean, invstd, reserve});
+    // backward reads y only to undo the ReLU: BatchNorm alone keeps none
+    ctx->save_for_backward({x, weight, bias, relu ? y : torch::Tensor(), mean, invstd, reserve});
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["add"] = add;
+    ctx->saved_data["relu"] = relu;
     return y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
     const auto &x = s[0], &weight = s[1], &bias = s[2], &y = s[3], &mean = s[4], &invstd = s[5], &reserve = s[6];
-    const bool add = ctx->saved_data["add"].toBool();
+    const bool add = ctx->saved_data["add"].toBool(), relu = ctx->saved_data["relu"].toBool();
     const double eps = ctx->saved_data["eps"].toDouble();
     const c10::cuda::CUDAGuard guard(x.device());
-    const auto ops = ops_for(add);
+    const auto ops = ops_for(add, relu);
     auto dy = grads[0].contiguous(torch::MemoryFormat::ChannelsLast);
     Call c(x, weight);
+    const auto act = relu ? c.act : nullptr;
     auto dx = torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast);
     torch::Tensor dz = add ? torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast) : torch::Tensor();
     auto dweight = torch::empty_like(weight), dbias = torch::empty_like(bias);
     size_t ws = 0;
     AT_CUDNN_CHECK(cudnnGetBatchNormalizationBackwardExWorkspaceSize(
-        c.handle, kMode, ops, c.data.desc(), c.data.desc(), c.data.desc(), add ? c.data.desc() : nullptr, c.data.desc(),
-        c.param.desc(), c.act, &ws));
+        c.handle, kMode, ops, c.data.desc(), relu ? c.data.desc() : nullptr, c.data.desc(),
+        add ? c.data.desc() : nullptr, c.data.desc(), c.param.desc(), act, &ws));
     auto workspace = bytes(ws, x);
     const float one = 1.f, zero = 0.f;
     AT_CUDNN_CHECK(cudnnBatchNormalizationBackwardEx(
-        c.handle, kMode, ops, &one, &zero, &one, &zero, c.data.desc(), x.data_ptr(), c.data.desc(), y.data_ptr(),
+        c.handle, kMode, ops, &one, &zero, &one, &zero, c.data.desc(), x.data_ptr(), relu ? c.data.desc() : nullptr,
+        relu ? y.data_ptr() : nullptr,
         c.data.desc(), dy.data_ptr(), add ? c.data.desc() : nullptr, add ? dz.data_ptr() : nullptr, c.data.desc(),
         dx.data_ptr(), c.param.desc(), weight.data_ptr(), bias.data_ptr(), dweight.data_ptr(), dbias.data_ptr(), eps,
-        mean.data_ptr(), invstd.data_ptr(), c.act, workspace.data_ptr(), ws, reserve.data_ptr(), reserve.numel()));
-    return {dx, dz, dweight, dbias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+        mean.data_ptr(), invstd.data_ptr(), act, workspace.data_ptr(), ws, reserve.data_ptr(), reserve.numel()));
+    return {dx, dz, dweight, dbias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 #endif
@@ -146,9 +154,10 @@ bool bn_relu_fused(const torch::Tensor& x, const torch::Tensor& z) {
 #endif
 }
 
-torch::Tensor bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& weight,
-                          const torch::Tensor& bias, const torch::Tensor& running_mean,
-                          const torch::Tensor& running_var, double momentum, double eps, bool use_fused) {
+namespace {
+torch::Tensor bn_act(const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& weight,
+                     const torch::Tensor& bias, const torch::Tensor& running_mean, const torch::Tensor& running_var,
+                     double momentum, double eps, bool use_fused, bool relu) {
 #ifdef EFFTRAIN_WITH_CUDNN
   const auto param = [&](const torch::Tensor& t) {
     return !t.defined() || (t.scalar_type() == torch::kFloat && t.is_contiguous() && t.numel() == x.size(1) &&
@@ -159,14 +168,27 @@ torch::Tensor bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const 
       eps >= CUDNN_BN_MIN_EPSILON) {
     try {
       const auto opt = [](const torch::Tensor& t) { return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt; };
-      return BnAddRelu::apply(x, opt(z), weight, bias, opt(running_mean), opt(running_var), momentum, eps);
+      return BnAddRelu::apply(x, opt(z), weight, bias, opt(running_mean), opt(running_var), momentum, eps, relu);
     } catch (const Refused&) {
     }
   }
 #else
   (void)use_fused;
 #endif
-  return aten_bn_add_relu(x, z, weight, bias, running_mean, running_var, momentum, eps);
+  return aten_bn_add_relu(x, z, weight, bias, running_mean, running_var, momentum, eps, relu);
+}
+}  // namespace
+
+torch::Tensor bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& weight,
+                          const torch::Tensor& bias, const torch::Tensor& running_mean,
+                          const torch::Tensor& running_var, double momentum, double eps, bool use_fused) {
+  return bn_act(x, z, weight, bias, running_mean, running_var, momentum, eps, use_fused, true);
+}
+
+torch::Tensor bn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                 const torch::Tensor& running_mean, const torch::Tensor& running_var, double momentum, double eps,
+                 bool use_fused) {
+  return bn_act(x, {}, weight, bias, running_mean, running_var, momentum, eps, use_fused, false);
 }
 
 }  // namespace efftrain::kernels

@@ -25,4 +25,11 @@ torch::Tensor bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const 
                           const torch::Tensor& bias, const torch::Tensor& running_mean,
                           const torch::Tensor& running_var, double momentum, double eps, bool use_fused = true);
 
+// batch_norm(x, weight, bias) alone in training mode, the same arguments: where bn_relu_fused(x, {})
+// holds, cuDNN's BatchNorm Ex kernels with bnOps BN (ResNet's downsample shortcuts, whose
+// BatchNorm has no ReLU after it: ATen runs its own channels-last kernels for bf16 there).
+torch::Tensor bn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                 const torch::Tensor& running_mean, const torch::Tensor& running_var, double momentum, double eps,
+                 bool use_fused = true);
+
 }  // namespace efftrain::kernels

@@ -59,7 +59,8 @@ namespace efftrain::models {
 // forward already updated the running statistics. Outside training it is bn->forward(x).
 // In a graph-replayed ResNet-50 micro-step with sqrt checkpointing this is ~400 fewer nodes:
 // the counter increments and the save/restore of every recomputed BatchNorm's statistics.
-torch::Tensor batch_norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& x);
+// `fused` and training: cuDNN's BatchNorm kernels where they apply (kernels::bn).
+torch::Tensor batch_norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& x, bool fused = false);
 // relu(batch_norm(bn, x) + z) (z undefined: no add). `fused` and training: cuDNN's fused kernels
 // where they apply (kernels/bn_relu.h), the running statistics left alone while recomputing, as
 // batch_norm does; otherwise batch_norm, the add and ReLU.

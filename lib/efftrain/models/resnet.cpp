@@ -29,10 +29,11 @@ std::pair<torch::Tensor, torch::Tensor> updated_statistics(const torch::nn::Batc
 }
 }  // namespace
 
-torch::Tensor batch_norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& x) {
+torch::Tensor batch_norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& x, bool fused) {
   const auto& o = bn->options;
   if (!bn->is_training() || !o.track_running_stats()) return bn->forward(x);
   const auto [mean, var] = updated_statistics(bn);
+  if (fused) return kernels::bn(x, bn->weight, bn->bias, mean, var, *o.momentum(), o.eps());
   return torch::nn::functional::detail::batch_norm(x, mean, var, bn->weight, bn->bias, /*training=*/true,
                                                    *o.momentum(), o.eps());
 }
@@ -73,7 +74,7 @@ BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride)
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  auto identity = down_conv_ ? batch_norm(down_bn_, down_conv_->forward(x)) : x;
+  auto identity = down_conv_ ? batch_norm(down_bn_, down_conv_->forward(x), fused_bn_relu_) : x;
   auto out = batch_norm_relu(bn1_, conv1_->forward(x), {}, fused_bn_relu_);
   out = batch_norm_relu(bn2_, conv2_->forward(out), {}, fused_bn_relu_);
   return batch_norm_relu(bn3_, conv3_->forward(out), identity, fused_bn_relu_);

@@ -5,9 +5,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "efftrain/kernels/bn_relu.h"
 #include "efftrain/models/models.h"
 #include "efftrain/precision/autocast.h"
 #include "helpers.h"
+#include "model_files.h"
 
 using namespace efftrain;
 
@@ -149,6 +151,34 @@ TEST_CASE("gpu: cuDNN's fused BatchNorm + (add +) ReLU trains a ResNet as the se
   CHECK(torch::equal(fused.loss, fused_ckpt.loss));
   CHECK(ckpt_worst <= 1e-3);
   check_same_training(fused, fused_ckpt);
+}
+
+TEST_CASE("gpu: kernels::bn (cuDNN's BatchNorm alone, bnOps BN) gives ATen's BatchNorm in bf16 NHWC", "[gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  torch::manual_seed(4);
+  const auto f32 = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat);
+  const auto x0 = (torch::randn({16, 64, 8, 8}, f32) * 2 + 0.5)
+                      .to(torch::kBFloat16)
+                      .contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto w0 = torch::rand({64}, f32) + 0.5, b0 = torch::randn({64}, f32), r = torch::randn({16, 64, 8, 8}, f32);
+  REQUIRE(efftrain::kernels::bn_relu_fused(x0, {}));
+  auto run = [&](bool fused) {
+    auto x = x0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true), b = b0.clone().requires_grad_(true);
+    auto rm = torch::zeros({64}, f32), rv = torch::ones({64}, f32);
+    auto y = fused ? efftrain::kernels::bn(x, w, b, rm, rv, 0.1, 1e-5)
+                   : torch::nn::functional::detail::batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5);
+    (y.to(torch::kFloat) * r).sum().backward();
+    return std::vector<torch::Tensor>{y.detach(), x.grad(), w.grad(), b.grad(), rm, rv};
+  };
+  const auto ours = run(true), ref = run(false);
+  CHECK(ours[0].dtype() == torch::kBFloat16);
+  CHECK(ours[0].is_contiguous(torch::MemoryFormat::ChannelsLast));
+  const char* names[] = {"y", "dx", "dweight", "dbias", "running_mean", "running_var"};
+  for (int i = 0; i < 6; ++i) {
+    INFO(names[i]);
+    // bf16 output and input gradient: within bf16 rounding; fp32 sums and statistics: summation order
+    CHECK(efftrain::test::relative_error(ours[i], ref[i]) < (i < 2 ? 1e-2 : 1e-3));
+  }
 }
 
 TEST_CASE("fp16 with loss scaling trains a tiny ResNet on the GPU and reports its scaler", "[gpu]") {
