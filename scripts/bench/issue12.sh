@@ -10,7 +10,8 @@
 # - ResNet-50/CIFAR in each precision of ISSUE12_R50_PRECISIONS (default "bf16 fp16"; PyTorch's
 #   fp16 runs with GradScaler, efftrain's with its dynamic loss scaling): channels_last, device
 #   input, CUDA graph, cuDNN's fused BatchNorm + ReLU; b512 around torch.compile (trace of the
-#   first bf16 run), b128 against PyTorch eager.
+#   first bf16 run), b128 against PyTorch eager (ISSUE12_R50_B128=0 leaves it out); with
+#   ISSUE12_BASE_BIN the earlier tree's binary at b512 as well.
 # ISSUE12_PARTS (default "gpt2 r50") picks the halves. Usage: issue12.sh OUT_DIR
 #   -> OUT_DIR/issue12_gpt2.json, issue12_r50_b{512,128}_{bf16,fp16}.json, issue12_profile_summary.json
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -76,17 +77,30 @@ if [[ " $parts " == *" r50 "* ]]; then
          --set task.model.fused_bn_relu=true --set train.timing_warmup_steps=20)
     extra=()
     [ "$p" = bf16 ] && extra=("${trace[@]}")
-    bench_run ef_r50_b512_${p}_1 "${r50[@]}" --set train.batch_size=512 --set train.max_steps=80 "${extra[@]}"
+    b512=(--set train.batch_size=512 --set train.max_steps=80)
+    base=()  # ISSUE12_BASE_BIN: the earlier tree's binary at b512 too, inside efftrain's pair
+    bench_run ef_r50_b512_${p}_1 "${r50[@]}" "${b512[@]}" "${extra[@]}"
+    if [ -n "${ISSUE12_BASE_BIN:-}" ]; then
+      EFFTRAIN="$ISSUE12_BASE_BIN" bench_run base_r50_b512_${p}_1 "${r50[@]}" "${b512[@]}" "${extra[@]}"
+      base=(base_r50_b512_${p}_1)
+    fi
     bench_pytorch pt_r50_b512_${p}_compile 0 --task resnet50 --batch 512 --precision "$p" --channels-last --steps 60 \
       --warmup 20 --compile
-    bench_run ef_r50_b512_${p}_2 "${r50[@]}" --set train.batch_size=512 --set train.max_steps=80
+    if [ -n "${ISSUE12_BASE_BIN:-}" ]; then
+      EFFTRAIN="$ISSUE12_BASE_BIN" bench_run base_r50_b512_${p}_2 "${r50[@]}" "${b512[@]}"
+      base+=(base_r50_b512_${p}_2)
+    fi
+    bench_run ef_r50_b512_${p}_2 "${r50[@]}" "${b512[@]}"
+    bench_side_by_side "$out/issue12_r50_b512_$p.json" \
+      "ResNet-50 b512 $p: efftrain (fused BatchNorm + ReLU, CUDA graph) around torch.compile on one GPU" \
+      ef_r50_b512_${p}_1 "${base[@]}" pt_r50_b512_${p}_compile ef_r50_b512_${p}_2
+    [ -n "${ISSUE12_BASE_BIN:-}" ] && [ "$p" = bf16 ] &&
+      traces+=("r50_base_b512_bf16=$RUNS/base_r50_b512_bf16_1/profile/trace.rank0.json")
+    [ "${ISSUE12_R50_B128:-1}" = 1 ] || continue  # ISSUE12_R50_B128=0: batch 512 only
     bench_run ef_r50_b128_${p}_1 "${r50[@]}" --set train.batch_size=128 --set train.max_steps=200
     bench_pytorch pt_r50_b128_${p}_eager 0 --task resnet50 --batch 128 --precision "$p" --channels-last --steps 100 \
       --warmup 20
     bench_run ef_r50_b128_${p}_2 "${r50[@]}" --set train.batch_size=128 --set train.max_steps=200
-    bench_side_by_side "$out/issue12_r50_b512_$p.json" \
-      "ResNet-50 b512 $p: efftrain (fused BatchNorm + ReLU, CUDA graph) around torch.compile on one GPU" \
-      ef_r50_b512_${p}_1 pt_r50_b512_${p}_compile ef_r50_b512_${p}_2
     bench_side_by_side "$out/issue12_r50_b128_$p.json" \
       "ResNet-50 b128 $p: efftrain (fused BatchNorm + ReLU, CUDA graph) around PyTorch eager on one GPU" \
       ef_r50_b128_${p}_1 pt_r50_b128_${p}_eager ef_r50_b128_${p}_2
