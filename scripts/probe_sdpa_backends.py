@@ -5,6 +5,7 @@ projection efftrain and nanoGPT use, and as contiguous [B, H, T, D] tensors. Usa
 probe_sdpa_backends.py [--json OUT] -> ms per call of forward and of backward, per backend."""
 import argparse
 import json
+import sys
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -38,7 +39,8 @@ def main():
         "contiguous": lambda t: [x.view(B, T, H, D).transpose(1, 2).contiguous() for x in t.split(H * D, 2)],
     }
     flops_fwd = 4 * B * H * T * T * D / 2  # causal: half the scores
-    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "shape": [B, H, T, D], "results": []}
+    out = {"command": "python3 " + " ".join(sys.argv), "device": torch.cuda.get_device_name(),
+           "torch": torch.__version__, "shape": [B, H, T, D], "results": []}
     cases = [(layout, make, p) for p in a.dropout for layout, make in layouts.items()]
     for layout, make, p in cases:
         for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
