@@ -378,7 +378,8 @@ template <class V> void visit(V& v, ModelConfig& c) {
   v.field("fused_gelu", c.fused_gelu,
           "GPT: the MLP's first matmul adds its bias and applies GELU in cuBLASLt's epilogue (GELU_AUX_BIAS: the "
           "GELU input is written beside the output for backward), so no separate GELU kernel runs forward; "
-          "backward computes GELU's derivative and c_fc's bias gradient in one pass of the project's kernel. "
+          "backward computes GELU's derivative and c_fc's bias gradient in one pass of the project's kernel (in bf16 "
+          "with the hardware's tanh approximation, whose error is below bf16's rounding). "
           "Applies on CUDA with fp16 or bf16 activations and widths a multiple of 8; elsewhere ATen's linear and "
           "GELU run, the same function (the report's model.gelu_kernel says which). The epilogue applies GELU "
           "before rounding to fp16/bf16, ATen after, so the two differ by rounding.");

@@ -1,5 +1,6 @@
 // Column sums of a [rows, width] matrix (the bias gradient of the matmul whose output gradient
-// it is), optionally with GELU (tanh) backward computed on the way; compiled by nvcc without
+// it is), optionally with GELU (tanh) backward computed on the way, or with the matrix gathered
+// from attention's q/k/v gradients (the projection's gradient, written out); compiled by nvcc without
 // LibTorch headers (kernels/linear.cpp and kernels/mlp.cpp are the autograd side). One pass:
 // each block sums 32 rows per column in fp32 (with GELU: gu = ga * gelu'(u) written in the
 // storage type, its rounded values summed); a second, small kernel adds the blocks' sums per

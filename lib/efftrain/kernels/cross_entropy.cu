@@ -123,11 +123,7 @@ __global__ void __launch_bounds__(kThreads) ce_backward_kernel(const T* logits, 
   }
 }
 
-// Forward and backward in one pass, for the classifier whose gradient is taken in forward: the
-// row is copied once into shared memory (cp.async, 16 bytes at a time, no registers held), its
-// max and sum of exponentials come from there, and the gradient is written over the row in
-// global memory. Reads the logits from HBM once instead of twice (the two kernels above).
-// Needs vocab * sizeof(T) of dynamic shared memory; the caller checks it fits.
+// One 16-byte copy from global to shared memory that holds no registers (cp.async).
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
@@ -145,6 +141,11 @@ template <class Op> __device__ __forceinline__ float block_reduce(float v, Op op
   return v;
 }
 
+// Forward and backward in one pass, for the classifier whose gradient is taken in forward: the
+// row is copied once into shared memory (cp.async, 16 bytes at a time, no registers held), its
+// max and sum of exponentials come from there, and the gradient is written over the row in
+// global memory. Reads the logits from HBM once instead of twice (the two kernels above).
+// Needs vocab * sizeof(T) of dynamic shared memory; the caller checks it fits.
 template <class T>
 __global__ void __launch_bounds__(kThreads) ce_fused_kernel(T* logits, const int64_t* __restrict__ targets,
                                                             const float* __restrict__ grad, float scale, int64_t vocab,

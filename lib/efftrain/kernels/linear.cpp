@@ -101,7 +101,8 @@ struct QkvLinear : torch::autograd::Function<QkvLinear> {
     std::array<torch::Tensor, 3> g;
     for (int i = 0; i < 3; ++i) {
       g[i] = grads[i].defined() ? grads[i] : torch::zeros({B, heads, T, D}, opts);
-      if (g[i].stride(3) != 1 || !aligned16(g[i]) || g[i].scalar_type() != w.scalar_type()) g[i] = g[i].contiguous().to(w.scalar_type());
+      if (g[i].stride(3) != 1 || !aligned16(g[i]) || g[i].scalar_type() != w.scalar_type())
+        g[i] = g[i].contiguous().to(w.scalar_type());
       parts.p[i] = g[i].data_ptr();
       parts.stride_b[i] = g[i].stride(0);
       parts.stride_h[i] = g[i].stride(1);

@@ -240,10 +240,12 @@ template <class F> void with_dtype(DType d, F&& f) {
 template <class T, int N4> int64_t backward_warps(int64_t rows) {
   int dev = 0, sms = 0, per_sm = 0;
   int64_t blocks = 512;
-  if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
+  const bool known =
+      cudaGetDevice(&dev) == cudaSuccess &&
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, residual_norm_backward_kernel<T, N4>, 32 * kWarps, 0) ==
-          cudaSuccess &&
-      sms > 0 && per_sm > 0)
+          cudaSuccess;
+  if (known && sms > 0 && per_sm > 0)
     blocks = static_cast<int64_t>(sms) * per_sm;
   const int64_t w = rows < blocks * kWarps ? rows : blocks * kWarps;
   return (w + kWarps - 1) / kWarps * kWarps;
