@@ -388,7 +388,8 @@ template <class V> void visit(V& v, ModelConfig& c) {
   v.field("channels_last", c.channels_last, "channels_last memory format (CNNs).");
   v.field("fused_bn_relu", c.fused_bn_relu,
           "ResNet: each BatchNorm followed by a ReLU (the bottleneck's last one with the residual add before it) "
-          "in one cuDNN kernel per direction (BatchNorm with bnOps BN_ACTIVATION / BN_ADD_ACTIVATION). Applies "
+          "in one cuDNN kernel per direction (BatchNorm with bnOps BN_ACTIVATION / BN_ADD_ACTIVATION), and the "
+          "downsample shortcuts' BatchNorm (no ReLU) through the same cuDNN call with bnOps BN. Applies "
           "in training on CUDA with fp16 or bf16 activations in channels_last; elsewhere (fp32, CPU, eval) "
           "ATen's BatchNorm, add and ReLU run, the same function (the report's model.bn_kernel says which ran "
           "the stem's; the blocks take the same path wherever their channels are a multiple of 4).");

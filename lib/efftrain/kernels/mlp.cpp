@@ -1,9 +1,5 @@
 #include "efftrain/kernels/mlp.h"
 
-#include "efftrain/kernels/linear.h"
-
-#include <ATen/autocast_mode.h>
-
 #include <optional>
 
 #ifdef EFFTRAIN_WITH_CUBLASLT
@@ -19,6 +15,7 @@
 #if defined(EFFTRAIN_WITH_CUBLASLT) && defined(EFFTRAIN_WITH_KERNELS)
 #include "efftrain/kernels/glue.h"
 #endif
+#include "efftrain/kernels/linear.h"
 
 namespace efftrain::kernels {
 
