@@ -399,8 +399,8 @@ template <class V> void visit(V& v, ModelConfig& c) {
            "plain: materialized masked softmax; sdpa: scaled_dot_product_attention.");
   v.one_of("sdpa_backend", c.sdpa_backend, {"auto", "cudnn", "flash", "efficient", "math"},
            "attention sdpa: the only backend scaled_dot_product_attention may use in this process (what PyTorch's "
-           "sdpa_kernel context does); auto: PyTorch's choice. A backend that cannot run the inputs is an error. The "
-           "report's model.attention_kernel says which ran.");
+           "sdpa_kernel context does); auto: PyTorch's choice among all of them. A backend that cannot run the "
+           "inputs is an error. The report's model.attention_kernel says which ran.");
 }
 
 template <class V> void visit(V& v, TaskConfig& c) {

@@ -237,13 +237,14 @@ torch::Tensor GptImpl::loss(const torch::Tensor& idx, const torch::Tensor& targe
 }
 
 void use_sdpa_backend(const std::string& name) {
-  if (name == "auto") return;
-  TORCH_CHECK(name == "cudnn" || name == "flash" || name == "efficient" || name == "math", "unknown SDPA backend ", name);
+  const bool all = name == "auto";
+  TORCH_CHECK(all || name == "cudnn" || name == "flash" || name == "efficient" || name == "math",
+              "unknown SDPA backend ", name);
   auto& ctx = at::globalContext();
-  ctx.setSDPUseCuDNN(name == "cudnn");
-  ctx.setSDPUseFlash(name == "flash");
-  ctx.setSDPUseMemEfficient(name == "efficient");
-  ctx.setSDPUseMath(name == "math");
+  ctx.setSDPUseCuDNN(all || name == "cudnn");
+  ctx.setSDPUseFlash(all || name == "flash");
+  ctx.setSDPUseMemEfficient(all || name == "efficient");
+  ctx.setSDPUseMath(all || name == "math");
 }
 
 int64_t GptImpl::head_chunk_rows() const {

@@ -104,8 +104,8 @@ class GptImpl : public torch::nn::Module {
 TORCH_MODULE(Gpt);
 
 // Restricts scaled_dot_product_attention to one backend ("cudnn", "flash", "efficient", "math")
-// for the rest of the process, as PyTorch's sdpa_kernel context does; "auto" leaves PyTorch's
-// choice as it is.
+// for the rest of the process, as PyTorch's sdpa_kernel context does; "auto" enables those four
+// again (PyTorch's default: it picks among them).
 void use_sdpa_backend(const std::string& name);
 
 }  // namespace efftrain::models

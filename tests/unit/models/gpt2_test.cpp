@@ -263,10 +263,6 @@ TEST_CASE("cuBLASLt's GELU epilogue (fused_gelu) falls back on the CPU to the sa
 }
 
 TEST_CASE("use_sdpa_backend restricts scaled_dot_product_attention to one backend") {
-  auto& ctx = at::globalContext();
-  const auto restore = [&] {
-    ctx.setSDPUseCuDNN(true), ctx.setSDPUseFlash(true), ctx.setSDPUseMemEfficient(true), ctx.setSDPUseMath(true);
-  };
   auto run = [](const std::string& backend) {
     models::use_sdpa_backend(backend);
     torch::manual_seed(0);
@@ -283,6 +279,11 @@ TEST_CASE("use_sdpa_backend restricts scaled_dot_product_attention to one backen
   CHECK(k_auto != "math");  // the CPU's flash kernel
   CHECK(std::abs(l_math - l_auto) <= 1e-5 * l_auto);
   CHECK_THROWS(run("cudnn"));  // no cuDNN attention on the CPU: an error, not another backend
-  restore();
   CHECK_THROWS(models::use_sdpa_backend("fast"));
+  const auto [l_again, k_again] = run("auto");  // all enabled again
+  CHECK(k_again == k_auto);
+  CHECK(l_again == l_auto);
+  auto& ctx = at::globalContext();
+  CHECK((ctx.userEnabledCuDNNSDP() && ctx.userEnabledFlashSDP() && ctx.userEnabledMemEfficientSDP() &&
+         ctx.userEnabledMathSDP()));
 }
