@@ -56,7 +56,7 @@ def load(path):
 
 
 def by_op(events, steps, depth=3, top=40):
-    """GPU time per (kernel, innermost `depth` CPU ops that launched it): each kernel's launch
+    """GPU time per (kernel, innermost `depth` CPU ops that launched it and the outermost): each kernel's launch
     (the runtime event of its correlation id) placed in the cpu_op events around it on its thread.
     Kernels replayed from a CUDA graph have one launch (cudaGraphLaunch) and say little here: run
     the profile eagerly for this."""
@@ -83,7 +83,10 @@ def by_op(events, steps, depth=3, top=40):
                 i += 1
             while stack and stack[-1]["ts"] + stack[-1]["dur"] < r["ts"]:
                 stack.pop()
-            chain[r["args"]["correlation"]] = " < ".join(o["name"] for o in reversed(stack[-depth:])) or "-"
+            names = [o["name"] for o in reversed(stack[-depth:])]
+            if len(stack) > depth:  # and the outermost, which says whose work it is
+                names += ["..." if len(stack) > depth + 1 else None, stack[0]["name"]]
+            chain[r["args"]["correlation"]] = " < ".join(n for n in names if n) or "-"
     acc = collections.Counter()
     for e in events:
         if e.get("ph") == "X" and e.get("cat") in DEVICE_CATS:
