@@ -5,8 +5,8 @@
 # - GPT-2 small b32 x 1024 bf16: the fast configuration (padded vocabulary, fused loss, fused
 #   residual LayerNorms, CUDA graph, task.model.fused_gelu) against the same without fused_gelu or
 #   on an earlier tree's binary (ISSUE12_BASE_BIN), torch.compile between the pairs; selective
-#   recompute (the <= 11 GiB target); ISSUE12_CHUNKS, ISSUE12_EAGER_TRACE: see below. Kineto trace
-#   of steps 4-6 of the first fast run.
+#   recompute (the <= 11 GiB target); ISSUE12_CHUNKS, ISSUE12_EAGER_TRACE, ISSUE12_SDPA: see
+#   below. Kineto trace of steps 4-6 of the first fast run.
 # - ResNet-50/CIFAR in each precision of ISSUE12_R50_PRECISIONS (default "bf16 fp16"; PyTorch's
 #   fp16 runs with GradScaler, efftrain's with its dynamic loss scaling): channels_last, device
 #   input, CUDA graph, cuDNN's fused BatchNorm + ReLU; b512 around torch.compile (trace of the
@@ -40,16 +40,18 @@ if [[ " $parts " == *" gpt2 "* ]]; then
     title="efftrain's fast configuration without and with cuBLASLt's GELU epilogue, torch.compile"
   fi
   bench_run gpt2_fast_gelu_1 "${gpt[@]}" "${gelu[@]}" "${trace[@]}"
-  if [ -n "${ISSUE12_BASE_BIN:-}" ]; then run_other ${other}_1 "${gpt[@]}" "${trace[@]}"; else run_other ${other}_1 "${gpt[@]}"; fi
+  other_trace=()  # the base binary's run is traced as well
+  [ -n "${ISSUE12_BASE_BIN:-}" ] && other_trace=("${trace[@]}")
+  run_other ${other}_1 "${gpt[@]}" "${other_trace[@]}"
   bench_pytorch pt_gpt2_compile_pad 0 --task gpt2 --batch 32 --precision bf16 --steps 20 --warmup 10 --compile \
     --vocab-multiple 128
   run_other ${other}_2 "${gpt[@]}"
   bench_run gpt2_fast_gelu_2 "${gpt[@]}" "${gelu[@]}"
   bench_run gpt2_selective_gelu "${gpt[@]}" "${gelu[@]}" --set checkpointing.policy=selective
-  chunks=()
+  extras=()
   for c in ${ISSUE12_CHUNKS:-}; do
     bench_run gpt2_fast_gelu_chunk$c "${gpt[@]}" "${gelu[@]}" --set task.model.head_chunk_rows=$c
-    chunks+=(gpt2_fast_gelu_chunk$c)
+    extras+=(gpt2_fast_gelu_chunk$c)
   done
   # ISSUE12_EAGER_TRACE=1: the fast configuration once more without the CUDA graph, traced, so
   # that profile_summary.py --ops can name the CPU ops behind each kernel (a replayed graph has
@@ -63,10 +65,10 @@ if [[ " $parts " == *" gpt2 "* ]]; then
   # ISSUE12_SDPA: extra runs with task.model.sdpa_backend set to each of these.
   for b in ${ISSUE12_SDPA:-}; do
     bench_run gpt2_fast_gelu_sdpa_$b "${gpt[@]}" "${gelu[@]}" --set task.model.sdpa_backend=$b
-    chunks+=(gpt2_fast_gelu_sdpa_$b)
+    extras+=(gpt2_fast_gelu_sdpa_$b)
   done
   bench_side_by_side "$out/issue12_gpt2.json" "GPT-2 small b32x1024 bf16: $title" \
-    gpt2_fast_gelu_1 ${other}_1 pt_gpt2_compile_pad ${other}_2 gpt2_fast_gelu_2 gpt2_selective_gelu "${chunks[@]}"
+    gpt2_fast_gelu_1 ${other}_1 pt_gpt2_compile_pad ${other}_2 gpt2_fast_gelu_2 gpt2_selective_gelu "${extras[@]}"
   traces+=("gpt2_fast_gelu=$RUNS/gpt2_fast_gelu_1/profile/trace.rank0.json")
   [ -n "${ISSUE12_BASE_BIN:-}" ] && traces+=("gpt2_base_gelu=$RUNS/${other}_1/profile/trace.rank0.json")
 fi
