@@ -4,6 +4,7 @@
 #include <catch2/matchers/catch_matchers_floating_point.hpp>
 
 #include <cstdlib>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "helpers.h"
@@ -77,4 +78,41 @@ TEST_CASE("trace_phases.py splits the micro-steps by place; profile_summary.py k
   const auto cls = nlohmann::json::parse(read_text(d.file("summary.json")))["run"]["by_class_ms_per_step"];
   CHECK_THAT(cls["nccl"].get<double>(), WithinAbs(0.007, 1e-9));  // not "reduce"
   CHECK_FALSE(cls.contains("reduce"));
+}
+
+TEST_CASE("profile_summary.py --ops puts each kernel's time under the CPU ops around its launch") {
+  auto events = nlohmann::json::array();
+  auto op = [&](const std::string& name, double ts, double dur) {
+    events.push_back({{"ph", "X"}, {"cat", "cpu_op"}, {"name", name}, {"ts", ts}, {"dur", dur}});
+  };
+  auto kernel = [&](int corr, const std::string& name, double launch, double dur) {
+    events.push_back({{"ph", "X"}, {"cat", "cuda_runtime"}, {"name", "cudaLaunchKernel"}, {"ts", launch},
+                      {"dur", 1}, {"args", {{"correlation", corr}}}});
+    events.push_back({{"ph", "X"}, {"cat", "kernel"}, {"name", name}, {"ts", 2000.0 + 100 * corr}, {"dur", dur},
+                      {"args", {{"correlation", corr}}}});
+  };
+  op("efftrain::step", 0, 1000);
+  op("aten::to", 10, 100);
+  op("aten::_to_copy", 11, 90);
+  op("aten::copy_", 12, 80);
+  op("aten::add_", 200, 50);
+  kernel(1, "direct_copy_kernel", 15, 30);  // four ops deep: the three innermost and the outermost
+  kernel(2, "add_kernel", 210, 10);
+  kernel(3, "fill_kernel", 500, 5);  // inside the step only
+  kernel(4, "another_add", 240, 20);
+  TempDir d;
+  const std::string trace = d.write("trace.json", nlohmann::json{{"traceEvents", events}}.dump());
+  const std::string scripts = EFFTRAIN_SOURCE_DIR "/scripts/";
+  REQUIRE(std::system(("python3 '" + scripts + "profile_summary.py' --steps 1 --ops --json '" + d.file("summary.json") +
+                       "' run='" + trace + "' > '" + d.file("summary.txt") + "'").c_str()) == 0);
+  const auto rows = nlohmann::json::parse(read_text(d.file("summary.json")))["run"]["by_op_ms_per_step"];
+  std::map<std::string, std::pair<std::string, double>> by_kernel;
+  for (const auto& r : rows) by_kernel[r[0].get<std::string>()] = {r[1].get<std::string>(), r[2].get<double>()};
+  REQUIRE(by_kernel.size() == 4);
+  CHECK(by_kernel["direct_copy_kernel"].first == "aten::copy_ < aten::_to_copy < aten::to < efftrain::step");
+  CHECK_THAT(by_kernel["direct_copy_kernel"].second, WithinAbs(0.030, 1e-9));
+  CHECK(by_kernel["add_kernel"].first == "aten::add_ < efftrain::step");
+  CHECK(by_kernel["another_add"].first == "aten::add_ < efftrain::step");
+  CHECK(by_kernel["fill_kernel"].first == "efftrain::step");
+  CHECK_THAT(by_kernel["fill_kernel"].second, WithinAbs(0.005, 1e-9));
 }
