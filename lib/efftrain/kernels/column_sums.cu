@@ -160,8 +160,7 @@ const char* launch(Src src, int64_t rows, int64_t width, void* out, float* parti
                                                                               partials);
   partial_sums_kernel<T><<<static_cast<unsigned>((width + 31) / 32), 256, 0, s>>>(partials, blocks, width,
                                                                                  static_cast<T*>(sums));
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+  return launched();
 }
 
 // Calls f(T{}) for fp16 and bf16; false for fp32.

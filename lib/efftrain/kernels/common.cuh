@@ -1,9 +1,16 @@
-// Device helpers shared by the project's CUDA kernels (kernels/*.cu): fp32 <-> storage-type
-// conversions and packed loads.
+// Helpers shared by the project's CUDA kernels (kernels/*.cu): fp32 <-> storage-type
+// conversions and packed loads on the device; on the host the dtype dispatch, the launch-error
+// check and a per-device cache.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "efftrain/kernels/launch.h"
 
 namespace efftrain::kernels {
 
@@ -28,6 +35,32 @@ template <class T> constexpr int vec_of() { return 16 / static_cast<int>(sizeof(
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// Calls f(T{}) with the storage type of `d`.
+template <class F> void with_dtype(DType d, F&& f) {
+  switch (d) {
+    case DType::f32: f(float{}); break;
+    case DType::f16: f(__half{}); break;
+    case DType::bf16: f(__nv_bfloat16{}); break;
+  }
+}
+
+// Null, or the CUDA error text of the launches since the last check.
+inline const char* launched() {
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
+
+// query(device) for the current device, asked once per device (0..63) and kept in `kept`; 0, and
+// nothing kept, where the device is unknown or the query gives 0 (it is asked again next time).
+template <class Query> int64_t per_device(std::atomic<int64_t> (&kept)[64], Query&& query) {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
+  if (const int64_t v = kept[dev].load()) return v;
+  const int64_t v = query(dev);
+  if (v != 0) kept[dev] = v;
   return v;
 }
 

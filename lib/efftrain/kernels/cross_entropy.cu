@@ -198,14 +198,12 @@ __global__ void __launch_bounds__(kThreads) ce_fused_kernel(T* logits, const int
 // The dynamic shared memory one block of ce_fused_kernel may take on the current device (the
 // opt-in limit less its static scratch), read once per device; 0 if unknown.
 int64_t max_dynamic_shared() {
-  int dev = 0, v = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
-  static std::atomic<int64_t> cached[64];
-  if (const int64_t c = cached[dev].load()) return c;
-  if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
-  const int64_t bytes = v - static_cast<int64_t>(sizeof(float)) * (kThreads / 32);
-  cached[dev] = bytes;
-  return bytes;
+  static std::atomic<int64_t> kept[64];
+  return per_device(kept, [](int dev) -> int64_t {
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+    return v - static_cast<int64_t>(sizeof(float)) * (kThreads / 32);
+  });
 }
 
 // Whether ce_fused_kernel<T> takes these logits; raises its limit to max_dynamic_shared() once
@@ -214,15 +212,11 @@ template <class T> bool fused_fits(const void* logits, int64_t vocab) {
   if (vocab % vec_of<T>() != 0 || reinterpret_cast<uintptr_t>(logits) % 16 != 0) return false;
   const int64_t limit = max_dynamic_shared();
   if (vocab * static_cast<int64_t>(sizeof(T)) > limit) return false;
-  static std::atomic<bool> raised[64];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  if (raised[dev].load()) return true;
-  if (cudaFuncSetAttribute(ce_fused_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limit)) !=
-      cudaSuccess)
-    return false;
-  raised[dev] = true;
-  return true;
+  static std::atomic<int64_t> raised[64];  // 1 once the attribute is set on that device
+  return per_device(raised, [limit](int) -> int64_t {
+    return cudaFuncSetAttribute(ce_fused_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                static_cast<int>(limit)) == cudaSuccess;
+  }) != 0;
 }
 
 template <class T> bool vectorizable(const void* a, const void* b, int64_t vocab) {
@@ -268,42 +262,32 @@ void forward_grad_t(void* logits, const int64_t* targets, const float* grad, flo
 const char* cross_entropy_forward(DType dtype, const void* logits, const int64_t* targets, int64_t rows, int64_t vocab,
                                   float* lse, float* loss, void* stream) {
   if (rows == 0) return nullptr;
-  auto s = static_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case DType::f32: forward_t<float>(logits, targets, rows, vocab, lse, loss, s); break;
-    case DType::f16: forward_t<__half>(logits, targets, rows, vocab, lse, loss, s); break;
-    case DType::bf16: forward_t<__nv_bfloat16>(logits, targets, rows, vocab, lse, loss, s); break;
-  }
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+  with_dtype(dtype, [&](auto t) {
+    forward_t<decltype(t)>(logits, targets, rows, vocab, lse, loss, static_cast<cudaStream_t>(stream));
+  });
+  return launched();
 }
 
 const char* cross_entropy_backward(DType dtype, const void* logits, const int64_t* targets, const float* lse,
                                    const float* grad, float scale, int64_t rows, int64_t vocab, void* dlogits,
                                    void* stream) {
   if (rows == 0) return nullptr;
-  auto s = static_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case DType::f32: backward_t<float>(logits, targets, lse, grad, scale, rows, vocab, dlogits, s); break;
-    case DType::f16: backward_t<__half>(logits, targets, lse, grad, scale, rows, vocab, dlogits, s); break;
-    case DType::bf16: backward_t<__nv_bfloat16>(logits, targets, lse, grad, scale, rows, vocab, dlogits, s); break;
-  }
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+  with_dtype(dtype, [&](auto t) {
+    const auto s = static_cast<cudaStream_t>(stream);
+    backward_t<decltype(t)>(logits, targets, lse, grad, scale, rows, vocab, dlogits, s);
+  });
+  return launched();
 }
 
 const char* cross_entropy_forward_grad(DType dtype, void* logits, const int64_t* targets, const float* grad,
                                        float scale, int64_t rows, int64_t vocab, float* lse, float* loss,
                                        void* stream) {
   if (rows == 0) return nullptr;
-  auto s = static_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case DType::f32: forward_grad_t<float>(logits, targets, grad, scale, rows, vocab, lse, loss, s); break;
-    case DType::f16: forward_grad_t<__half>(logits, targets, grad, scale, rows, vocab, lse, loss, s); break;
-    case DType::bf16: forward_grad_t<__nv_bfloat16>(logits, targets, grad, scale, rows, vocab, lse, loss, s); break;
-  }
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+  with_dtype(dtype, [&](auto t) {
+    const auto s = static_cast<cudaStream_t>(stream);
+    forward_grad_t<decltype(t)>(logits, targets, grad, scale, rows, vocab, lse, loss, s);
+  });
+  return launched();
 }
 
 }  // namespace efftrain::kernels

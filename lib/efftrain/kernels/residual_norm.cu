@@ -225,35 +225,26 @@ template <class F> bool with_width(int64_t width, F&& f) {
   }
 }
 
-template <class F> void with_dtype(DType d, F&& f) {
-  switch (d) {
-    case DType::f32: f(float{}); break;
-    case DType::f16: f(__half{}); break;
-    case DType::bf16: f(__nv_bfloat16{}); break;
-  }
-}
-
 // The backward kernel's warps for `rows`: one full wave of its blocks on the current device, at
 // most one warp per row. Each warp loops over rows, so any count is correct; a fixed 2048 warps
 // (512 blocks) ran as 1.3 waves on 132 SMs at the kernel's 3 blocks per SM (167 registers for
-// GPT-2's width), the second wave's few blocks leaving most SMs idle.
+// GPT-2's width), the second wave's few blocks leaving most SMs idle. The wave is asked of the
+// device once (512 blocks where it cannot be): the wrapper sizes the partial sums with this and
+// the launch uses it again, every backward.
 template <class T, int N4> int64_t backward_warps(int64_t rows) {
-  int dev = 0, sms = 0, per_sm = 0;
-  int64_t blocks = 512;
-  const bool known =
-      cudaGetDevice(&dev) == cudaSuccess &&
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, residual_norm_backward_kernel<T, N4>, 32 * kWarps, 0) ==
-          cudaSuccess;
-  if (known && sms > 0 && per_sm > 0)
-    blocks = static_cast<int64_t>(sms) * per_sm;
+  static std::atomic<int64_t> wave[64];  // blocks per device
+  int64_t blocks = per_device(wave, [](int dev) -> int64_t {
+    int sms = 0, per_sm = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, residual_norm_backward_kernel<T, N4>, 32 * kWarps, 0) !=
+            cudaSuccess ||
+        sms <= 0 || per_sm <= 0)
+      return 0;
+    return static_cast<int64_t>(sms) * per_sm;
+  });
+  if (blocks == 0) blocks = 512;
   const int64_t w = rows < blocks * kWarps ? rows : blocks * kWarps;
   return (w + kWarps - 1) / kWarps * kWarps;
-}
-
-const char* launched() {
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
 }
 
 }  // namespace
