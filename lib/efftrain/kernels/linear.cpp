@@ -1,6 +1,7 @@
 #include "efftrain/kernels/linear.h"
 
 #include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/graph_task.h>
 
 #include <optional>
 
@@ -40,6 +41,29 @@ torch::Tensor column_sums(const torch::Tensor& g) {
   return g.sum(0);
 }
 
+bool grad_in_place(const torch::Tensor& w, const torch::Device& device) {
+  const auto* exec = torch::autograd::get_current_graph_task_exec_info();
+  const auto& acc = w.grad();
+  return acc.defined() && (exec == nullptr || exec->empty()) && !torch::GradMode::is_enabled() &&
+         acc.scalar_type() == w.scalar_type() && acc.sizes() == w.sizes() && acc.is_contiguous() &&
+         acc.device() == device;
+}
+
+torch::Tensor weight_grad(const torch::Tensor& w, const torch::Tensor& g, const torch::Tensor& x) {
+  const auto dt = w.scalar_type();
+  const bool cast = g.scalar_type() != dt;
+  if (cast && !g.is_cuda()) return g.t().mm(x).to(dt);  // cuBLAS's fp32 output from fp16/bf16: CUDA only
+  if (grad_in_place(w, g.device())) {
+    auto acc = w.grad();
+    if (cast)
+      at::addmm_out(acc, acc, g.t(), x, dt);
+    else
+      at::addmm_out(acc, acc, g.t(), x);
+    return {};
+  }
+  return cast ? at::mm(g.t(), x, dt) : g.t().mm(x);
+}
+
 namespace {
 std::optional<torch::Tensor> opt(const torch::Tensor& t) {
   return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt;
@@ -59,22 +83,24 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // at::linear with its backward written out: ATen's addmm backward makes the same two matmuls
-// (g w and g^T x, in these layouts); the bias gradient comes from column_sums.
+// (g w and g^T x, in these layouts); the bias gradient comes from column_sums, the weight's from
+// weight_grad. `wr` is the weight in the run dtype, detached: the gradient goes to the weight
+// itself, `w`, in its own dtype.
 struct BiasLinear : torch::autograd::Function<BiasLinear> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
-                               const torch::Tensor& b) {
-    ctx->save_for_backward({x, w});
-    return at::linear(x, w, b);
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& wr,
+                               const torch::Tensor& b, const torch::Tensor& w) {
+    ctx->save_for_backward({x, wr, w});
+    return at::linear(x, wr, b);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
-    const auto &x = s[0], &w = s[1];
+    const auto &x = s[0], &wr = s[1], &w = s[2];
     auto g = grads[0].reshape({-1, grads[0].size(-1)}).contiguous();
     torch::Tensor gx, gw, gb;
-    if (ctx->needs_input_grad(0)) gx = g.mm(w).view(x.sizes());
-    if (ctx->needs_input_grad(1)) gw = g.t().mm(x.reshape({-1, x.size(-1)}));
+    if (ctx->needs_input_grad(0)) gx = g.mm(wr).view(x.sizes());
     if (ctx->needs_input_grad(2)) gb = column_sums(g);
-    return {gx, gw, gb};
+    if (ctx->needs_input_grad(3)) gw = weight_grad(w, g, x.reshape({-1, x.size(-1)}));
+    return {gx, torch::Tensor(), gb, gw};
   }
 };
 
@@ -83,16 +109,16 @@ bool aligned16(const torch::Tensor& t) { return reinterpret_cast<uintptr_t>(t.da
 // qkv_linear as one function: the three views are its outputs, and backward takes their three
 // gradients in whatever strides attention's backward left them.
 struct QkvLinear : torch::autograd::Function<QkvLinear> {
-  static variable_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
-                               const torch::Tensor& b, int64_t heads) {
-    ctx->save_for_backward({x, w});
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& wr,
+                               const torch::Tensor& b, const torch::Tensor& w_own, int64_t heads) {
+    ctx->save_for_backward({x, wr, w_own});
     ctx->saved_data["heads"] = heads;
-    auto qkv = split_heads(at::linear(x, w, b), heads);
+    auto qkv = split_heads(at::linear(x, wr, b), heads);
     return {qkv[0], qkv[1], qkv[2]};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
-    const auto &x = s[0], &w = s[1];
+    const auto &x = s[0], &w = s[1];  // w: the weight in the run dtype
     const c10::cuda::CUDAGuard guard(x.device());
     const int64_t heads = ctx->saved_data["heads"].toInt();
     const int64_t B = x.size(0), T = x.size(1), C3 = w.size(0), D = C3 / 3 / heads;
@@ -116,8 +142,8 @@ struct QkvLinear : torch::autograd::Function<QkvLinear> {
                  "q/k/v gradient gather with column sums");
     torch::Tensor gx, gw;
     if (ctx->needs_input_grad(0)) gx = dqkv.mm(w).view(x.sizes());
-    if (ctx->needs_input_grad(1)) gw = dqkv.t().mm(x.reshape({-1, x.size(-1)}));
-    return {gx, gw, ctx->needs_input_grad(2) ? gb : torch::Tensor(), torch::Tensor()};
+    if (ctx->needs_input_grad(3)) gw = weight_grad(s[2], dqkv, x.reshape({-1, x.size(-1)}));
+    return {gx, torch::Tensor(), ctx->needs_input_grad(2) ? gb : torch::Tensor(), gw, torch::Tensor()};
   }
 };
 
@@ -136,7 +162,7 @@ std::optional<at::ScalarType> own_backward(const torch::Tensor& x, const torch::
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
 #ifdef EFFTRAIN_WITH_KERNELS
   if (const auto dt = own_backward(x, w, b))
-    return BiasLinear::apply(autocast_cast(*dt, x), autocast_cast(*dt, w), autocast_cast(*dt, b));
+    return BiasLinear::apply(autocast_cast(*dt, x), autocast_cast(*dt, w).detach(), autocast_cast(*dt, b), w);
 #endif
   return at::linear(x, w, opt(b));
 }
@@ -147,7 +173,7 @@ std::array<torch::Tensor, 3> qkv_linear(const torch::Tensor& x, const torch::Ten
 #ifdef EFFTRAIN_WITH_KERNELS
   const auto dt = own_backward(x, w, b);
   if (dt && (w.size(0) / 3 / heads) % 8 == 0) {
-    auto out = QkvLinear::apply(autocast_cast(*dt, x), autocast_cast(*dt, w), autocast_cast(*dt, b), heads);
+    auto out = QkvLinear::apply(autocast_cast(*dt, x), autocast_cast(*dt, w).detach(), autocast_cast(*dt, b), w, heads);
     return {out[0], out[1], out[2]};
   }
   return split_heads(linear(x, w, b), heads);

@@ -1,6 +1,7 @@
 // Linear layers for GPT's blocks and their helpers: y = x w^T + b through at::linear (cuBLAS adds
 // the bias in the matmul's epilogue), with the bias gradient summed by the project's column-sum
-// kernel (kernels/column_sums.cu) where it applies instead of ATen's reduction.
+// kernel (kernels/column_sums.cu) where it applies instead of ATen's reduction, and the weight
+// gradient from weight_grad (below).
 #pragma once
 
 #include <torch/torch.h>
@@ -15,8 +16,8 @@ namespace efftrain::kernels {
 // 96 ms GPT-2 small step at 32 x 1024 on an H200), where at::linear folds the batch dimensions and
 // cuBLAS adds the bias in the matmul's epilogue, as PyTorch's nn.Linear does. While gradients are
 // taken, on CUDA with fp16/bf16 activations (after autocast) and an output width a multiple of 8,
-// a differentiable bias gets its gradient from column_sums below; the matmuls are ATen's, the
-// same calls as at::linear's backward.
+// a differentiable bias gets its gradient from column_sums below and the weight from weight_grad;
+// the matmuls are ATen's, the calls of at::linear's backward (the weight's with an fp32 output).
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
 
 // q, k, v [B, heads, T, D] of attention: x [B, T, C] through linear(x, w, b) ([B, T, 3C]),
@@ -31,6 +32,20 @@ std::array<torch::Tensor, 3> qkv_linear(const torch::Tensor& x, const torch::Ten
 // The sums over rows of a [rows, width] matrix, in its dtype (fp32 accumulation): the project's
 // kernel on CUDA for contiguous fp16/bf16 with width a multiple of 8, else ATen's sum(0).
 torch::Tensor column_sums(const torch::Tensor& g);
+
+// The gradient g^T x of a weight w [out, in] for a custom backward whose forward ran y = x w'^T
+// with w' a cast of w (g [rows, out], x [rows, in], both in the run dtype, fp16/bf16 or w's).
+// Where autograd would add it to w.grad -- a backward over the whole graph (no inputs named, as
+// torch::autograd::grad does; no create_graph) -- and w has a .grad of its own dtype, shape and
+// layout already (train.cuda_graph's static gradients, or a later micro-batch of the step), the
+// matmul adds it there in its epilogue (fp32 out of fp16/bf16 inputs on CUDA: no half-precision
+// product written, cast and added by three kernels) and the result is undefined: AccumulateGrad
+// gets nothing to add, and its hooks (the gradient buckets') still run. Otherwise the product
+// in w's dtype (computed in it, not rounded to the run dtype first) for autograd to accumulate.
+torch::Tensor weight_grad(const torch::Tensor& w, const torch::Tensor& g, const torch::Tensor& x);
+// Whether a custom backward running now may add w's gradient into w.grad itself (the conditions
+// above, with the gradient computed on `device`).
+bool grad_in_place(const torch::Tensor& w, const torch::Device& device);
 
 // The dtype a linear on x runs in: autocast's on CUDA where it is on, else x's.
 at::ScalarType run_dtype(const torch::Tensor& x);

@@ -176,9 +176,11 @@ std::pair<torch::Tensor, torch::Tensor> gelu_backward_with_sums(const torch::Ten
 torch::Tensor rows(const torch::Tensor& t) { return t.reshape({-1, t.size(-1)}).contiguous(); }
 
 struct FusedMlp : torch::autograd::Function<FusedMlp> {
+  // w1, w2 in the run dtype, detached; w1_own, w2_own the weights themselves, whose gradients
+  // weight_grad gives (in their dtype, or added into their .grad).
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x_in, const torch::Tensor& w1,
                                const torch::Tensor& b1, const torch::Tensor& w2, const std::optional<torch::Tensor>& b2,
-                               bool keep_activation) {
+                               const torch::Tensor& w1_own, const torch::Tensor& w2_own, bool keep_activation) {
     const c10::cuda::CUDAGuard guard(x_in.device());
     auto x = rows(x_in);
     const int64_t n = x.size(0), hidden = w1.size(0);
@@ -192,7 +194,7 @@ struct FusedMlp : torch::autograd::Function<FusedMlp> {
     }
     auto y_sizes = x_in.sizes().vec();
     y_sizes.back() = w2.size(0);
-    ctx->save_for_backward({x, u, keep_activation ? a : torch::Tensor(), w1, w2});
+    ctx->save_for_backward({x, u, keep_activation ? a : torch::Tensor(), w1, w2, w1_own, w2_own});
     ctx->saved_data["bias2"] = b2.has_value();
     ctx->saved_data["x_sizes"] = x_in.sizes().vec();
     return at::linear(a, w2, b2).view(y_sizes);
@@ -203,12 +205,12 @@ struct FusedMlp : torch::autograd::Function<FusedMlp> {
     const c10::cuda::CUDAGuard guard(x.device());
     auto a = s[2].defined() ? s[2] : torch::gelu(u, "tanh");
     auto g = rows(grads[0].to(x.scalar_type()));
-    auto gw2 = g.t().mm(a);
+    auto gw2 = ctx->needs_input_grad(6) ? weight_grad(s[6], g, a) : torch::Tensor();
     auto gb2 = ctx->saved_data["bias2"].toBool() ? column_sums(g) : torch::Tensor();
     auto [gu, gb1] = gelu_backward_with_sums(g.mm(w2), u);
-    auto gw1 = gu.t().mm(x);
+    auto gw1 = ctx->needs_input_grad(5) ? weight_grad(s[5], gu, x) : torch::Tensor();
     auto gx = gu.mm(w1).view(ctx->saved_data["x_sizes"].toIntVector());
-    return {gx, gw1, gb1, gw2, gb2, torch::Tensor()};
+    return {gx, torch::Tensor(), gb1, torch::Tensor(), gb2, gw1, gw2, torch::Tensor()};
   }
 };
 #endif
@@ -223,8 +225,8 @@ torch::Tensor mlp(const torch::Tensor& x, const torch::Tensor& w1, const torch::
 #ifdef EFFTRAIN_WITH_CUBLASLT
   if (use_fused && b1.defined() && fusable(x, w1.size(1), w1.size(0)) && w2.size(1) == w1.size(0)) {
     const auto dt = run_dtype(x);
-    return FusedMlp::apply(autocast_cast(dt, x), autocast_cast(dt, w1), autocast_cast(dt, b1), autocast_cast(dt, w2),
-                           opt(autocast_cast(dt, b2)), keep_activation);
+    return FusedMlp::apply(autocast_cast(dt, x), autocast_cast(dt, w1).detach(), autocast_cast(dt, b1),
+                           autocast_cast(dt, w2).detach(), opt(autocast_cast(dt, b2)), w1, w2, keep_activation);
   }
 #endif
   (void)use_fused;

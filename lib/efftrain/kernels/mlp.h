@@ -3,7 +3,8 @@
 // matmul writes gelu(u) and u beside it, so no GELU kernel reads u back. Backward: ATen's matmuls,
 // and GELU's derivative (from the kept u) with c_fc's bias gradient in one pass of
 // kernels/column_sums.cu where nvcc built the kernels (else ATen's gelu_backward and column sum);
-// mlp_proj's bias gradient from kernels::column_sums. Where it applies -- CUDA, fp16 or bf16 after autocast,
+// mlp_proj's bias gradient from kernels::column_sums, the weights' from kernels::weight_grad (in
+// their own dtype, added into their .grad in the matmul where it exists). Where it applies -- CUDA, fp16 or bf16 after autocast,
 // widths a multiple of 8, a build that found cuBLASLt -- that path runs; elsewhere, and where
 // cuBLASLt has no algorithm for the epilogue (a warning, once), ATen's linear and gelu: the same
 // function. Numerics: the epilogue applies GELU to the fp32 accumulator before rounding, ATen to

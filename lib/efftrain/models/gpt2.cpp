@@ -73,18 +73,41 @@ struct ChunkedHeadLoss : torch::autograd::Function<ChunkedHeadLoss> {
           dw.add_(logits.t().mm(xd));
       }
     }
-    ctx->save_for_backward({dx, dw});
+    ctx->save_for_backward({dx, dw, w});
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
-    ctx->saved_data["w_dtype"] = static_cast<int64_t>(w.scalar_type());
     return torch::cat(losses).mean();
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto s = ctx->get_saved_variables();
+    const auto& w = s[2];
     const auto n = static_cast<double>(s[0].size(0));
     auto g = grads[0].to(torch::kFloat) / n;  // on the device: no host synchronization
     auto dx = (s[0] * g).to(static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt()));
-    auto dw = (s[1] * g).to(static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt()));
+    torch::Tensor dw;  // added into w.grad in one pass where kernels::weight_grad would
+    if (kernels::grad_in_place(w, s[1].device()))
+      w.grad().addcmul_(s[1], g);
+    else
+      dw = (s[1] * g).to(w.scalar_type());
     return {dx, dw, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// wte's lookup. Backward adds the looked-up rows' gradients into wte.grad (index_put_ with
+// accumulate: sorted, a fixed order) where kernels::grad_in_place allows, instead of ATen's
+// dense [vocab, width] gradient that autograd then adds to it; else that dense gradient.
+struct TokenEmbedding : torch::autograd::Function<TokenEmbedding> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& w, const torch::Tensor& idx) {
+    ctx->save_for_backward({w, idx});
+    return at::embedding(w, idx);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const auto &w = s[0], &idx = s[1];
+    if (!kernels::grad_in_place(w, grads[0].device()))
+      return {at::embedding_dense_backward(grads[0], idx, w.size(0), /*padding_idx=*/-1, false), torch::Tensor()};
+    w.grad().index_put_({idx.reshape({-1})}, grads[0].reshape({-1, w.size(1)}).to(w.scalar_type()),
+                        /*accumulate=*/true);
+    return {torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -186,7 +209,8 @@ torch::Tensor GptImpl::features(const torch::Tensor& idx) {
   const int64_t T = idx.size(1);
   TORCH_CHECK(T <= c_.context, "sequence of ", T, " tokens is longer than the context ", c_.context);
   auto pos = torch::arange(T, torch::TensorOptions().device(idx.device()).dtype(torch::kLong));
-  auto x = torch::dropout(wte_->forward(idx) + wpe_->forward(pos), is_training() ? c_.dropout : 0.0, is_training());
+  auto x = torch::dropout(TokenEmbedding::apply(wte_->weight, idx) + wpe_->forward(pos),
+                          is_training() ? c_.dropout : 0.0, is_training());
   if (c_.sdpa && kernel_.empty()) {
     const int64_t D = c_.width / c_.heads;
     auto probe = torch::empty({1, c_.heads, T, D}, x.options().dtype(

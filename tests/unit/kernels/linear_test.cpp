@@ -1,8 +1,10 @@
 // kernels::linear and kernels::column_sums: at::linear and sum(0) off CUDA; on the GPU the
 // column-sum kernel against fp32 sums, and the linear's own backward against ATen's.
+// kernels::weight_grad: where it returns the gradient and where it adds it into .grad.
 #include <catch2/catch_test_macros.hpp>
 
 #include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/torch.h>
 
 #include <functional>
@@ -34,6 +36,58 @@ TEST_CASE("kernels::linear and column_sums off CUDA are at::linear and sum(0)") 
   for (size_t i = 0; i < ref.size(); ++i) CHECK(torch::equal(ours[i], ref[i]));
   auto g = torch::randn({37, 24});
   CHECK(torch::equal(kernels::column_sums(g), g.sum(0)));
+}
+
+namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+// y = x w^T with w's gradient from weight_grad.
+struct WeightGradLinear : torch::autograd::Function<WeightGradLinear> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w) {
+    ctx->save_for_backward({x, w});
+    return x.mm(w.t());
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    return {grads[0].mm(s[1]), kernels::weight_grad(s[1], grads[0], s[0])};
+  }
+};
+}  // namespace
+
+TEST_CASE("kernels::weight_grad: returned where .grad is missing, added into .grad in place where it is, returned "
+          "to autograd::grad") {
+  torch::manual_seed(2);
+  auto x = torch::randn({5, 3}, torch::kDouble), w = torch::randn({4, 3}, torch::kDouble).requires_grad_(true);
+  auto r = torch::randn({5, 4}, torch::kDouble);
+  const auto expected = r.t().mm(x);  // d sum(y * r) / dw
+  // AccumulateGrad's hooks (the gradient buckets') run whether or not it got a gradient to add
+  std::vector<bool> received;  // per backward: whether AccumulateGrad got one
+  const auto accumulator = torch::autograd::impl::grad_accumulator(w);  // w holds it weakly
+  accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+      [&](const variable_list& out, const variable_list& in) {
+        received.push_back(in.at(0).defined());
+        return out;
+      }));
+  auto loss = [&] { return (WeightGradLinear::apply(x, w) * r).sum(); };
+  loss().backward();  // no .grad yet: autograd stores the returned gradient
+  REQUIRE(w.grad().defined());
+  CHECK(torch::allclose(w.grad(), expected, 1e-12, 1e-12));
+  CHECK(received == std::vector<bool>{true});
+  const auto* at = w.grad().data_ptr();
+  loss().backward();  // added into the same tensor
+  CHECK(w.grad().data_ptr() == at);
+  CHECK(torch::allclose(w.grad(), 2 * expected, 1e-12, 1e-12));
+  CHECK(received == std::vector<bool>{true, false});  // added by weight_grad, nothing left for autograd
+  // a gradient taken for named inputs is returned, .grad left alone
+  auto g = torch::autograd::grad({loss()}, {w});
+  CHECK(torch::allclose(g[0], expected, 1e-12, 1e-12));
+  CHECK(torch::allclose(w.grad(), 2 * expected, 1e-12, 1e-12));
+  // a .grad of another dtype is not written: the gradient goes back to autograd
+  auto v = torch::randn({4, 3}, torch::kDouble).requires_grad_(true);
+  v.mutable_grad() = torch::zeros({4, 3}, torch::kFloat);
+  torch::NoGradGuard ng;  // as in backward
+  CHECK_FALSE(kernels::grad_in_place(v, v.device()));
+  CHECK(kernels::grad_in_place(w, w.device()));
 }
 
 TEST_CASE("gpu: column_sums of fp16/bf16 matrices: fp32 sums rounded once", "[gpu]") {
@@ -78,9 +132,27 @@ TEST_CASE("gpu: kernels::linear under bf16 autocast: ATen's output and matmul gr
   CHECK(ours[0].dtype() == torch::kBFloat16);
   CHECK(torch::equal(ours[0], ref[0]));  // the same at::linear
   CHECK(relative_error(ours[1], ref[1]) < 1e-6);  // x: the same matmul
-  CHECK(relative_error(ours[2], ref[2]) < 1e-6);  // w
+  // w: g^T x of the bf16 gradient (r rounded) and x, exact in fp64; ours is cuBLAS's fp32
+  // output, ATen's that rounded to bf16 and cast back
+  const auto exact = r.to(torch::kBFloat16).to(torch::kDouble).reshape({-1, 2304}).t().mm(
+      x.to(torch::kDouble).reshape({-1, 64}));
+  CHECK(ours[2].dtype() == torch::kFloat);
+  CHECK(relative_error(ours[2], exact) < 1e-5);
+  CHECK(relative_error(ref[2], exact) < 4e-3);
   CHECK(ours[3].dtype() == torch::kFloat);         // the fp32 bias's gradient, through autocast's cast
   CHECK(relative_error(ours[3], ref[3]) < 4e-3);  // b: both fp32 sums rounded to bf16, other orders
+  // a weight with a .grad already (static gradients, a later micro-batch): added in the matmul
+  auto wl = w.clone().requires_grad_(true), before = torch::randn({2304, 64}, f32);
+  wl.mutable_grad() = before.clone();
+  const auto* slot = wl.grad().data_ptr();
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  auto y = kernels::linear(x, wl, b.clone().requires_grad_(true));
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  at::autocast::clear_cache();
+  (y.to(torch::kFloat) * r).sum().backward();
+  CHECK(wl.grad().data_ptr() == slot);
+  CHECK(relative_error(wl.grad(), before.to(torch::kDouble) + exact) < 1e-5);
 }
 
 namespace {
@@ -152,7 +224,8 @@ TEST_CASE("gpu: kernels::qkv_linear under bf16 autocast: the gradients of q, k, 
     const auto ours = run(true), ref = run(false);
     for (int i = 0; i < 3; ++i) CHECK(torch::equal(ours[i], ref[i]));  // q, k, v: the same at::linear
     CHECK(relative_error(ours[3], ref[3]) < 1e-6);                      // x: the same matmul of the same gradient
-    CHECK(relative_error(ours[4], ref[4]) < 1e-6);                      // w
+    CHECK(ours[4].dtype() == torch::kFloat);
+    CHECK(relative_error(ours[4], ref[4]) < 4e-3);  // w: fp32 out of the matmul, ATen's rounded to bf16
     CHECK(relative_error(ours[5], ref[5]) < 4e-3);                      // b: fp32 sums rounded to bf16
   }
 }

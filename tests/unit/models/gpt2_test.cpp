@@ -188,6 +188,25 @@ TEST_CASE("the chunked classifier of fused_loss gives the plain model's loss and
   }
 }
 
+TEST_CASE("with a .grad there already (static gradients, a later micro-batch) the token embedding and the chunked "
+          "classifier add theirs into it: the same sums") {
+  auto c = tiny(true, 0.1);
+  c.vocab_multiple = 8;
+  c.fused_loss = true;
+  c.head_chunk_rows = 7;
+  const auto fresh = cpu_step(c, nullptr);
+  const auto added = cpu_step(c, [](models::Gpt& m) {
+    torch::NoGradGuard ng;
+    for (auto& p : m->parameters()) p.mutable_grad() = torch::full_like(p, 0.25);
+  });
+  CHECK(added.loss == fresh.loss);
+  REQUIRE(added.grads.size() == fresh.grads.size());
+  for (size_t i = 0; i < fresh.grads.size(); ++i) {
+    INFO("parameter " << i);
+    CHECK(torch::allclose(added.grads[i], fresh.grads[i] + 0.25, 1e-6, 1e-7));
+  }
+}
+
 TEST_CASE("selective recompute (GELU outputs, chunked logits) gives the same loss and gradients (fp32, dropout on)") {
   auto c = tiny(true, 0.1);
   c.vocab_multiple = 8;  // 97 -> 104 rows: the -inf padding goes through the chunks too
