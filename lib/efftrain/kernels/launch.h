@@ -80,4 +80,13 @@ struct QkvParts {
 };
 const char* qkv_gather_sums(DType dtype, const QkvParts& parts, void* out, float* partials, void* sums, void* stream);
 
+// An embedding's gradient added into grad [vocab, width] (fp32): grad[t] += the sum of the rows
+// g[perm[j]] (fp32 [n, width]) over the positions j with sorted[j] == t, in the order of j, so
+// the same bits every run. sorted: the n looked-up tokens in ascending order, perm: where each
+// was (a stable sort's values and indices). Through `scratch`
+// (embedding_backward_scratch(n, width) floats). width a multiple of 4, g and grad 16-byte aligned.
+int64_t embedding_backward_scratch(int64_t n, int64_t width);
+const char* embedding_backward_add(const int64_t* sorted, const int64_t* perm, const float* g, int64_t n,
+                                   int64_t width, float* grad, float* scratch, void* stream);
+
 }  // namespace efftrain::kernels

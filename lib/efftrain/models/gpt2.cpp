@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "efftrain/kernels/cross_entropy.h"
+#include "efftrain/kernels/embedding.h"
 #include "efftrain/kernels/linear.h"
 #include "efftrain/kernels/mlp.h"
 #include "efftrain/kernels/residual_norm.h"
@@ -89,25 +90,6 @@ struct ChunkedHeadLoss : torch::autograd::Function<ChunkedHeadLoss> {
     else
       dw = (s[1] * g).to(w.scalar_type());
     return {dx, dw, torch::Tensor(), torch::Tensor()};
-  }
-};
-
-// wte's lookup. Backward adds the looked-up rows' gradients into wte.grad (index_put_ with
-// accumulate: sorted, a fixed order) where kernels::grad_in_place allows, instead of ATen's
-// dense [vocab, width] gradient that autograd then adds to it; else that dense gradient.
-struct TokenEmbedding : torch::autograd::Function<TokenEmbedding> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& w, const torch::Tensor& idx) {
-    ctx->save_for_backward({w, idx});
-    return at::embedding(w, idx);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto s = ctx->get_saved_variables();
-    const auto &w = s[0], &idx = s[1];
-    if (!kernels::grad_in_place(w, grads[0].device()))
-      return {at::embedding_dense_backward(grads[0], idx, w.size(0), /*padding_idx=*/-1, false), torch::Tensor()};
-    w.grad().index_put_({idx.reshape({-1})}, grads[0].reshape({-1, w.size(1)}).to(w.scalar_type()),
-                        /*accumulate=*/true);
-    return {torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -209,7 +191,7 @@ torch::Tensor GptImpl::features(const torch::Tensor& idx) {
   const int64_t T = idx.size(1);
   TORCH_CHECK(T <= c_.context, "sequence of ", T, " tokens is longer than the context ", c_.context);
   auto pos = torch::arange(T, torch::TensorOptions().device(idx.device()).dtype(torch::kLong));
-  auto x = torch::dropout(TokenEmbedding::apply(wte_->weight, idx) + wpe_->forward(pos),
+  auto x = torch::dropout(kernels::embedding(wte_->weight, idx) + wpe_->forward(pos),
                           is_training() ? c_.dropout : 0.0, is_training());
   if (c_.sdpa && kernel_.empty()) {
     const int64_t D = c_.width / c_.heads;
