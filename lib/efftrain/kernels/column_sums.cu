@@ -132,10 +132,11 @@ __global__ void __launch_bounds__(kMaxThreads) block_sums_kernel(Src src, int64_
   }
 }
 
-// sums[c] = sum over b of partials[b, c], rounded to T (residual_norm.cu's column_sums_kernel, one output).
+// The sum over b of partials[b, c] to out (see SumsOut) for each column c (residual_norm.cu's
+// column_sums_kernel, one output).
 template <class T>
 __global__ void __launch_bounds__(256) partial_sums_kernel(const float* __restrict__ partials, int64_t blocks,
-                                                             int64_t width, T* __restrict__ sums) {
+                                                             int64_t width, SumsOut out) {
   __shared__ float acc[8][33];
   const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + tx;
@@ -147,19 +148,24 @@ __global__ void __launch_bounds__(256) partial_sums_kernel(const float* __restri
   if (ty == 0 && c < width) {
     float t = 0.f;
     for (int i = 0; i < 8; ++i) t += acc[i][tx];
-    sums[c] = from_f<T>(t);
+    if (out.mode == SumsOut::kStore)
+      static_cast<T*>(out.p)[c] = from_f<T>(t);
+    else if (out.mode == SumsOut::kStoreF32)
+      static_cast<float*>(out.p)[c] = t;
+    else
+      static_cast<float*>(out.p)[c] += t;
   }
 }
 
 template <class T, class Src>
-const char* launch(Src src, int64_t rows, int64_t width, void* out, float* partials, void* sums, cudaStream_t s) {
+const char* launch(Src src, int64_t rows, int64_t width, void* out, float* partials, SumsOut sums, cudaStream_t s) {
   const int64_t blocks = column_sums_partials(rows, width) / width;
   const int64_t vecs = width / vec_of<T>();
   const int threads = static_cast<int>(vecs < kMaxThreads ? (vecs + 31) / 32 * 32 : kMaxThreads);
   block_sums_kernel<T, Src><<<static_cast<unsigned>(blocks), threads, 0, s>>>(src, rows, width, static_cast<T*>(out),
                                                                               partials);
   partial_sums_kernel<T><<<static_cast<unsigned>((width + 31) / 32), 256, 0, s>>>(partials, blocks, width,
-                                                                                 static_cast<T*>(sums));
+                                                                                 sums);
   return launched();
 }
 
@@ -179,7 +185,7 @@ int64_t column_sums_partials(int64_t rows, int64_t width) {
 }
 
 const char* gelu_backward_sums(DType dtype, const void* ga, const void* u, int64_t rows, int64_t width, void* gu,
-                               float* partials, void* sums, void* stream) {
+                               float* partials, SumsOut sums, void* stream) {
   const char* err = "gelu_backward_sums: fp16 or bf16 only";
   with_half(dtype, [&](auto t) {
     using T = decltype(t);
@@ -190,7 +196,7 @@ const char* gelu_backward_sums(DType dtype, const void* ga, const void* u, int64
   return err;
 }
 
-const char* column_sums(DType dtype, const void* g, int64_t rows, int64_t width, float* partials, void* sums,
+const char* column_sums(DType dtype, const void* g, int64_t rows, int64_t width, float* partials, SumsOut sums,
                         void* stream) {
   const char* err = "column_sums: fp16 or bf16 only";
   with_half(dtype, [&](auto t) {
@@ -202,7 +208,7 @@ const char* column_sums(DType dtype, const void* g, int64_t rows, int64_t width,
   return err;
 }
 
-const char* qkv_gather_sums(DType dtype, const QkvParts& parts, void* out, float* partials, void* sums,
+const char* qkv_gather_sums(DType dtype, const QkvParts& parts, void* out, float* partials, SumsOut sums,
                             void* stream) {
   const char* err = "qkv_gather_sums: fp16 or bf16 only";
   const int64_t rows = parts.batch * parts.seq, width = 3 * parts.heads * parts.head_dim;

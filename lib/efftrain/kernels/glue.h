@@ -1,11 +1,13 @@
 // The torch-facing wrappers' shared pieces (kernels/*.cpp, built with EFFTRAIN_WITH_KERNELS):
-// the kernels' dtype code of a tensor, launch-error checks, the current CUDA stream.
+// the kernels' dtype code of a tensor, launch-error checks, the current CUDA stream, where bias
+// gradients go.
 #pragma once
 
 #include <c10/cuda/CUDAStream.h>
 #include <torch/torch.h>
 
 #include "efftrain/kernels/launch.h"
+#include "efftrain/kernels/linear.h"
 
 namespace efftrain::kernels {
 
@@ -23,5 +25,15 @@ inline bool kernel_dtype(const torch::Tensor& t) {
 }
 inline void check_launch(const char* err, const char* what) { TORCH_CHECK(err == nullptr, what, ": ", err); }
 inline void* stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+// Where a column-sum kernel over g puts the gradient of bias b (the parameter itself, fp32 or in
+// g's dtype): added into b.grad where grad_in_place(b) holds (b fp32; the tensor returned is
+// undefined), else into a new tensor in b's dtype, returned.
+inline std::pair<SumsOut, torch::Tensor> bias_sums(const torch::Tensor& b, const torch::Tensor& g) {
+  const bool f32 = b.scalar_type() == torch::kFloat;
+  if (f32 && grad_in_place(b, g.device())) return {SumsOut{b.grad().data_ptr(), SumsOut::kAddF32}, torch::Tensor()};
+  auto out = torch::empty({g.size(-1)}, g.options().dtype(f32 ? torch::kFloat : g.scalar_type()));
+  return {SumsOut{out.data_ptr(), f32 ? SumsOut::kStoreF32 : SumsOut::kStore}, out};
+}
 
 }  // namespace efftrain::kernels

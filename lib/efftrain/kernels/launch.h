@@ -50,23 +50,31 @@ const char* residual_norm_forward(DType dtype, const float* s_in, const void* h,
 // ds = ds_out + d layer_norm / d s_out . dy (ds_out may be null: zero); dh = dropout's backward
 // of ds rounded to h's dtype (the same mask: the same `rng`); dgamma, dbeta summed over rows
 // through `partials` (residual_norm_partials(dtype, rows, width) floats of scratch; the count
-// depends on the device's SMs).
+// depends on the device's SMs), written or, with `add`, added to what they hold.
 int64_t residual_norm_partials(DType dtype, int64_t rows, int64_t width);
 const char* residual_norm_backward(DType dtype, const void* dy, const float* ds_out, const float* s_out,
                                    const float* mean, const float* rstd, const float* gamma, int64_t rows,
                                    int64_t width, float keep, Philox rng, float* ds, void* dh, float* partials,
-                                   float* dgamma, float* dbeta, void* stream);
+                                   float* dgamma, float* dbeta, bool add, void* stream);
 
-// gu = ga * gelu_tanh'(u) in `dtype` (fp16 or bf16), and sums[c] = sum over rows of gu[., c]
-// (the rounded gu, summed in fp32, rounded to `dtype`), through `partials`
-// (column_sums_partials(rows, width) floats of scratch). [rows, width] contiguous, width a
-// multiple of 8, every pointer 16-byte aligned.
+// Where the column-sum kernels below put the fp32 sum of each column c: p[c] = the sum rounded to
+// the kernel's dtype (kStore), p[c] = the sum in fp32 (kStoreF32), or p[c] += it in fp32 (kAddF32:
+// a bias's fp32 .grad accumulating).
+struct SumsOut {
+  enum Mode { kStore, kStoreF32, kAddF32 };
+  void* p = nullptr;
+  Mode mode = kStore;
+};
+// gu = ga * gelu_tanh'(u) in `dtype` (fp16 or bf16), and the sums over rows of gu[., c] (the
+// rounded gu, summed in fp32) to `sums`, through `partials` (column_sums_partials(rows, width)
+// floats of scratch). [rows, width] contiguous, width a multiple of 8, every pointer 16-byte
+// aligned.
 int64_t column_sums_partials(int64_t rows, int64_t width);
 const char* gelu_backward_sums(DType dtype, const void* ga, const void* u, int64_t rows, int64_t width, void* gu,
-                               float* partials, void* sums, void* stream);
-// sums[c] = sum over rows of g[., c] (fp32 sums rounded to `dtype`, fp16 or bf16), through
-// `partials` as above; the same layout rules.
-const char* column_sums(DType dtype, const void* g, int64_t rows, int64_t width, float* partials, void* sums,
+                               float* partials, SumsOut sums, void* stream);
+// The sums over rows of g[., c] (g fp16 or bf16) to `sums`, through `partials` as above; the
+// same layout rules.
+const char* column_sums(DType dtype, const void* g, int64_t rows, int64_t width, float* partials, SumsOut sums,
                         void* stream);
 // The gradient of a [batch, seq, 3 x heads x head_dim] projection that was split into q, k and v
 // and viewed as [batch, heads, seq, head_dim] each: out[b * seq + t, s * C + h * D + d] =
@@ -78,7 +86,8 @@ struct QkvParts {
   int64_t stride_b[3], stride_h[3], stride_t[3];
   int64_t batch, heads, seq, head_dim;
 };
-const char* qkv_gather_sums(DType dtype, const QkvParts& parts, void* out, float* partials, void* sums, void* stream);
+const char* qkv_gather_sums(DType dtype, const QkvParts& parts, void* out, float* partials, SumsOut sums,
+                            void* stream);
 
 // An embedding's gradient added into grad [vocab, width] (fp32): grad[t] += the sum of the rows
 // g[perm[j]] (fp32 [n, width]) over the positions j with sorted[j] == t, in the order of j, so

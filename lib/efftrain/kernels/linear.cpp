@@ -33,12 +33,39 @@ torch::Tensor column_sums(const torch::Tensor& g) {
     auto sums = torch::empty({width}, g.options());
     auto partials = torch::empty({column_sums_partials(rows, width)}, g.options().dtype(torch::kFloat));
     check_launch(kernels::column_sums(dtype_of(g), g.data_ptr(), rows, width, partials.data_ptr<float>(),
-                                      sums.data_ptr(), stream()),
+                                      SumsOut{sums.data_ptr()}, stream()),
                  "column sums");
     return sums;
   }
 #endif
   return g.sum(0);
+}
+
+namespace {
+// Whether the column-sum kernels take g [rows, width] (and bias b, fp32 or g's dtype): CUDA,
+// fp16/bf16, contiguous, width a multiple of 8, 16-byte aligned.
+bool sums_kernel_takes(const torch::Tensor& g, const torch::Tensor& b) {
+  const auto dt = g.scalar_type();
+  return g.is_cuda() && (dt == torch::kHalf || dt == torch::kBFloat16) && g.dim() == 2 && g.is_contiguous() &&
+         g.size(0) > 0 && g.size(1) % 8 == 0 && reinterpret_cast<uintptr_t>(g.data_ptr()) % 16 == 0 &&
+         (b.scalar_type() == torch::kFloat || b.scalar_type() == dt);
+}
+}  // namespace
+
+torch::Tensor bias_grad(const torch::Tensor& b, const torch::Tensor& g) {
+#ifdef EFFTRAIN_WITH_KERNELS
+  if (sums_kernel_takes(g, b)) {
+    const c10::cuda::CUDAGuard guard(g.device());
+    const int64_t rows = g.size(0), width = g.size(1);
+    auto [out, sums] = bias_sums(b, g);
+    auto partials = torch::empty({column_sums_partials(rows, width)}, g.options().dtype(torch::kFloat));
+    check_launch(kernels::column_sums(dtype_of(g), g.data_ptr(), rows, width, partials.data_ptr<float>(), out,
+                                      stream()),
+                 "bias gradient");
+    return sums;
+  }
+#endif
+  return g.sum(0).to(b.scalar_type());
 }
 
 bool grad_in_place(const torch::Tensor& w, const torch::Device& device) {
@@ -83,24 +110,24 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // at::linear with its backward written out: ATen's addmm backward makes the same two matmuls
-// (g w and g^T x, in these layouts); the bias gradient comes from column_sums, the weight's from
-// weight_grad. `wr` is the weight in the run dtype, detached: the gradient goes to the weight
-// itself, `w`, in its own dtype.
+// (g w and g^T x, in these layouts); the weight's gradient comes from weight_grad, the bias's
+// from bias_grad. `wr`, `br`: the weight and bias in the run dtype, detached; the gradients go to
+// the parameters themselves, `w` and `b`, in their own dtype.
 struct BiasLinear : torch::autograd::Function<BiasLinear> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& wr,
-                               const torch::Tensor& b, const torch::Tensor& w) {
-    ctx->save_for_backward({x, wr, w});
-    return at::linear(x, wr, b);
+                               const torch::Tensor& br, const torch::Tensor& w, const torch::Tensor& b) {
+    ctx->save_for_backward({x, wr, w, b});
+    return at::linear(x, wr, br);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
-    const auto &x = s[0], &wr = s[1], &w = s[2];
+    const auto &x = s[0], &wr = s[1], &w = s[2], &b = s[3];
     auto g = grads[0].reshape({-1, grads[0].size(-1)}).contiguous();
     torch::Tensor gx, gw, gb;
     if (ctx->needs_input_grad(0)) gx = g.mm(wr).view(x.sizes());
-    if (ctx->needs_input_grad(2)) gb = column_sums(g);
     if (ctx->needs_input_grad(3)) gw = weight_grad(w, g, x.reshape({-1, x.size(-1)}));
-    return {gx, torch::Tensor(), gb, gw};
+    if (ctx->needs_input_grad(4)) gb = bias_grad(b, g);
+    return {gx, torch::Tensor(), torch::Tensor(), gw, gb};
   }
 };
 
@@ -110,10 +137,11 @@ bool aligned16(const torch::Tensor& t) { return reinterpret_cast<uintptr_t>(t.da
 // gradients in whatever strides attention's backward left them.
 struct QkvLinear : torch::autograd::Function<QkvLinear> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& wr,
-                               const torch::Tensor& b, const torch::Tensor& w_own, int64_t heads) {
-    ctx->save_for_backward({x, wr, w_own});
+                               const torch::Tensor& br, const torch::Tensor& w_own, const torch::Tensor& b_own,
+                               int64_t heads) {
+    ctx->save_for_backward({x, wr, w_own, b_own});
     ctx->saved_data["heads"] = heads;
-    auto qkv = split_heads(at::linear(x, wr, b), heads);
+    auto qkv = split_heads(at::linear(x, wr, br), heads);
     return {qkv[0], qkv[1], qkv[2]};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -135,15 +163,16 @@ struct QkvLinear : torch::autograd::Function<QkvLinear> {
       parts.stride_t[i] = g[i].stride(2);
     }
     parts.batch = B, parts.heads = heads, parts.seq = T, parts.head_dim = D;
-    auto dqkv = torch::empty({B * T, C3}, opts), gb = torch::empty({C3}, opts);
+    auto dqkv = torch::empty({B * T, C3}, opts);
+    auto [sums, gb] = bias_sums(s[3], dqkv);
     auto partials = torch::empty({column_sums_partials(B * T, C3)}, opts.dtype(torch::kFloat));
-    check_launch(qkv_gather_sums(dtype_of(dqkv), parts, dqkv.data_ptr(), partials.data_ptr<float>(), gb.data_ptr(),
-                                 stream()),
+    check_launch(qkv_gather_sums(dtype_of(dqkv), parts, dqkv.data_ptr(), partials.data_ptr<float>(), sums, stream()),
                  "q/k/v gradient gather with column sums");
     torch::Tensor gx, gw;
     if (ctx->needs_input_grad(0)) gx = dqkv.mm(w).view(x.sizes());
     if (ctx->needs_input_grad(3)) gw = weight_grad(s[2], dqkv, x.reshape({-1, x.size(-1)}));
-    return {gx, torch::Tensor(), ctx->needs_input_grad(2) ? gb : torch::Tensor(), gw, torch::Tensor()};
+    return {gx, torch::Tensor(), torch::Tensor(), gw, ctx->needs_input_grad(4) ? gb : torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -162,7 +191,8 @@ std::optional<at::ScalarType> own_backward(const torch::Tensor& x, const torch::
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
 #ifdef EFFTRAIN_WITH_KERNELS
   if (const auto dt = own_backward(x, w, b))
-    return BiasLinear::apply(autocast_cast(*dt, x), autocast_cast(*dt, w).detach(), autocast_cast(*dt, b), w);
+    return BiasLinear::apply(autocast_cast(*dt, x), autocast_cast(*dt, w).detach(), autocast_cast(*dt, b).detach(), w,
+                             b);
 #endif
   return at::linear(x, w, opt(b));
 }
@@ -173,7 +203,8 @@ std::array<torch::Tensor, 3> qkv_linear(const torch::Tensor& x, const torch::Ten
 #ifdef EFFTRAIN_WITH_KERNELS
   const auto dt = own_backward(x, w, b);
   if (dt && (w.size(0) / 3 / heads) % 8 == 0) {
-    auto out = QkvLinear::apply(autocast_cast(*dt, x), autocast_cast(*dt, w).detach(), autocast_cast(*dt, b), w, heads);
+    auto out = QkvLinear::apply(autocast_cast(*dt, x), autocast_cast(*dt, w).detach(), autocast_cast(*dt, b).detach(),
+                                w, b, heads);
     return {out[0], out[1], out[2]};
   }
   return split_heads(linear(x, w, b), heads);

@@ -16,7 +16,7 @@ namespace efftrain::kernels {
 // 96 ms GPT-2 small step at 32 x 1024 on an H200), where at::linear folds the batch dimensions and
 // cuBLAS adds the bias in the matmul's epilogue, as PyTorch's nn.Linear does. While gradients are
 // taken, on CUDA with fp16/bf16 activations (after autocast) and an output width a multiple of 8,
-// a differentiable bias gets its gradient from column_sums below and the weight from weight_grad;
+// a differentiable bias gets its gradient from bias_grad below and the weight from weight_grad;
 // the matmuls are ATen's, the calls of at::linear's backward (the weight's with an fp32 output).
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
 
@@ -43,6 +43,11 @@ torch::Tensor column_sums(const torch::Tensor& g);
 // gets nothing to add, and its hooks (the gradient buckets') still run. Otherwise the product
 // in w's dtype (computed in it, not rounded to the run dtype first) for autograd to accumulate.
 torch::Tensor weight_grad(const torch::Tensor& w, const torch::Tensor& g, const torch::Tensor& x);
+// The gradient of a bias b (the parameter itself) from its output's gradient g [rows, width]:
+// the column sums of g, in b's dtype. On the column-sum kernel's terms (CUDA, fp16/bf16 g,
+// contiguous, width a multiple of 8; b fp32 or g's dtype) the kernel's fp32 sums, added into
+// b.grad (the result undefined) where grad_in_place(b) holds, as weight_grad does; else ATen's sum.
+torch::Tensor bias_grad(const torch::Tensor& b, const torch::Tensor& g);
 // Whether a custom backward running now may add w's gradient into w.grad itself (the conditions
 // above, with the gradient computed on `device`).
 bool grad_in_place(const torch::Tensor& w, const torch::Device& device);

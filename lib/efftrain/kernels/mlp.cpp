@@ -153,34 +153,39 @@ bool gelu_aux_bias(const torch::Tensor& x, const torch::Tensor& w, const torch::
   return true;
 }
 
-// {gelu_backward(ga, u), its column sums}: kernels/column_sums.cu's one pass where it was built, else
-// ATen's gelu_backward and a sum that reads the result again.
-std::pair<torch::Tensor, torch::Tensor> gelu_backward_with_sums(const torch::Tensor& ga, const torch::Tensor& u) {
+// {gelu_backward(ga, u), the gradient of bias b (its column sums, as bias_grad gives it)}:
+// kernels/column_sums.cu's one pass where it was built, else ATen's gelu_backward and bias_grad
+// reading the result again.
+std::pair<torch::Tensor, torch::Tensor> gelu_backward_with_sums(const torch::Tensor& ga, const torch::Tensor& u,
+                                                                const torch::Tensor& b) {
 #ifdef EFFTRAIN_WITH_KERNELS
   if (ga.is_contiguous() && u.is_contiguous() && ga.sizes() == u.sizes() && ga.scalar_type() == u.scalar_type() &&
-      aligned(ga.data_ptr()) && aligned(u.data_ptr())) {  // u: fp16 or bf16, width a multiple of 8 (fusable)
+      aligned(ga.data_ptr()) && aligned(u.data_ptr()) &&
+      (b.scalar_type() == torch::kFloat || b.scalar_type() == u.scalar_type())) {  // u: fp16 or bf16, width % 8 == 0
     const int64_t n = u.size(0), hidden = u.size(1);
-    auto gu = torch::empty_like(u), sums = torch::empty({hidden}, u.options());
+    auto gu = torch::empty_like(u);
+    auto [out, sums] = bias_sums(b, u);
     auto partials = torch::empty({column_sums_partials(n, hidden)}, u.options().dtype(torch::kFloat));
     check_launch(gelu_backward_sums(dtype_of(u), ga.data_ptr(), u.data_ptr(), n, hidden, gu.data_ptr(),
-                                    partials.data_ptr<float>(), sums.data_ptr(), stream()),
+                                    partials.data_ptr<float>(), out, stream()),
                  "GELU backward with column sums");
     return {gu, sums};
   }
 #endif
   auto gu = at::gelu_backward(ga, u, "tanh");
-  return {gu, gu.sum(0)};
+  return {gu, bias_grad(b, gu)};
 }
 
 // Rows of a [..., width] tensor as a contiguous [rows, width] matrix.
 torch::Tensor rows(const torch::Tensor& t) { return t.reshape({-1, t.size(-1)}).contiguous(); }
 
 struct FusedMlp : torch::autograd::Function<FusedMlp> {
-  // w1, w2 in the run dtype, detached; w1_own, w2_own the weights themselves, whose gradients
-  // weight_grad gives (in their dtype, or added into their .grad).
+  // w1, b1, w2, b2 in the run dtype, detached; the *_own: the parameters themselves, whose
+  // gradients weight_grad and bias_grad give (in their dtype, or added into their .grad).
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x_in, const torch::Tensor& w1,
                                const torch::Tensor& b1, const torch::Tensor& w2, const std::optional<torch::Tensor>& b2,
-                               const torch::Tensor& w1_own, const torch::Tensor& w2_own, bool keep_activation) {
+                               const torch::Tensor& w1_own, const torch::Tensor& b1_own, const torch::Tensor& w2_own,
+                               const std::optional<torch::Tensor>& b2_own, bool keep_activation) {
     const c10::cuda::CUDAGuard guard(x_in.device());
     auto x = rows(x_in);
     const int64_t n = x.size(0), hidden = w1.size(0);
@@ -194,8 +199,8 @@ struct FusedMlp : torch::autograd::Function<FusedMlp> {
     }
     auto y_sizes = x_in.sizes().vec();
     y_sizes.back() = w2.size(0);
-    ctx->save_for_backward({x, u, keep_activation ? a : torch::Tensor(), w1, w2, w1_own, w2_own});
-    ctx->saved_data["bias2"] = b2.has_value();
+    ctx->save_for_backward({x, u, keep_activation ? a : torch::Tensor(), w1, w2, w1_own, b1_own, w2_own,
+                            b2_own.value_or(torch::Tensor())});
     ctx->saved_data["x_sizes"] = x_in.sizes().vec();
     return at::linear(a, w2, b2).view(y_sizes);
   }
@@ -205,12 +210,14 @@ struct FusedMlp : torch::autograd::Function<FusedMlp> {
     const c10::cuda::CUDAGuard guard(x.device());
     auto a = s[2].defined() ? s[2] : torch::gelu(u, "tanh");
     auto g = rows(grads[0].to(x.scalar_type()));
-    auto gw2 = ctx->needs_input_grad(6) ? weight_grad(s[6], g, a) : torch::Tensor();
-    auto gb2 = ctx->saved_data["bias2"].toBool() ? column_sums(g) : torch::Tensor();
-    auto [gu, gb1] = gelu_backward_with_sums(g.mm(w2), u);
-    auto gw1 = ctx->needs_input_grad(5) ? weight_grad(s[5], gu, x) : torch::Tensor();
+    const auto &w1_own = s[5], &b1_own = s[6], &w2_own = s[7], &b2_own = s[8];
+    auto gw2 = ctx->needs_input_grad(7) ? weight_grad(w2_own, g, a) : torch::Tensor();
+    auto gb2 = b2_own.defined() && ctx->needs_input_grad(8) ? bias_grad(b2_own, g) : torch::Tensor();
+    auto [gu, gb1] = gelu_backward_with_sums(g.mm(w2), u, b1_own);
+    auto gw1 = ctx->needs_input_grad(5) ? weight_grad(w1_own, gu, x) : torch::Tensor();
     auto gx = gu.mm(w1).view(ctx->saved_data["x_sizes"].toIntVector());
-    return {gx, torch::Tensor(), gb1, torch::Tensor(), gb2, gw1, gw2, torch::Tensor()};
+    const torch::Tensor none;
+    return {gx, none, none, none, none, gw1, ctx->needs_input_grad(6) ? gb1 : none, gw2, gb2, none};
   }
 };
 #endif
@@ -225,8 +232,9 @@ torch::Tensor mlp(const torch::Tensor& x, const torch::Tensor& w1, const torch::
 #ifdef EFFTRAIN_WITH_CUBLASLT
   if (use_fused && b1.defined() && fusable(x, w1.size(1), w1.size(0)) && w2.size(1) == w1.size(0)) {
     const auto dt = run_dtype(x);
-    return FusedMlp::apply(autocast_cast(dt, x), autocast_cast(dt, w1).detach(), autocast_cast(dt, b1),
-                           autocast_cast(dt, w2).detach(), opt(autocast_cast(dt, b2)), w1, w2, keep_activation);
+    const auto cast = [dt](const torch::Tensor& t) { return t.defined() ? autocast_cast(dt, t).detach() : t; };
+    return FusedMlp::apply(autocast_cast(dt, x), cast(w1), cast(b1), cast(w2), opt(cast(b2)), w1, b1, w2, opt(b2),
+                           keep_activation);
   }
 #endif
   (void)use_fused;

@@ -81,7 +81,7 @@ struct ResidualNorm : torch::autograd::Function<ResidualNorm> {
                                        static_cast<float>(eps), s_out.data_ptr<float>(), y.data_ptr(),
                                        mean.data_ptr<float>(), rstd.data_ptr<float>(), stream()),
                  "fused residual LayerNorm forward");
-    ctx->save_for_backward({s_out, mean, rstd, weight});
+    ctx->save_for_backward({s_out, mean, rstd, weight, bias});
     ctx->saved_data["keep"] = keep;
     ctx->saved_data["h_dtype"] = static_cast<int64_t>(x.scalar_type());
     save(ctx, r);
@@ -90,7 +90,7 @@ struct ResidualNorm : torch::autograd::Function<ResidualNorm> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto &s_out = saved[0], &mean = saved[1], &rstd = saved[2], &weight = saved[3];
+    const auto &s_out = saved[0], &mean = saved[1], &rstd = saved[2], &weight = saved[3], &bias = saved[4];
     const c10::cuda::CUDAGuard guard(s_out.device());
     const auto h_dtype = static_cast<at::ScalarType>(ctx->saved_data["h_dtype"].toInt());
     const int64_t width = s_out.size(-1), rows = s_out.numel() / width;
@@ -99,14 +99,17 @@ struct ResidualNorm : torch::autograd::Function<ResidualNorm> {
     auto ds = torch::empty_like(s_out);
     auto dh = torch::empty_like(s_out, h_dtype);
     auto partials = torch::empty({residual_norm_partials(dtype_of(dh), rows, width)}, s_out.options());
-    auto dgamma = torch::empty_like(weight), dbeta = torch::empty_like(weight);
+    // LayerNorm's parameter gradients added into their .grad where both may be (as kernels::weight_grad)
+    const bool add = grad_in_place(weight, s_out.device()) && grad_in_place(bias, s_out.device());
+    auto dgamma = add ? weight.grad() : torch::empty_like(weight), dbeta = add ? bias.grad() : torch::empty_like(bias);
     check_launch(residual_norm_backward(dtype_of(dh), dy.data_ptr(), ds_out.defined() ? ds_out.data_ptr<float>() : nullptr,
                                         s_out.data_ptr<float>(), mean.data_ptr<float>(), rstd.data_ptr<float>(),
                                         weight.data_ptr<float>(), rows, width,
                                         static_cast<float>(ctx->saved_data["keep"].toDouble()), load(ctx),
                                         ds.data_ptr<float>(), dh.data_ptr(), partials.data_ptr<float>(),
-                                        dgamma.data_ptr<float>(), dbeta.data_ptr<float>(), stream()),
+                                        dgamma.data_ptr<float>(), dbeta.data_ptr<float>(), add, stream()),
                  "fused residual LayerNorm backward");
+    if (add) dgamma = dbeta = torch::Tensor();
     return {ds, dh, dgamma, dbeta, torch::Tensor(), torch::Tensor()};
   }
 };

@@ -192,7 +192,8 @@ __global__ void __launch_bounds__(32 * kWarps)
 // columns per block, eight threads down each column, then a shared-memory sum (a fixed order:
 // the same result every run).
 __global__ void __launch_bounds__(256) column_sums_kernel(const float* __restrict__ partials, int64_t warps, int64_t width,
-                                                          float* __restrict__ dgamma, float* __restrict__ dbeta) {
+                                                          float* __restrict__ dgamma, float* __restrict__ dbeta,
+                                                          bool add) {
   __shared__ float acc[8][33];
   const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + tx;
@@ -205,7 +206,8 @@ __global__ void __launch_bounds__(256) column_sums_kernel(const float* __restric
   if (ty == 0 && c < width) {
     float t = 0.f;
     for (int i = 0; i < 8; ++i) t += acc[i][tx];
-    (blockIdx.y == 0 ? dgamma : dbeta)[c] = t;
+    float& out = (blockIdx.y == 0 ? dgamma : dbeta)[c];
+    out = add ? out + t : t;
   }
 }
 
@@ -282,7 +284,7 @@ const char* residual_norm_forward(DType dtype, const float* s_in, const void* h,
 const char* residual_norm_backward(DType dtype, const void* dy, const float* ds_out, const float* s_out,
                                    const float* mean, const float* rstd, const float* gamma, int64_t rows,
                                    int64_t width, float keep, Philox rng, float* ds, void* dh, float* partials,
-                                   float* dgamma, float* dbeta, void* stream) {
+                                   float* dgamma, float* dbeta, bool add, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   const int64_t warps = residual_norm_partials(dtype, rows, width) / (2 * width);
   if (rows > 0) {
@@ -299,7 +301,7 @@ const char* residual_norm_backward(DType dtype, const void* dy, const float* ds_
     if (const char* e = launched()) return e;
   }
   const dim3 grid(static_cast<unsigned>((width + 31) / 32), 2);
-  column_sums_kernel<<<grid, 256, 0, s>>>(partials, warps, width, dgamma, dbeta);
+  column_sums_kernel<<<grid, 256, 0, s>>>(partials, warps, width, dgamma, dbeta, add);
   return launched();
 }
 

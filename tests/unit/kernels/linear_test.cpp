@@ -139,20 +139,26 @@ TEST_CASE("gpu: kernels::linear under bf16 autocast: ATen's output and matmul gr
   CHECK(ours[2].dtype() == torch::kFloat);
   CHECK(relative_error(ours[2], exact) < 1e-5);
   CHECK(relative_error(ref[2], exact) < 4e-3);
-  CHECK(ours[3].dtype() == torch::kFloat);         // the fp32 bias's gradient, through autocast's cast
-  CHECK(relative_error(ours[3], ref[3]) < 4e-3);  // b: both fp32 sums rounded to bf16, other orders
-  // a weight with a .grad already (static gradients, a later micro-batch): added in the matmul
-  auto wl = w.clone().requires_grad_(true), before = torch::randn({2304, 64}, f32);
-  wl.mutable_grad() = before.clone();
+  CHECK(ours[3].dtype() == torch::kFloat);  // the fp32 bias's gradient: fp32 sums of the bf16 gradient
+  const auto exact_b = r.to(torch::kBFloat16).to(torch::kDouble).reshape({-1, 2304}).sum(0);
+  CHECK(relative_error(ours[3], exact_b) < 1e-5);
+  CHECK(relative_error(ref[3], exact_b) < 4e-3);  // ATen's: rounded to bf16
+  // parameters with a .grad already (static gradients, a later micro-batch): the weight's added
+  // in the matmul, the bias's by the column-sum kernel
+  auto wl = w.clone().requires_grad_(true), bl = b.clone().requires_grad_(true);
+  const auto before_w = torch::randn({2304, 64}, f32), before_b = torch::randn({2304}, f32);
+  wl.mutable_grad() = before_w.clone();
+  bl.mutable_grad() = before_b.clone();
   const auto* slot = wl.grad().data_ptr();
   at::autocast::set_autocast_enabled(at::kCUDA, true);
   at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-  auto y = kernels::linear(x, wl, b.clone().requires_grad_(true));
+  auto y = kernels::linear(x, wl, bl);
   at::autocast::set_autocast_enabled(at::kCUDA, false);
   at::autocast::clear_cache();
   (y.to(torch::kFloat) * r).sum().backward();
   CHECK(wl.grad().data_ptr() == slot);
-  CHECK(relative_error(wl.grad(), before.to(torch::kDouble) + exact) < 1e-5);
+  CHECK(relative_error(wl.grad(), before_w.to(torch::kDouble) + exact) < 1e-5);
+  CHECK(relative_error(bl.grad(), before_b + ours[3]) < 1e-6);  // the same fp32 sums, added
 }
 
 namespace {

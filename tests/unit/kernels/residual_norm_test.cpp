@@ -118,6 +118,24 @@ TEST_CASE("gpu: the fused residual LayerNorm kernels give ATen's results with th
         }
 }
 
+TEST_CASE("gpu: the fused residual LayerNorm adds its parameters' gradients into an existing .grad", "[gpu]") {
+  if (!torch::cuda::is_available()) SKIP("needs a GPU");
+  torch::manual_seed(4);
+  const auto in = inputs(257, 768, torch::kBFloat16, true, torch::kCUDA);
+  const auto fresh = fused(in, 0.0);
+  auto l = leaves(in);
+  const auto gw = torch::randn_like(in.w), gb = torch::randn_like(in.b);
+  l[2].mutable_grad() = gw.clone();
+  l[3].mutable_grad() = gb.clone();
+  const auto* slot = l[2].grad().data_ptr();
+  auto [s, y] = kernels::residual_layer_norm(l[0], l[1], l[2], l[3], 0.0, /*training=*/true, 1e-5);
+  const auto r = backward(l, s, y, in);
+  CHECK(r.dw.data_ptr() == slot);
+  CHECK(relative_error(r.dw, gw + fresh.dw) < 1e-6);
+  CHECK(relative_error(r.db, gb + fresh.db) < 1e-6);
+  CHECK(torch::equal(r.dh, fresh.dh));
+}
+
 TEST_CASE("gpu: the fused residual LayerNorm draws its dropout from the CUDA generator", "[gpu]") {
   if (!torch::cuda::is_available()) SKIP("needs a GPU");
   torch::manual_seed(0);
