@@ -49,17 +49,16 @@ struct ChunkedHeadLoss : torch::autograd::Function<ChunkedHeadLoss> {
     std::vector<torch::Tensor> losses;
     auto dx = torch::empty(x.sizes(), x.options().dtype(torch::kFloat));
     auto dw = torch::empty_like(w, w.options().dtype(torch::kFloat));  // the first chunk writes it
-    torch::Tensor wd;  // w in the logits' dtype, cast once
+    // w and the mask in the logits' dtype (autocast's, as in forward()), cast once for every chunk
+    const auto dt = kernels::run_dtype(x);
+    const auto wd = kernels::autocast_cast(dt, w), mask = kernels::autocast_cast(dt, a.mask);
     for (int64_t s = 0; s < n; s += a.chunk) {
       const int64_t m = std::min(a.chunk, n - s);
-      auto xc = x.narrow(0, s, m);
-      auto logits = kernels::linear(xc, w, a.mask);  // autocast applies, as in forward()
-      const auto dt = logits.scalar_type();
-      if (!wd.defined()) wd = w.to(dt);
+      auto xd = x.narrow(0, s, m).to(dt);
+      auto logits = kernels::linear(xd, wd, mask);
       auto tc = t.narrow(0, s, m);
       losses.push_back(kernels::cross_entropy_rows_to_grad(logits, tc));
       auto dxc = dx.narrow(0, s, m);
-      auto xd = xc.to(dt);
       if (dx.is_cuda() && dt != torch::kFloat) {  // fp32 results from cuBLAS (dW: added in its epilogue)
         at::mm_out(dxc, logits, wd, torch::kFloat);
         if (s == 0)
