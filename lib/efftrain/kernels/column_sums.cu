@@ -132,29 +132,19 @@ __global__ void __launch_bounds__(kMaxThreads) block_sums_kernel(Src src, int64_
   }
 }
 
-// The sum over b of partials[b, c] to out (see SumsOut) for each column c (residual_norm.cu's
-// column_sums_kernel, one output).
+// The sum over b of partials[b, c] to out (see SumsOut) for each column c.
 template <class T>
-__global__ void __launch_bounds__(256) partial_sums_kernel(const float* __restrict__ partials, int64_t blocks,
-                                                             int64_t width, SumsOut out) {
-  __shared__ float acc[8][33];
-  const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + tx;
-  float s = 0.f;
-  if (c < width)
-    for (int64_t b = ty; b < blocks; b += 8) s += partials[b * width + c];
-  acc[ty][tx] = s;
-  __syncthreads();
-  if (ty == 0 && c < width) {
-    float t = 0.f;
-    for (int i = 0; i < 8; ++i) t += acc[i][tx];
-    if (out.mode == SumsOut::kStore)
-      static_cast<T*>(out.p)[c] = from_f<T>(t);
-    else if (out.mode == SumsOut::kStoreF32)
-      static_cast<float*>(out.p)[c] = t;
-    else
-      static_cast<float*>(out.p)[c] += t;
-  }
+__global__ void __launch_bounds__(kPartialSumThreads) partial_sums_kernel(const float* __restrict__ partials,
+                                                                          int64_t blocks, int64_t width, SumsOut out) {
+  const float t = sum_partial_column(partials, blocks, width);
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x % 32;
+  if (threadIdx.x >= 32 || c >= width) return;
+  if (out.mode == SumsOut::kStore)
+    static_cast<T*>(out.p)[c] = from_f<T>(t);
+  else if (out.mode == SumsOut::kStoreF32)
+    static_cast<float*>(out.p)[c] = t;
+  else
+    static_cast<float*>(out.p)[c] += t;
 }
 
 template <class T, class Src>
@@ -164,8 +154,8 @@ const char* launch(Src src, int64_t rows, int64_t width, void* out, float* parti
   const int threads = static_cast<int>(vecs < kMaxThreads ? (vecs + 31) / 32 * 32 : kMaxThreads);
   block_sums_kernel<T, Src><<<static_cast<unsigned>(blocks), threads, 0, s>>>(src, rows, width, static_cast<T*>(out),
                                                                               partials);
-  partial_sums_kernel<T><<<static_cast<unsigned>((width + 31) / 32), 256, 0, s>>>(partials, blocks, width,
-                                                                                 sums);
+  partial_sums_kernel<T><<<static_cast<unsigned>((width + 31) / 32), kPartialSumThreads, 0, s>>>(partials, blocks,
+                                                                                                width, sums);
   return launched();
 }
 

@@ -38,6 +38,34 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// The second pass of a column sum over a [n, width] fp32 matrix of partial sums p (one row per
+// block of the first pass): for column c = blockIdx.x * 32 + threadIdx.x % 32, the sum over rows,
+// returned in the block's first warp (0 elsewhere and past width). Launch with kPartialSumThreads
+// threads (32 columns x 32 row groups; four rows in flight per thread); a fixed order, so the same
+// result every run.
+constexpr int kPartialSumThreads = 1024;
+__device__ __forceinline__ float sum_partial_column(const float* __restrict__ p, int64_t n, int64_t width) {
+  __shared__ float acc[32][33];
+  const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + tx;
+  float s[4] = {0.f, 0.f, 0.f, 0.f};
+  if (c < width) {
+    int64_t r = ty;
+    for (; r + 96 < n; r += 128)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) s[k] += p[(r + 32 * k) * width + c];
+    if (r < n) s[0] += p[r * width + c];
+    if (r + 32 < n) s[1] += p[(r + 32) * width + c];
+    if (r + 64 < n) s[2] += p[(r + 64) * width + c];
+  }
+  acc[ty][tx] = (s[0] + s[1]) + (s[2] + s[3]);
+  __syncthreads();
+  float t = 0.f;
+  if (ty == 0)
+    for (int i = 0; i < 32; ++i) t += acc[i][tx];
+  return t;
+}
+
 // Calls f(T{}) with the storage type of `d`.
 template <class F> void with_dtype(DType d, F&& f) {
   switch (d) {

@@ -188,27 +188,16 @@ __global__ void __launch_bounds__(32 * kWarps)
   }
 }
 
-// out[c] = sum over w of partials[w * width + c], for blockIdx.y 0 (gamma) and 1 (beta): 32
-// columns per block, eight threads down each column, then a shared-memory sum (a fixed order:
-// the same result every run).
-__global__ void __launch_bounds__(256) column_sums_kernel(const float* __restrict__ partials, int64_t warps, int64_t width,
-                                                          float* __restrict__ dgamma, float* __restrict__ dbeta,
-                                                          bool add) {
-  __shared__ float acc[8][33];
-  const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + tx;
-  const float* p = partials + blockIdx.y * warps * width;
-  float s = 0.f;
-  if (c < width)
-    for (int64_t w = ty; w < warps; w += 8) s += p[w * width + c];
-  acc[ty][tx] = s;
-  __syncthreads();
-  if (ty == 0 && c < width) {
-    float t = 0.f;
-    for (int i = 0; i < 8; ++i) t += acc[i][tx];
-    float& out = (blockIdx.y == 0 ? dgamma : dbeta)[c];
-    out = add ? out + t : t;
-  }
+// dgamma (blockIdx.y 0) and dbeta (1): the sums over warps of their partials, written or added.
+__global__ void __launch_bounds__(kPartialSumThreads) column_sums_kernel(const float* __restrict__ partials,
+                                                                         int64_t warps, int64_t width,
+                                                                         float* __restrict__ dgamma,
+                                                                         float* __restrict__ dbeta, bool add) {
+  const float t = sum_partial_column(partials + blockIdx.y * warps * width, warps, width);
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x % 32;
+  if (threadIdx.x >= 32 || c >= width) return;
+  float& out = (blockIdx.y == 0 ? dgamma : dbeta)[c];
+  out = add ? out + t : t;
 }
 
 // Calls f(std::integral_constant<int, N4>) for the supported widths (128 x N4).
@@ -301,7 +290,7 @@ const char* residual_norm_backward(DType dtype, const void* dy, const float* ds_
     if (const char* e = launched()) return e;
   }
   const dim3 grid(static_cast<unsigned>((width + 31) / 32), 2);
-  column_sums_kernel<<<grid, 256, 0, s>>>(partials, warps, width, dgamma, dbeta, add);
+  column_sums_kernel<<<grid, kPartialSumThreads, 0, s>>>(partials, warps, width, dgamma, dbeta, add);
   return launched();
 }
 

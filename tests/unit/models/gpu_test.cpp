@@ -167,7 +167,8 @@ TEST_CASE("gpu: kernels::bn (cuDNN's BatchNorm alone, bnOps BN) computes BatchNo
   auto run = [&](int kind) {
     const auto dt = kind == 2 ? torch::kDouble : torch::kFloat;
     auto x = (kind == 2 ? x0.to(torch::kDouble) : x0.clone()).requires_grad_(true);
-    auto w = w0.to(dt).requires_grad_(true), b = b0.to(dt).requires_grad_(true);
+    // fresh leaves each run (to(kFloat) of an fp32 tensor would be the tensor itself)
+    auto w = w0.to(dt).clone().requires_grad_(true), b = b0.to(dt).clone().requires_grad_(true);
     auto rm = torch::zeros({64}, f32.dtype(dt)), rv = torch::ones({64}, f32.dtype(dt));
     auto y = kind == 0 ? efftrain::kernels::bn(x, w, b, rm, rv, 0.1, 1e-5)
                        : torch::nn::functional::detail::batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5);
