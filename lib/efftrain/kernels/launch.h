@@ -89,6 +89,15 @@ struct QkvParts {
 const char* qkv_gather_sums(DType dtype, const QkvParts& parts, void* out, float* partials, SumsOut sums,
                             void* stream);
 
+// dst[i] = src[i] rounded to `dtype` (fp16 or bf16) for i < n, for every entry of `chunks` (a
+// device array of `count`), one block each: kernels/param_casts.h's refresh.
+struct CastChunk {
+  const float* src;
+  void* dst;
+  int64_t n;
+};
+const char* cast_chunks(DType dtype, const CastChunk* chunks, int64_t count, void* stream);
+
 // An embedding's gradient added into grad [vocab, width] (fp32): grad[t] += the sum of the rows
 // g[perm[j]] (fp32 [n, width]) over the positions j with sorted[j] == t, in the order of j, so
 // the same bits every run. sorted: the n looked-up tokens in ascending order, perm: where each

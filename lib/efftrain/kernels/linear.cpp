@@ -1,5 +1,7 @@
 #include "efftrain/kernels/linear.h"
 
+#include "efftrain/kernels/param_casts.h"
+
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/graph_task.h>
 
@@ -20,6 +22,13 @@ at::ScalarType run_dtype(const torch::Tensor& x) {
 
 torch::Tensor autocast_cast(at::ScalarType dt, const torch::Tensor& t) {
   return t.defined() ? at::autocast::cached_cast(dt, t, at::kCUDA) : t;
+}
+
+torch::Tensor param_cast(at::ScalarType dt, const torch::Tensor& t) {
+  if (!t.defined()) return t;
+  if (t.scalar_type() != dt && at::autocast::is_autocast_enabled(at::kCUDA))
+    if (auto copy = ParamCasts::current(t, dt); copy.defined()) return copy;
+  return autocast_cast(dt, t).detach();
 }
 
 torch::Tensor column_sums(const torch::Tensor& g) {
@@ -191,8 +200,7 @@ std::optional<at::ScalarType> own_backward(const torch::Tensor& x, const torch::
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
 #ifdef EFFTRAIN_WITH_KERNELS
   if (const auto dt = own_backward(x, w, b))
-    return BiasLinear::apply(autocast_cast(*dt, x), autocast_cast(*dt, w).detach(), autocast_cast(*dt, b).detach(), w,
-                             b);
+    return BiasLinear::apply(autocast_cast(*dt, x), param_cast(*dt, w), param_cast(*dt, b), w, b);
 #endif
   return at::linear(x, w, opt(b));
 }
@@ -203,8 +211,7 @@ std::array<torch::Tensor, 3> qkv_linear(const torch::Tensor& x, const torch::Ten
 #ifdef EFFTRAIN_WITH_KERNELS
   const auto dt = own_backward(x, w, b);
   if (dt && (w.size(0) / 3 / heads) % 8 == 0) {
-    auto out = QkvLinear::apply(autocast_cast(*dt, x), autocast_cast(*dt, w).detach(), autocast_cast(*dt, b).detach(),
-                                w, b, heads);
+    auto out = QkvLinear::apply(autocast_cast(*dt, x), param_cast(*dt, w), param_cast(*dt, b), w, b, heads);
     return {out[0], out[1], out[2]};
   }
   return split_heads(linear(x, w, b), heads);

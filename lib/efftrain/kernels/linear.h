@@ -56,5 +56,9 @@ bool grad_in_place(const torch::Tensor& w, const torch::Device& device);
 at::ScalarType run_dtype(const torch::Tensor& x);
 // autocast's cast of t to dt (cached for the weights, as at::linear's); undefined stays undefined.
 torch::Tensor autocast_cast(at::ScalarType dt, const torch::Tensor& t);
+// t (a parameter or a constant) in dt for a function that routes t's gradient itself: under
+// autocast the current copy of a ParamCasts (param_casts.h) where t has one, else autocast_cast,
+// detached either way.
+torch::Tensor param_cast(at::ScalarType dt, const torch::Tensor& t);
 
 }  // namespace efftrain::kernels

@@ -232,9 +232,8 @@ torch::Tensor mlp(const torch::Tensor& x, const torch::Tensor& w1, const torch::
 #ifdef EFFTRAIN_WITH_CUBLASLT
   if (use_fused && b1.defined() && fusable(x, w1.size(1), w1.size(0)) && w2.size(1) == w1.size(0)) {
     const auto dt = run_dtype(x);
-    const auto cast = [dt](const torch::Tensor& t) { return t.defined() ? autocast_cast(dt, t).detach() : t; };
-    return FusedMlp::apply(autocast_cast(dt, x), cast(w1), cast(b1), cast(w2), opt(cast(b2)), w1, b1, w2, opt(b2),
-                           keep_activation);
+    return FusedMlp::apply(autocast_cast(dt, x), param_cast(dt, w1), param_cast(dt, b1), param_cast(dt, w2),
+                           opt(param_cast(dt, b2)), w1, b1, w2, opt(b2), keep_activation);
   }
 #endif
   (void)use_fused;

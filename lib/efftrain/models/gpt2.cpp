@@ -9,6 +9,7 @@
 #include "efftrain/kernels/embedding.h"
 #include "efftrain/kernels/linear.h"
 #include "efftrain/kernels/mlp.h"
+#include "efftrain/kernels/param_casts.h"
 #include "efftrain/kernels/residual_norm.h"
 #include "efftrain/memory/checkpoint.h"
 
@@ -51,7 +52,7 @@ struct ChunkedHeadLoss : torch::autograd::Function<ChunkedHeadLoss> {
     auto dw = torch::empty_like(w, w.options().dtype(torch::kFloat));  // the first chunk writes it
     // w and the mask in the logits' dtype (autocast's, as in forward()), cast once for every chunk
     const auto dt = kernels::run_dtype(x);
-    const auto wd = kernels::autocast_cast(dt, w), mask = kernels::autocast_cast(dt, a.mask);
+    const auto wd = kernels::param_cast(dt, w), mask = kernels::param_cast(dt, a.mask);
     for (int64_t s = 0; s < n; s += a.chunk) {
       const int64_t m = std::min(a.chunk, n - s);
       auto xd = x.narrow(0, s, m).to(dt);
@@ -186,12 +187,28 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx) {
   return kernels::linear(x, wte_->weight, pad_mask_on(x.device()));  // tied output embedding
 }
 
+void GptImpl::refresh_casts(const torch::Tensor& x) {
+  const auto dt = kernels::run_dtype(x);
+  if (!x.is_cuda() || !torch::GradMode::is_enabled() || (dt != torch::kHalf && dt != torch::kBFloat16)) return;
+  if (!casts_) {
+    std::vector<torch::Tensor> ts{wte_->weight, pad_mask_on(x.device())};
+    for (auto& b : blocks_)
+      for (const auto* l : {&b->c_attn_, &b->attn_proj_, &b->c_fc_, &b->mlp_proj_}) {
+        ts.push_back((*l)->weight);
+        ts.push_back((*l)->bias);
+      }
+    casts_ = std::make_shared<kernels::ParamCasts>(std::move(ts));
+  }
+  casts_->refresh(dt);
+}
+
 torch::Tensor GptImpl::features(const torch::Tensor& idx) {
   const int64_t T = idx.size(1);
   TORCH_CHECK(T <= c_.context, "sequence of ", T, " tokens is longer than the context ", c_.context);
   auto pos = torch::arange(T, torch::TensorOptions().device(idx.device()).dtype(torch::kLong));
   auto x = torch::dropout(kernels::embedding(wte_->weight, idx) + wpe_->forward(pos),
                           is_training() ? c_.dropout : 0.0, is_training());
+  refresh_casts(x);
   if (c_.sdpa && kernel_.empty()) {
     const int64_t D = c_.width / c_.heads;
     auto probe = torch::empty({1, c_.heads, T, D}, x.options().dtype(

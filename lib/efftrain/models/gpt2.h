@@ -9,6 +9,12 @@
 
 #include <torch/torch.h>
 
+#include <memory>
+
+namespace efftrain::kernels {
+class ParamCasts;
+}
+
 namespace efftrain::models {
 
 struct GptConfig {
@@ -100,6 +106,10 @@ class GptImpl : public torch::nn::Module {
   torch::nn::LayerNorm ln_f_{nullptr};
   std::vector<std::pair<int64_t, int64_t>> segments_;
   torch::Tensor pad_mask_;  // [padded vocab]: 0, then -inf on the padding (undefined without)
+  // fp16/bf16 copies of the linear layers' parameters, wte and the mask, refreshed by one kernel
+  // at the start of each training forward under autocast (kernels/param_casts.h)
+  void refresh_casts(const torch::Tensor& x);
+  std::shared_ptr<kernels::ParamCasts> casts_;
 };
 TORCH_MODULE(Gpt);
 

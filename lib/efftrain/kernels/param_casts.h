@@ -1,0 +1,37 @@
+// fp16/bf16 copies of fp32 parameters, all refreshed by one kernel. Under autocast each use of a
+// weight casts it: a kernel per parameter per forward (97 for GPT-2 small, each a node of the
+// captured graph). ParamCasts::refresh casts every parameter it holds at once into buffers it
+// keeps (the same addresses each time, so a captured graph replays the refresh), and
+// kernels::autocast_cast (linear.h) hands out those copies while they are current.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <vector>
+
+namespace efftrain::kernels {
+
+class ParamCasts {
+ public:
+  // The fp32 tensors to copy (the others, and those off CUDA, are left to autocast).
+  explicit ParamCasts(std::vector<torch::Tensor> tensors);
+  ~ParamCasts();
+  ParamCasts(const ParamCasts&) = delete;
+  ParamCasts& operator=(const ParamCasts&) = delete;
+
+  // Casts every tensor to dt (fp16 or bf16) on the current stream: one launch where the project's
+  // kernels were built, else a cast each. From here until a tensor changes (its version or
+  // storage), current(t, dt) returns its copy.
+  void refresh(at::ScalarType dt);
+
+  // The copy of t in dt that the last refresh made, if t is one of the tensors of a live
+  // ParamCasts and has not changed since; else undefined.
+  static torch::Tensor current(const torch::Tensor& t, at::ScalarType dt);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace efftrain::kernels
