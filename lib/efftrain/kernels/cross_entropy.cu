@@ -123,35 +123,6 @@ __global__ void __launch_bounds__(kThreads) ce_backward_kernel(const T* logits, 
   }
 }
 
-// exp(x) by one of two units, for ce_fused_kernel's two exponentials per logit (which bound it on
-// the special-function unit: 16 results per clock per SM on Hopper, 6.6 G per GPT-2 small step).
-// exp_sfu: that unit's ex2.approx (relative error ~2^-22); exp_fma: on the FMA pipes (128 lanes
-// per SM), 2^f for f in [-0.5, 0.5] by its Taylor series to degree 6 (relative error < 1.2e-7)
-// scaled by 2^n through the exponent bits. Both give 0 for -inf (and for x below ~-86, where
-// exp_sfu flushes to zero) and NaN for NaN; x <= 0 here (x - max, x - lse).
-constexpr float kLog2e = 1.4426950408889634f;
-__device__ __forceinline__ float exp_sfu(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x * kLog2e));
-  return y;
-}
-__device__ __forceinline__ float exp_fma(float x) {
-  const float y = x * kLog2e;
-  if (y < -125.f) return 0.f;
-  const float t = y + 12582912.f;        // 1.5 x 2^23: y rounded to an integer n in t's low bits
-  const float f = y - (t - 12582912.f);  // y - n, in [-0.5, 0.5]
-  float p = 1.5403530e-4f;               // ln(2)^k / k!, k = 6 .. 0
-  p = fmaf(p, f, 1.3333558e-3f);
-  p = fmaf(p, f, 9.6181291e-3f);
-  p = fmaf(p, f, 5.5504109e-2f);
-  p = fmaf(p, f, 2.4022651e-1f);
-  p = fmaf(p, f, 6.9314718e-1f);
-  p = fmaf(p, f, 1.f);
-  return __uint_as_float(__float_as_uint(p) + (__float_as_uint(t) << 23));  // p x 2^n (n's bits, wrapped)
-}
-// Element j of a vector by the unit its parity picks: the work shared between the two.
-__device__ __forceinline__ float exp_shared(float x, int j) { return (j & 1) ? exp_fma(x) : exp_sfu(x); }
-
 // One 16-byte copy from global to shared memory that holds no registers (cp.async).
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -173,8 +144,7 @@ template <class Op> __device__ __forceinline__ float block_reduce(float v, Op op
 // Forward and backward in one pass, for the classifier whose gradient is taken in forward: the
 // row is copied once into shared memory (cp.async, 16 bytes at a time, no registers held), its
 // max and sum of exponentials come from there, and the gradient is written over the row in
-// global memory. Reads the logits from HBM once instead of twice (the two kernels above). The
-// exponentials alternate between exp_sfu and exp_fma (above).
+// global memory. Reads the logits from HBM once instead of twice (the two kernels above).
 // Needs vocab * sizeof(T) of dynamic shared memory; the caller checks it fits.
 template <class T>
 __global__ void __launch_bounds__(kThreads) ce_fused_kernel(T* logits, const int64_t* __restrict__ targets,
@@ -202,7 +172,7 @@ __global__ void __launch_bounds__(kThreads) ce_fused_kernel(T* logits, const int
     for (int64_t i = threadIdx.x; i < vecs; i += kThreads) {
       const P p = xs[i];
 #pragma unroll
-      for (int j = 0; j < N; ++j) s += exp_shared(to_f(p.v[j]) - m, j);
+      for (int j = 0; j < N; ++j) s += expf(to_f(p.v[j]) - m);
     }
   s = block_reduce(s, [](float a, float b) { return a + b; }, scratch);
   const float lse = m + logf(s);
@@ -219,7 +189,7 @@ __global__ void __launch_bounds__(kThreads) ce_fused_kernel(T* logits, const int
 #pragma unroll
     for (int j = 0; j < N; ++j) {
       const int64_t col = i * N + j;
-      o.v[j] = from_f<T>((exp_shared(to_f(p.v[j]) - lse, j) - (col == t ? 1.f : 0.f)) * g);
+      o.v[j] = from_f<T>((expf(to_f(p.v[j]) - lse) - (col == t ? 1.f : 0.f)) * g);
     }
     px[i] = o;
   }
