@@ -11,6 +11,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -102,29 +103,34 @@ template <class T> struct QkvGather {  // row b * seq + t, column s * C + h * D 
   }
 };
 
-// One block per kRowsPerBlock rows: each thread takes vector columns c, c + blockDim.x, ..., loads
-// the block's rows of them from `src`, stores them to `out` ([rows, width] contiguous) where the
-// source says so, and writes their fp32 sums to partials[block, columns].
+// The rows in chunks of kRowsPerBlock; block b takes chunks b, b + gridDim.x, ... (one wave of
+// blocks: the grid is what the device holds at once, so no partly filled last wave -- with a
+// block per chunk, GPT-2 small's [32768, 2304] q/k/v gradient took 1024 blocks where 924 fit).
+// Each thread takes vector columns c, c + blockDim.x, ..., loads the block's rows of them from
+// `src`, stores them to `out` ([rows, width] contiguous) where the source says so, and writes
+// their fp32 sums to partials[block, columns].
 template <class T, class Src>
 __global__ void __launch_bounds__(kMaxThreads) block_sums_kernel(Src src, int64_t rows, int64_t width,
                                                                  T* __restrict__ out, float* __restrict__ partials) {
   constexpr int N = vec_of<T>();
   using P = Pack<T, N>;
   const int64_t vecs = width / N;
-  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock;
-  const int64_t r1 = r0 + kRowsPerBlock < rows ? r0 + kRowsPerBlock : rows;
   auto* po = reinterpret_cast<P*>(out);
   for (int64_t c = threadIdx.x; c < vecs; c += blockDim.x) {
     const auto col = src.column(c);
     float acc[N];
 #pragma unroll
     for (int j = 0; j < N; ++j) acc[j] = 0.f;
+    for (int64_t r0 = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock; r0 < rows;
+         r0 += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
+      const int64_t r1 = r0 + kRowsPerBlock < rows ? r0 + kRowsPerBlock : rows;
 #pragma unroll 4
-    for (int64_t r = r0; r < r1; ++r) {
-      const P o = col.load(r);
+      for (int64_t r = r0; r < r1; ++r) {
+        const P o = col.load(r);
 #pragma unroll
-      for (int j = 0; j < N; ++j) acc[j] += to_f(o.v[j]);
-      if constexpr (Src::kStores) po[r * vecs + c] = o;
+        for (int j = 0; j < N; ++j) acc[j] += to_f(o.v[j]);
+        if constexpr (Src::kStores) po[r * vecs + c] = o;
+      }
     }
     float* pp = partials + static_cast<int64_t>(blockIdx.x) * width + c * N;
 #pragma unroll
@@ -147,11 +153,25 @@ __global__ void __launch_bounds__(kPartialSumThreads) partial_sums_kernel(const 
     static_cast<float*>(out.p)[c] += t;
 }
 
+// The blocks of `threads` threads of block_sums_kernel<T, Src> the current device holds at once
+// (asked once per device and block size); 0 where unknown.
+template <class T, class Src> int64_t resident_blocks(int threads) {
+  static std::atomic<int64_t> kept[kMaxThreads / 32 + 1][64];
+  return per_device(kept[threads / 32], [threads](int dev) -> int64_t {
+    int sms = 0, per_sm = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, block_sums_kernel<T, Src>, threads, 0) != cudaSuccess)
+      return 0;
+    return static_cast<int64_t>(sms) * per_sm;
+  });
+}
+
 template <class T, class Src>
 const char* launch(Src src, int64_t rows, int64_t width, void* out, float* partials, SumsOut sums, cudaStream_t s) {
-  const int64_t blocks = column_sums_partials(rows, width) / width;
   const int64_t vecs = width / vec_of<T>();
   const int threads = static_cast<int>(vecs < kMaxThreads ? (vecs + 31) / 32 * 32 : kMaxThreads);
+  const int64_t chunks = column_sums_partials(rows, width) / width, wave = resident_blocks<T, Src>(threads);
+  const int64_t blocks = wave > 0 && wave < chunks ? wave : chunks;  // partials: at most one row per chunk
   block_sums_kernel<T, Src><<<static_cast<unsigned>(blocks), threads, 0, s>>>(src, rows, width, static_cast<T*>(out),
                                                                               partials);
   partial_sums_kernel<T><<<static_cast<unsigned>((width + 31) / 32), kPartialSumThreads, 0, s>>>(partials, blocks,

@@ -67,7 +67,7 @@ struct SumsOut {
 };
 // gu = ga * gelu_tanh'(u) in `dtype` (fp16 or bf16), and the sums over rows of gu[., c] (the
 // rounded gu, summed in fp32) to `sums`, through `partials` (column_sums_partials(rows, width)
-// floats of scratch). [rows, width] contiguous, width a multiple of 8, every pointer 16-byte
+// floats of scratch, of which the kernels use up to one wave of blocks' worth). [rows, width] contiguous, width a multiple of 8, every pointer 16-byte
 // aligned.
 int64_t column_sums_partials(int64_t rows, int64_t width);
 const char* gelu_backward_sums(DType dtype, const void* ga, const void* u, int64_t rows, int64_t width, void* gu,

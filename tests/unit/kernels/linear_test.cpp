@@ -94,9 +94,10 @@ TEST_CASE("gpu: column_sums of fp16/bf16 matrices: fp32 sums rounded once", "[gp
   if (!torch::cuda::is_available()) SKIP("needs a GPU");
   for (auto dtype : {torch::kHalf, torch::kBFloat16}) {
     // widths of the kernel (multiples of 8, up to GPT-2's 2304 and beyond 1024 vectors) and one
-    // of ATen's (12); rows not a multiple of the kernel's 32
-    for (auto [rows, width] : std::vector<std::pair<int64_t, int64_t>>{{1, 8}, {1000, 768}, {4099, 2304}, {70, 9000},
-                                                                        {65, 12}}) {
+    // of ATen's (12); rows not a multiple of the kernel's 32; more chunks of 32 rows than one
+    // wave of blocks holds (each block then sums several)
+    for (auto [rows, width] : std::vector<std::pair<int64_t, int64_t>>{
+             {1, 8}, {1000, 768}, {4099, 2304}, {70, 9000}, {65, 12}, {40001, 768}, {20000, 3072}}) {
       INFO("dtype " << dtype << " rows " << rows << " width " << width);
       torch::manual_seed(rows + width);
       auto g = torch::randn({rows, width}, torch::kCUDA).to(dtype);
