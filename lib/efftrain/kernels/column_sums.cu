@@ -2,9 +2,9 @@
 // it is), optionally with GELU (tanh) backward computed on the way, or with the matrix gathered
 // from attention's q/k/v gradients (the projection's gradient, written out); compiled by nvcc without
 // LibTorch headers (kernels/linear.cpp and kernels/mlp.cpp are the autograd side). One pass:
-// each block sums 32 rows per column in fp32 (with GELU: gu = ga * gelu'(u) written in the
-// storage type, its rounded values summed); a second, small kernel adds the blocks' sums per
-// column, in a fixed order. ATen runs a reduction that reaches ~1.4 TB/s on an H100 for GPT-2's
+// each block of one wave sums its chunks of 32 rows per column in fp32 (with GELU: gu = ga *
+// gelu'(u) written in the storage type, its rounded values summed); a second, small kernel adds
+// the blocks' sums per column, in a fixed order, and writes or adds them (SumsOut). ATen runs a reduction that reaches ~1.4 TB/s on an H100 for GPT-2's
 // [32768, 768..2304] bias gradients, and with GELU, gelu_backward and then that reduction reading
 // gu again.
 #include <cuda_bf16.h>

@@ -1,11 +1,11 @@
 #include "efftrain/kernels/linear.h"
 
-#include "efftrain/kernels/param_casts.h"
-
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/graph_task.h>
 
 #include <optional>
+
+#include "efftrain/kernels/param_casts.h"
 
 #ifdef EFFTRAIN_WITH_KERNELS
 #include <c10/cuda/CUDAGuard.h>
@@ -146,26 +146,25 @@ bool aligned16(const torch::Tensor& t) { return reinterpret_cast<uintptr_t>(t.da
 // gradients in whatever strides attention's backward left them.
 struct QkvLinear : torch::autograd::Function<QkvLinear> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& wr,
-                               const torch::Tensor& br, const torch::Tensor& w_own, const torch::Tensor& b_own,
-                               int64_t heads) {
-    ctx->save_for_backward({x, wr, w_own, b_own});
+                               const torch::Tensor& br, const torch::Tensor& w, const torch::Tensor& b, int64_t heads) {
+    ctx->save_for_backward({x, wr, w, b});
     ctx->saved_data["heads"] = heads;
     auto qkv = split_heads(at::linear(x, wr, br), heads);
     return {qkv[0], qkv[1], qkv[2]};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
-    const auto &x = s[0], &w = s[1];  // w: the weight in the run dtype
+    const auto &x = s[0], &wr = s[1], &w = s[2], &b = s[3];
     const c10::cuda::CUDAGuard guard(x.device());
     const int64_t heads = ctx->saved_data["heads"].toInt();
-    const int64_t B = x.size(0), T = x.size(1), C3 = w.size(0), D = C3 / 3 / heads;
-    const auto opts = x.options().dtype(w.scalar_type());
+    const int64_t B = x.size(0), T = x.size(1), C3 = wr.size(0), D = C3 / 3 / heads;
+    const auto opts = x.options().dtype(wr.scalar_type());
     QkvParts parts{};
     std::array<torch::Tensor, 3> g;
     for (int i = 0; i < 3; ++i) {
       g[i] = grads[i].defined() ? grads[i] : torch::zeros({B, heads, T, D}, opts);
-      if (g[i].stride(3) != 1 || !aligned16(g[i]) || g[i].scalar_type() != w.scalar_type())
-        g[i] = g[i].contiguous().to(w.scalar_type());
+      if (g[i].stride(3) != 1 || !aligned16(g[i]) || g[i].scalar_type() != wr.scalar_type())
+        g[i] = g[i].contiguous().to(wr.scalar_type());
       parts.p[i] = g[i].data_ptr();
       parts.stride_b[i] = g[i].stride(0);
       parts.stride_h[i] = g[i].stride(1);
@@ -173,13 +172,13 @@ struct QkvLinear : torch::autograd::Function<QkvLinear> {
     }
     parts.batch = B, parts.heads = heads, parts.seq = T, parts.head_dim = D;
     auto dqkv = torch::empty({B * T, C3}, opts);
-    auto [sums, gb] = bias_sums(s[3], dqkv);
+    auto [sums, gb] = bias_sums(b, dqkv);
     auto partials = torch::empty({column_sums_partials(B * T, C3)}, opts.dtype(torch::kFloat));
     check_launch(qkv_gather_sums(dtype_of(dqkv), parts, dqkv.data_ptr(), partials.data_ptr<float>(), sums, stream()),
                  "q/k/v gradient gather with column sums");
     torch::Tensor gx, gw;
-    if (ctx->needs_input_grad(0)) gx = dqkv.mm(w).view(x.sizes());
-    if (ctx->needs_input_grad(3)) gw = weight_grad(s[2], dqkv, x.reshape({-1, x.size(-1)}));
+    if (ctx->needs_input_grad(0)) gx = dqkv.mm(wr).view(x.sizes());
+    if (ctx->needs_input_grad(3)) gw = weight_grad(w, dqkv, x.reshape({-1, x.size(-1)}));
     return {gx, torch::Tensor(), torch::Tensor(), gw, ctx->needs_input_grad(4) ? gb : torch::Tensor(),
             torch::Tensor()};
   }

@@ -36,12 +36,13 @@ torch::Tensor column_sums(const torch::Tensor& g);
 // The gradient g^T x of a weight w [out, in] for a custom backward whose forward ran y = x w'^T
 // with w' a cast of w (g [rows, out], x [rows, in], both in the run dtype, fp16/bf16 or w's).
 // Where autograd would add it to w.grad -- a backward over the whole graph (no inputs named, as
-// torch::autograd::grad does; no create_graph) -- and w has a .grad of its own dtype, shape and
-// layout already (train.cuda_graph's static gradients, or a later micro-batch of the step), the
-// matmul adds it there in its epilogue (fp32 out of fp16/bf16 inputs on CUDA: no half-precision
-// product written, cast and added by three kernels) and the result is undefined: AccumulateGrad
-// gets nothing to add, and its hooks (the gradient buckets') still run. Otherwise the product
-// in w's dtype (computed in it, not rounded to the run dtype first) for autograd to accumulate.
+// torch::autograd::grad and backward(inputs) name them; no create_graph) -- and w has a .grad of
+// its own dtype, shape and layout already (train.cuda_graph's static gradients, or a later
+// micro-batch of the step), the matmul adds it there in its epilogue (fp32 out of fp16/bf16
+// inputs on CUDA: no half-precision product written, cast and added by three kernels) and the
+// result is undefined: AccumulateGrad gets nothing to add, and its hooks (the gradient buckets')
+// still run. Otherwise the product in w's dtype (computed in it, not rounded to the run dtype
+// first) for autograd to accumulate.
 torch::Tensor weight_grad(const torch::Tensor& w, const torch::Tensor& g, const torch::Tensor& x);
 // The gradient of a bias b (the parameter itself) from its output's gradient g [rows, width]:
 // the column sums of g, in b's dtype. On the column-sum kernel's terms (CUDA, fp16/bf16 g,

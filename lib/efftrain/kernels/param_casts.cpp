@@ -60,7 +60,8 @@ void ParamCasts::refresh(at::ScalarType dt) {
   const auto device = m.copies.front().src.device();
   if (dt != m.dt || sources != m.sources || !m.flat.defined()) {  // new buffers and table
     TORCH_CHECK(c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None,
-                "ParamCasts: the parameters moved while a CUDA graph was captured");
+                "ParamCasts: its buffers would be made while a CUDA graph is captured (refresh once before the "
+                "capture; the parameters must not move after it)");
     int64_t total = 0;
     for (const auto& c : m.copies) total += (c.src.numel() + kAlign - 1) / kAlign * kAlign;
     m.flat = torch::empty({total}, c10::TensorOptions().device(device).dtype(dt));
