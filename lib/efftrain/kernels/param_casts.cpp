@@ -95,10 +95,16 @@ void ParamCasts::refresh(at::ScalarType dt) {
 #else
   for (auto& c : m.copies) c.copy.copy_(c.src);
 #endif
+  std::lock_guard<std::mutex> lock(g_mutex);
   for (auto& c : m.copies) {
     c.data = c.src.data_ptr();
     c.version = static_cast<int64_t>(c.src._version());
   }
+}
+
+void ParamCasts::invalidate() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  for (auto& c : impl_->copies) c.version = -1;
 }
 
 torch::Tensor ParamCasts::current(const torch::Tensor& t, at::ScalarType dt) {

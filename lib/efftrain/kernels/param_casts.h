@@ -25,6 +25,9 @@ class ParamCasts {
   // storage), current(t, dt) returns its copy.
   void refresh(at::ScalarType dt);
 
+  // No copy is handed out until the next refresh.
+  void invalidate();
+
   // The copy of t in dt that the last refresh made, if t is one of the tensors of a live
   // ParamCasts and has not changed since; else undefined.
   static torch::Tensor current(const torch::Tensor& t, at::ScalarType dt);

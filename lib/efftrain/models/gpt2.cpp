@@ -189,7 +189,10 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx) {
 
 void GptImpl::refresh_casts(const torch::Tensor& x) {
   const auto dt = kernels::run_dtype(x);
-  if (!x.is_cuda() || !torch::GradMode::is_enabled() || (dt != torch::kHalf && dt != torch::kBFloat16)) return;
+  if (!x.is_cuda() || !torch::GradMode::is_enabled() || (dt != torch::kHalf && dt != torch::kBFloat16)) {
+    if (casts_) casts_->invalidate();  // no forward reads copies made before an optimizer step
+    return;
+  }
   if (!casts_) {
     std::vector<torch::Tensor> ts{wte_->weight, pad_mask_on(x.device())};
     for (auto& b : blocks_)

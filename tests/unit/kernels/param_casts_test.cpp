@@ -43,6 +43,10 @@ TEST_CASE("gpu: ParamCasts casts every tensor in one refresh and hands the copie
     casts->refresh(dt);  // the same buffers again
     CHECK(kernels::ParamCasts::current(a, dt).data_ptr() == slot);
     CHECK(torch::equal(kernels::ParamCasts::current(a, dt), a.to(dt)));
+    casts->invalidate();
+    CHECK_FALSE(kernels::ParamCasts::current(b, dt).defined());
+    casts->refresh(dt);
+    CHECK(kernels::ParamCasts::current(b, dt).defined());
     casts.reset();
     CHECK_FALSE(kernels::ParamCasts::current(a, dt).defined());
   }
