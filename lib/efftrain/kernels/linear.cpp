@@ -31,46 +31,44 @@ torch::Tensor param_cast(at::ScalarType dt, const torch::Tensor& t) {
   return autocast_cast(dt, t).detach();
 }
 
+namespace {
+// Whether the column-sum kernels take g [rows, width]: CUDA, fp16/bf16, contiguous, width a
+// multiple of 8, 16-byte aligned.
+bool sums_kernel_takes(const torch::Tensor& g) {
+  const auto dt = g.scalar_type();
+  return g.is_cuda() && (dt == torch::kHalf || dt == torch::kBFloat16) && g.dim() == 2 && g.is_contiguous() &&
+         g.size(0) > 0 && g.size(1) % 8 == 0 && reinterpret_cast<uintptr_t>(g.data_ptr()) % 16 == 0;
+}
+
+#ifdef EFFTRAIN_WITH_KERNELS
+// g's column sums by kernels/column_sums.cu to `out` (sums_kernel_takes(g) holds).
+void launch_column_sums(const torch::Tensor& g, SumsOut out, const char* what) {
+  const c10::cuda::CUDAGuard guard(g.device());
+  const int64_t rows = g.size(0), width = g.size(1);
+  auto partials = torch::empty({column_sums_partials(rows, width)}, g.options().dtype(torch::kFloat));
+  check_launch(kernels::column_sums(dtype_of(g), g.data_ptr(), rows, width, partials.data_ptr<float>(), out, stream()),
+               what);
+}
+#endif
+}  // namespace
+
 torch::Tensor column_sums(const torch::Tensor& g) {
   TORCH_CHECK(g.dim() == 2, "column_sums: expected a [rows, width] matrix");
 #ifdef EFFTRAIN_WITH_KERNELS
-  const auto half = g.scalar_type() == torch::kHalf || g.scalar_type() == torch::kBFloat16;
-  if (g.is_cuda() && half && g.is_contiguous() && g.size(0) > 0 && g.size(1) % 8 == 0 &&
-      reinterpret_cast<uintptr_t>(g.data_ptr()) % 16 == 0) {
-    const c10::cuda::CUDAGuard guard(g.device());
-    const int64_t rows = g.size(0), width = g.size(1);
-    auto sums = torch::empty({width}, g.options());
-    auto partials = torch::empty({column_sums_partials(rows, width)}, g.options().dtype(torch::kFloat));
-    check_launch(kernels::column_sums(dtype_of(g), g.data_ptr(), rows, width, partials.data_ptr<float>(),
-                                      SumsOut{sums.data_ptr()}, stream()),
-                 "column sums");
+  if (sums_kernel_takes(g)) {
+    auto sums = torch::empty({g.size(1)}, g.options());
+    launch_column_sums(g, SumsOut{sums.data_ptr()}, "column sums");
     return sums;
   }
 #endif
   return g.sum(0);
 }
 
-namespace {
-// Whether the column-sum kernels take g [rows, width] (and bias b, fp32 or g's dtype): CUDA,
-// fp16/bf16, contiguous, width a multiple of 8, 16-byte aligned.
-bool sums_kernel_takes(const torch::Tensor& g, const torch::Tensor& b) {
-  const auto dt = g.scalar_type();
-  return g.is_cuda() && (dt == torch::kHalf || dt == torch::kBFloat16) && g.dim() == 2 && g.is_contiguous() &&
-         g.size(0) > 0 && g.size(1) % 8 == 0 && reinterpret_cast<uintptr_t>(g.data_ptr()) % 16 == 0 &&
-         (b.scalar_type() == torch::kFloat || b.scalar_type() == dt);
-}
-}  // namespace
-
 torch::Tensor bias_grad(const torch::Tensor& b, const torch::Tensor& g) {
 #ifdef EFFTRAIN_WITH_KERNELS
-  if (sums_kernel_takes(g, b)) {
-    const c10::cuda::CUDAGuard guard(g.device());
-    const int64_t rows = g.size(0), width = g.size(1);
+  if (sums_kernel_takes(g) && (b.scalar_type() == torch::kFloat || b.scalar_type() == g.scalar_type())) {
     auto [out, sums] = bias_sums(b, g);
-    auto partials = torch::empty({column_sums_partials(rows, width)}, g.options().dtype(torch::kFloat));
-    check_launch(kernels::column_sums(dtype_of(g), g.data_ptr(), rows, width, partials.data_ptr<float>(), out,
-                                      stream()),
-                 "bias gradient");
+    launch_column_sums(g, out, "bias gradient");
     return sums;
   }
 #endif
