@@ -153,24 +153,17 @@ __global__ void __launch_bounds__(kPartialSumThreads) partial_sums_kernel(const 
     static_cast<float*>(out.p)[c] += t;
 }
 
-// The blocks of `threads` threads of block_sums_kernel<T, Src> the current device holds at once
-// (asked once per device and block size); 0 where unknown.
-template <class T, class Src> int64_t resident_blocks(int threads) {
-  static std::atomic<int64_t> kept[kMaxThreads / 32 + 1][64];
-  return per_device(kept[threads / 32], [threads](int dev) -> int64_t {
-    int sms = 0, per_sm = 0;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, block_sums_kernel<T, Src>, threads, 0) != cudaSuccess)
-      return 0;
-    return static_cast<int64_t>(sms) * per_sm;
-  });
+// One wave of block_sums_kernel<T, Src> blocks of `threads` threads on the current device; 0 where unknown.
+template <class T, class Src> int64_t wave_of(int threads) {
+  static std::atomic<int64_t> kept[kMaxThreads / 32 + 1][64];  // per block size
+  return resident_blocks(kept[threads / 32], block_sums_kernel<T, Src>, threads);
 }
 
 template <class T, class Src>
 const char* launch(Src src, int64_t rows, int64_t width, void* out, float* partials, SumsOut sums, cudaStream_t s) {
   const int64_t vecs = width / vec_of<T>();
   const int threads = static_cast<int>(vecs < kMaxThreads ? (vecs + 31) / 32 * 32 : kMaxThreads);
-  const int64_t chunks = column_sums_partials(rows, width) / width, wave = resident_blocks<T, Src>(threads);
+  const int64_t chunks = column_sums_partials(rows, width) / width, wave = wave_of<T, Src>(threads);
   const int64_t blocks = wave > 0 && wave < chunks ? wave : chunks;  // partials: at most one row per chunk
   block_sums_kernel<T, Src><<<static_cast<unsigned>(blocks), threads, 0, s>>>(src, rows, width, static_cast<T*>(out),
                                                                               partials);

@@ -92,4 +92,18 @@ template <class Query> int64_t per_device(std::atomic<int64_t> (&kept)[64], Quer
   return v;
 }
 
+
+// The blocks of `threads` threads of `kernel` the current device holds at once (SMs x occupancy),
+// asked once per device and kept in `kept`; 0 where unknown.
+template <class Kernel> int64_t resident_blocks(std::atomic<int64_t> (&kept)[64], Kernel kernel, int threads) {
+  return per_device(kept, [kernel, threads](int dev) -> int64_t {
+    int sms = 0, per_sm = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess || sms <= 0 ||
+        per_sm <= 0)
+      return 0;
+    return static_cast<int64_t>(sms) * per_sm;
+  });
+}
+
 }  // namespace efftrain::kernels

@@ -225,15 +225,7 @@ template <class F> bool with_width(int64_t width, F&& f) {
 // the launch uses it again, every backward.
 template <class T, int N4> int64_t backward_warps(int64_t rows) {
   static std::atomic<int64_t> wave[64];  // blocks per device
-  int64_t blocks = per_device(wave, [](int dev) -> int64_t {
-    int sms = 0, per_sm = 0;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, residual_norm_backward_kernel<T, N4>, 32 * kWarps, 0) !=
-            cudaSuccess ||
-        sms <= 0 || per_sm <= 0)
-      return 0;
-    return static_cast<int64_t>(sms) * per_sm;
-  });
+  int64_t blocks = resident_blocks(wave, residual_norm_backward_kernel<T, N4>, 32 * kWarps);
   if (blocks == 0) blocks = 512;
   const int64_t w = rows < blocks * kWarps ? rows : blocks * kWarps;
   return (w + kWarps - 1) / kWarps * kWarps;
