@@ -2,6 +2,7 @@
 
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 
+#include <algorithm>
 #include <mutex>
 #include <unordered_map>
 
@@ -31,8 +32,7 @@ struct ParamCasts::Impl {
   std::vector<Copy> copies;
   at::ScalarType dt = at::kFloat;
   torch::Tensor flat;                // every copy, in dt
-  torch::Tensor table;               // the kernel's CastChunk entries, on the device
-  std::vector<const void*> sources;  // the sources' data at the table's making
+  torch::Tensor table;  // the kernel's CastChunk entries, on the device
 };
 
 ParamCasts::ParamCasts(std::vector<torch::Tensor> tensors) : impl_(std::make_unique<Impl>()) {
@@ -55,10 +55,10 @@ void ParamCasts::refresh(at::ScalarType dt) {
   TORCH_CHECK(dt == at::kHalf || dt == at::kBFloat16, "ParamCasts: fp16 or bf16 only");
   Impl& m = *impl_;
   if (m.copies.empty()) return;
-  std::vector<const void*> sources;
-  for (const auto& c : m.copies) sources.push_back(c.src.data_ptr());
   const auto device = m.copies.front().src.device();
-  if (dt != m.dt || sources != m.sources || !m.flat.defined()) {  // new buffers and table
+  const bool moved = std::any_of(m.copies.begin(), m.copies.end(),
+                                 [](const Copy& c) { return c.data != c.src.data_ptr(); });  // since the last refresh
+  if (dt != m.dt || moved || !m.flat.defined()) {  // new buffers and table
     TORCH_CHECK(c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None,
                 "ParamCasts: its buffers would be made while a CUDA graph is captured (refresh once before the "
                 "capture; the parameters must not move after it)");
@@ -85,7 +85,6 @@ void ParamCasts::refresh(at::ScalarType dt) {
     m.table = torch::from_blob(chunks.data(), {bytes}, torch::kByte).to(device);
 #endif
     m.dt = dt;
-    m.sources = std::move(sources);
   }
 #ifdef EFFTRAIN_WITH_KERNELS
   const c10::cuda::CUDAGuard guard(device);
