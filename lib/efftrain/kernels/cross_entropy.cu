@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -128,71 +129,132 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
 }
-
-// The block's reduction of v by op (max or +); every thread gets the result.
-template <class Op> __device__ __forceinline__ float block_reduce(float v, Op op, float* scratch) {
-  for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, off));
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();  // scratch may still be read by the previous reduction
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = scratch[0];
-  for (int w = 1; w < kThreads / 32; ++w) v = op(v, scratch[w]);
-  return v;
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits until at most `Pending` of this thread's committed groups are still in flight.
+template <int Pending> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
 }
 
-// Forward and backward in one pass, for the classifier whose gradient is taken in forward: the
-// row is copied once into shared memory (cp.async, 16 bytes at a time, no registers held), its
-// max and sum of exponentials come from there, and the gradient is written over the row in
-// global memory. Reads the logits from HBM once instead of twice (the two kernels above).
-// Needs vocab * sizeof(T) of dynamic shared memory; the caller checks it fits.
-template <class T>
-__global__ void __launch_bounds__(kThreads) ce_fused_kernel(T* logits, const int64_t* __restrict__ targets,
-                                                            const float* __restrict__ grad, float scale, int64_t vocab,
-                                                            float* __restrict__ lse_out, float* __restrict__ loss_out) {
+// exp(x - shift), given shift and shift * log2(e). fp32 logits: expf, as the two kernels above.
+// fp16/bf16 logits, whose gradient is rounded to 8 or 11 bits: the special-function unit's 2^x
+// (ex2.approx, relative error ~2^-22) on one fma, two instructions where expf takes eight.
+constexpr float kLog2e = 1.4426950408889634f;
+template <class T> __device__ __forceinline__ float exp_shifted(float x, float shift, float shift_log2e) {
+  if constexpr (sizeof(T) == 4) {
+    return expf(x - shift);
+  } else {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(fmaf(x, kLog2e, -shift_log2e)));
+    return r;
+  }
+}
+
+// The static shared memory of ce_fused_kernel: one (max, sum) pair per warp.
+struct FusedScratch {
+  MaxSum warp[32];
+};
+
+// Forward and backward in one pass, for the classifier whose gradient is taken in forward. Each
+// block keeps `Stages` rows of logits in shared memory and walks rows blockIdx.x, + gridDim.x, ...:
+// while it works on one row, the next is on its way in (cp.async, 16 bytes at a time, no registers
+// held), so the copy in, the exponentials and the gradient's stores out overlap (one row at a time
+// left them in turn, ~60% of the memory's bandwidth for GPT-2). Per row: one pass over shared
+// memory for the (max, sum of exponentials) pair (online: the sum rescaled when a larger max
+// comes), lse = max + log(sum) and loss = lse - x[target], then one pass writing
+// dx = (exp(x - lse) - [j == target]) * grad * scale over the row in global memory. Reads the
+// logits from HBM once, writes the gradient once. Needs Stages * vocab * sizeof(T) of dynamic
+// shared memory and vocab % vec_of<T>() == 0; the caller checks both.
+template <class T, int Stages>
+__global__ void __launch_bounds__(1024) ce_fused_kernel(T* logits, const int64_t* __restrict__ targets,
+                                                        const float* __restrict__ grad, float scale, int64_t rows,
+                                                        int64_t vocab, float* __restrict__ lse_out,
+                                                        float* __restrict__ loss_out) {
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ float scratch[kThreads / 32];
+  __shared__ FusedScratch scratch;
   constexpr int N = vec_of<T>();
   using P = Pack<T, N>;
-  const int64_t row = blockIdx.x, vecs = vocab / N;
-  T* x = logits + row * vocab;
-  auto* xs = reinterpret_cast<P*>(smem);
-  for (int64_t i = threadIdx.x; i < vecs; i += kThreads) cp_async16(xs + i, reinterpret_cast<const P*>(x) + i);
-  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
-  __syncthreads();
-  float m = -INFINITY;
-  for (int64_t i = threadIdx.x; i < vecs; i += kThreads) {
-    const P p = xs[i];
-#pragma unroll
-    for (int j = 0; j < N; ++j) m = fmaxf(m, to_f(p.v[j]));
-  }
-  m = block_reduce(m, [](float a, float b) { return fmaxf(a, b); }, scratch);
-  float s = 0.f;
-  if (m != -INFINITY)
-    for (int64_t i = threadIdx.x; i < vecs; i += kThreads) {
-      const P p = xs[i];
-#pragma unroll
-      for (int j = 0; j < N; ++j) s += expf(to_f(p.v[j]) - m);
-    }
-  s = block_reduce(s, [](float a, float b) { return a + b; }, scratch);
-  const float lse = m + logf(s);
-  const int64_t t = targets[row];
-  if (threadIdx.x == 0) {
-    lse_out[row] = lse;
-    loss_out[row] = (t >= 0 && t < vocab) ? lse - to_f(reinterpret_cast<const T*>(smem)[t]) : NAN;
-  }
+  const int64_t vecs = vocab / N;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const auto buffer = [&](int64_t k) { return reinterpret_cast<P*>(smem) + (k % Stages) * vecs; };
+  const auto fetch = [&](int64_t row, P* to) {
+    const auto* from = reinterpret_cast<const P*>(logits + row * vocab);
+    for (int64_t i = threadIdx.x; i < vecs; i += blockDim.x) cp_async16(to + i, from + i);
+  };
   const float g = grad[0] * scale;
-  auto* px = reinterpret_cast<P*>(x);
-  for (int64_t i = threadIdx.x; i < vecs; i += kThreads) {
-    const P p = xs[i];
-    P o;
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-      const int64_t col = i * N + j;
-      o.v[j] = from_f<T>((expf(to_f(p.v[j]) - lse) - (col == t ? 1.f : 0.f)) * g);
+  if (Stages > 1 && blockIdx.x < rows) fetch(blockIdx.x, buffer(0));
+  cp_async_commit();
+  int64_t k = 0;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x, ++k) {
+    const P* xs = buffer(k);
+    if constexpr (Stages > 1) {
+      // the next row into the other buffer, whose last reader finished at the loop's end
+      if (row + gridDim.x < rows) fetch(row + gridDim.x, buffer(k + 1));
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      fetch(row, buffer(k));
+      cp_async_commit();
+      cp_async_wait<0>();
     }
-    px[i] = o;
+    __syncthreads();
+    // (max, sum of exp(x - max)) of this thread's elements, then of the block's
+    MaxSum acc{-INFINITY, 0.f};
+    for (int64_t i = threadIdx.x; i < vecs; i += blockDim.x) {
+      const P p = xs[i];
+      float v[N];
+      float pm = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        v[j] = to_f(p.v[j]);
+        pm = fmaxf(pm, v[j]);
+      }
+      if (pm > acc.m) {
+        acc.s *= exp_shifted<T>(acc.m, pm, pm * kLog2e);
+        acc.m = pm;
+      }
+      if (acc.m == -INFINITY) continue;
+      const float mL = acc.m * kLog2e;
+#pragma unroll
+      for (int j = 0; j < N; ++j) acc.s += exp_shifted<T>(v[j], acc.m, mL);
+    }
+    for (int off = 16; off > 0; off >>= 1)
+      acc = combine(acc, {__shfl_xor_sync(0xffffffffu, acc.m, off), __shfl_xor_sync(0xffffffffu, acc.s, off)});
+    if (lane == 0) scratch.warp[warp] = acc;
+    __syncthreads();
+    if (warp == 0) {
+      acc = lane < warps ? scratch.warp[lane] : MaxSum{-INFINITY, 0.f};
+      for (int off = 16; off > 0; off >>= 1)
+        acc = combine(acc, {__shfl_xor_sync(0xffffffffu, acc.m, off), __shfl_xor_sync(0xffffffffu, acc.s, off)});
+      if (lane == 0) scratch.warp[0] = acc;
+    }
+    __syncthreads();
+    acc = scratch.warp[0];
+    const float lse = acc.m + logf(acc.s), lseL = lse * kLog2e;
+    const int64_t t = targets[row];
+    const bool t_in = t >= 0 && t < vocab;
+    if (threadIdx.x == 0) {
+      lse_out[row] = lse;
+      loss_out[row] = t_in ? lse - to_f(reinterpret_cast<const T*>(xs)[t]) : NAN;
+    }
+    const int64_t t_vec = t_in ? t / N : -1;
+    auto* px = reinterpret_cast<P*>(logits + row * vocab);
+    for (int64_t i = threadIdx.x; i < vecs; i += blockDim.x) {
+      const P p = xs[i];
+      P o;
+      if (i != t_vec) {
+#pragma unroll
+        for (int j = 0; j < N; ++j) o.v[j] = from_f<T>(exp_shifted<T>(to_f(p.v[j]), lse, lseL) * g);
+      } else {
+        const int tj = static_cast<int>(t - i * N);
+#pragma unroll
+        for (int j = 0; j < N; ++j)
+          o.v[j] = from_f<T>((exp_shifted<T>(to_f(p.v[j]), lse, lseL) - (j == tj ? 1.f : 0.f)) * g);
+      }
+      px[i] = o;
+    }
+    __syncthreads();  // every read of this buffer done before it is filled again
   }
+  cp_async_wait<0>();
 }
 
 // The dynamic shared memory one block of ce_fused_kernel may take on the current device (the
@@ -202,21 +264,46 @@ int64_t max_dynamic_shared() {
   return per_device(kept, [](int dev) -> int64_t {
     int v = 0;
     if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
-    return v - static_cast<int64_t>(sizeof(float)) * (kThreads / 32);
+    return v - static_cast<int64_t>(sizeof(FusedScratch));
   });
 }
 
-// Whether ce_fused_kernel<T> takes these logits; raises its limit to max_dynamic_shared() once
-// per device (a host-side setting, not a stream operation: nothing for graph capture to record).
-template <class T> bool fused_fits(const void* logits, int64_t vocab) {
-  if (vocab % vec_of<T>() != 0 || reinterpret_cast<uintptr_t>(logits) % 16 != 0) return false;
-  const int64_t limit = max_dynamic_shared();
-  if (vocab * static_cast<int64_t>(sizeof(T)) > limit) return false;
+// The current device's SM count, asked once per device; 0 if unknown.
+int64_t sm_count() {
+  static std::atomic<int64_t> kept[64];
+  return per_device(kept, [](int dev) -> int64_t {
+    int v = 0;
+    return cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess ? v : 0;
+  });
+}
+
+// Launches ce_fused_kernel<T, Stages> over `rows` rows if its shared memory fits the device and
+// its limit could be raised (a host-side setting, not a stream operation: nothing for graph
+// capture to record); false, and nothing launched, otherwise. Blocks: as many as the device holds
+// at once (each walks its rows), 128 to 1024 threads, ~4 vectors of a row per thread.
+template <class T, int Stages>
+bool launch_fused(T* logits, const int64_t* targets, const float* grad, float scale, int64_t rows, int64_t vocab,
+                  float* lse, float* loss, cudaStream_t stream) {
+  const int64_t bytes = Stages * vocab * static_cast<int64_t>(sizeof(T)), limit = max_dynamic_shared();
+  if (bytes > limit) return false;
   static std::atomic<int64_t> raised[64];  // 1 once the attribute is set on that device
-  return per_device(raised, [limit](int) -> int64_t {
-    return cudaFuncSetAttribute(ce_fused_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                static_cast<int>(limit)) == cudaSuccess;
-  }) != 0;
+  const auto kernel = ce_fused_kernel<T, Stages>;
+  if (per_device(raised, [kernel, limit](int) -> int64_t {
+        return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limit)) ==
+               cudaSuccess;
+      }) == 0)
+    return false;
+  const int64_t vecs = vocab / vec_of<T>();
+  const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(128, (vecs / 4 + 31) / 32 * 32)));
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, static_cast<size_t>(bytes)) !=
+          cudaSuccess ||
+      per_sm <= 0)
+    return false;
+  const int64_t blocks = std::min<int64_t>(rows, std::max<int64_t>(1, sm_count()) * per_sm);
+  kernel<<<static_cast<unsigned>(blocks), threads, static_cast<size_t>(bytes), stream>>>(logits, targets, grad, scale,
+                                                                                         rows, vocab, lse, loss);
+  return true;
 }
 
 template <class T> bool vectorizable(const void* a, const void* b, int64_t vocab) {
@@ -248,11 +335,11 @@ void backward_t(const void* logits, const int64_t* targets, const float* lse, co
 template <class T>
 void forward_grad_t(void* logits, const int64_t* targets, const float* grad, float scale, int64_t rows, int64_t vocab,
                     float* lse, float* loss, cudaStream_t stream) {
-  if (fused_fits<T>(logits, vocab)) {
-    const auto bytes = static_cast<size_t>(vocab) * sizeof(T);
-    ce_fused_kernel<T><<<rows, kThreads, bytes, stream>>>(static_cast<T*>(logits), targets, grad, scale, vocab, lse, loss);
+  auto* x = static_cast<T*>(logits);
+  if (vocab % vec_of<T>() == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0 &&
+      (launch_fused<T, 2>(x, targets, grad, scale, rows, vocab, lse, loss, stream) ||
+       launch_fused<T, 1>(x, targets, grad, scale, rows, vocab, lse, loss, stream)))
     return;
-  }
   forward_t<T>(logits, targets, rows, vocab, lse, loss, stream);
   backward_t<T>(logits, targets, lse, grad, scale, rows, vocab, logits, stream);
 }
