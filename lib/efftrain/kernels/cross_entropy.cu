@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "efftrain/kernels/common.cuh"
 #include "efftrain/kernels/launch.h"
@@ -149,6 +150,18 @@ template <class T> __device__ __forceinline__ float exp_shifted(float x, float s
   }
 }
 
+// o.v[j], o.v[j + 1] = a, b rounded to T; one packed conversion for the half types.
+template <class T, int N> __device__ __forceinline__ void set_pair(Pack<T, N>& o, int j, float a, float b) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    *reinterpret_cast<__nv_bfloat162*>(&o.v[j]) = __floats2bfloat162_rn(a, b);
+  } else if constexpr (std::is_same_v<T, __half>) {
+    *reinterpret_cast<__half2*>(&o.v[j]) = __floats2half2_rn(a, b);
+  } else {
+    o.v[j] = a;
+    o.v[j + 1] = b;
+  }
+}
+
 // The static shared memory of ce_fused_kernel: one (max, sum) pair per warp.
 struct FusedScratch {
   MaxSum warp[32];
@@ -186,6 +199,7 @@ __global__ void __launch_bounds__(1024) ce_fused_kernel(T* logits, const int64_t
   int64_t k = 0;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x, ++k) {
     const P* xs = buffer(k);
+    const int64_t t = targets[row];  // read now: its latency hides behind the wait and the first pass
     if constexpr (Stages > 1) {
       // the next row into the other buffer, whose last reader finished at the loop's end
       if (row + gridDim.x < rows) fetch(row + gridDim.x, buffer(k + 1));
@@ -230,7 +244,6 @@ __global__ void __launch_bounds__(1024) ce_fused_kernel(T* logits, const int64_t
     __syncthreads();
     acc = scratch.warp[0];
     const float lse = acc.m + logf(acc.s), lseL = lse * kLog2e;
-    const int64_t t = targets[row];
     const bool t_in = t >= 0 && t < vocab;
     if (threadIdx.x == 0) {
       lse_out[row] = lse;
@@ -241,14 +254,16 @@ __global__ void __launch_bounds__(1024) ce_fused_kernel(T* logits, const int64_t
     for (int64_t i = threadIdx.x; i < vecs; i += blockDim.x) {
       const P p = xs[i];
       P o;
-      if (i != t_vec) {
+      const int tj = i == t_vec ? static_cast<int>(t - i * N) : -1;
+      if (tj < 0) {
 #pragma unroll
-        for (int j = 0; j < N; ++j) o.v[j] = from_f<T>(exp_shifted<T>(to_f(p.v[j]), lse, lseL) * g);
+        for (int j = 0; j < N; j += 2)
+          set_pair(o, j, exp_shifted<T>(to_f(p.v[j]), lse, lseL) * g, exp_shifted<T>(to_f(p.v[j + 1]), lse, lseL) * g);
       } else {
-        const int tj = static_cast<int>(t - i * N);
 #pragma unroll
-        for (int j = 0; j < N; ++j)
-          o.v[j] = from_f<T>((exp_shifted<T>(to_f(p.v[j]), lse, lseL) - (j == tj ? 1.f : 0.f)) * g);
+        for (int j = 0; j < N; j += 2)
+          set_pair(o, j, (exp_shifted<T>(to_f(p.v[j]), lse, lseL) - (j == tj ? 1.f : 0.f)) * g,
+                   (exp_shifted<T>(to_f(p.v[j + 1]), lse, lseL) - (j + 1 == tj ? 1.f : 0.f)) * g);
       }
       px[i] = o;
     }
