@@ -79,7 +79,7 @@ void cross_entropy_rows_backward(const torch::Tensor& logits, const torch::Tenso
   dlogits.copy_(p * (g * scale));
 }
 
-torch::Tensor cross_entropy_rows_to_grad(torch::Tensor& logits, const torch::Tensor& targets) {
+torch::Tensor cross_entropy_rows_to_grad(torch::Tensor& logits, const torch::Tensor& targets, double scale) {
   TORCH_CHECK(logits.dim() == 2 && targets.dim() == 1 && targets.size(0) == logits.size(0) && logits.is_contiguous(),
               "cross-entropy: expected contiguous logits [rows, vocab] and targets [rows]");
   torch::NoGradGuard ng;
@@ -91,14 +91,14 @@ torch::Tensor cross_entropy_rows_to_grad(torch::Tensor& logits, const torch::Ten
     auto f32 = logits.options().dtype(torch::kFloat);
     auto lse = torch::empty({logits.size(0)}, f32), losses = torch::empty({logits.size(0)}, f32);
     check_launch(cross_entropy_forward_grad(dtype_of(logits), logits.data_ptr(), t.data_ptr<int64_t>(),
-                                            one.data_ptr<float>(), 1.f, logits.size(0), logits.size(1),
+                                            one.data_ptr<float>(), static_cast<float>(scale), logits.size(0), logits.size(1),
                                             lse.data_ptr<float>(), losses.data_ptr<float>(), stream()),
                  "fused cross-entropy forward and gradient");
     return losses;
   }
 #endif
   auto [lse, losses] = cross_entropy_rows(logits, targets);
-  cross_entropy_rows_backward(logits, targets, lse, one, 1.0, logits);
+  cross_entropy_rows_backward(logits, targets, lse, one, scale, logits);
   return losses;
 }
 

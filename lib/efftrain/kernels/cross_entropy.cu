@@ -162,6 +162,21 @@ template <class T, int N> __device__ __forceinline__ void set_pair(Pack<T, N>& o
   }
 }
 
+// p's elements in fp32 (bf16: each pair of a 32-bit word by one shift and one mask).
+template <class T, int N> __device__ __forceinline__ void unpack(const Pack<T, N>& p, float (&v)[N]) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    const auto* w = reinterpret_cast<const unsigned*>(p.v);
+#pragma unroll
+    for (int j = 0; j < N / 2; ++j) {
+      v[2 * j] = __uint_as_float(w[j] << 16);
+      v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) v[j] = to_f(p.v[j]);
+  }
+}
+
 // The static shared memory of ce_fused_kernel: one (max, sum) pair per warp.
 struct FusedScratch {
   MaxSum warp[32];
@@ -174,54 +189,58 @@ struct FusedScratch {
 // left them in turn, ~60% of the memory's bandwidth for GPT-2). Per row: one pass over shared
 // memory for the (max, sum of exponentials) pair (online: the sum rescaled when a larger max
 // comes), lse = max + log(sum) and loss = lse - x[target], then one pass writing
-// dx = (exp(x - lse) - [j == target]) * grad * scale over the row in global memory. Reads the
+// dx = (exp(x - lse) - [j == target]) * grad * scale over the row in global memory (fp16/bf16
+// with grad * scale > 0: exp(x - lse + log(grad * scale)), one multiplication less). Reads the
 // logits from HBM once, writes the gradient once. Needs Stages * vocab * sizeof(T) of dynamic
-// shared memory and vocab % vec_of<T>() == 0; the caller checks both.
+// shared memory and vocab % vec_of<T>() == 0, vocab / vec_of<T>() < 2^31; the caller checks them.
 template <class T, int Stages>
 __global__ void __launch_bounds__(1024) ce_fused_kernel(T* logits, const int64_t* __restrict__ targets,
                                                         const float* __restrict__ grad, float scale, int64_t rows,
                                                         int64_t vocab, float* __restrict__ lse_out,
                                                         float* __restrict__ loss_out) {
+  static_assert(Stages == 1 || Stages == 2, "one or two row buffers");
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ FusedScratch scratch;
   constexpr int N = vec_of<T>();
+  constexpr bool kFast = sizeof(T) == 2;  // exp_shifted's 2^x path
   using P = Pack<T, N>;
-  const int64_t vecs = vocab / N;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  const auto buffer = [&](int64_t k) { return reinterpret_cast<P*>(smem) + (k % Stages) * vecs; };
+  const int vecs = static_cast<int>(vocab / N);
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, warps = blockDim.x / 32, step = blockDim.x;
+  P* const buffers = reinterpret_cast<P*>(smem);
   const auto fetch = [&](int64_t row, P* to) {
     const auto* from = reinterpret_cast<const P*>(logits + row * vocab);
-    for (int64_t i = threadIdx.x; i < vecs; i += blockDim.x) cp_async16(to + i, from + i);
+    for (int i = tid; i < vecs; i += step) cp_async16(to + i, from + i);
   };
   const float g = grad[0] * scale;
-  if (Stages > 1 && blockIdx.x < rows) fetch(blockIdx.x, buffer(0));
+  // log2(g) where exp(x - lse) * g may be taken as 2^(x log2(e) - lse log2(e) + log2(g))
+  const bool fold = kFast && g > 0.f && g < INFINITY;
+  const float gL = fold ? log2f(g) : 0.f;
+  if (Stages > 1 && blockIdx.x < rows) fetch(blockIdx.x, buffers);
   cp_async_commit();
-  int64_t k = 0;
+  int k = 0;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x, ++k) {
-    const P* xs = buffer(k);
+    const P* xs = buffers + (Stages > 1 && (k & 1) ? vecs : 0);
     const int64_t t = targets[row];  // read now: its latency hides behind the wait and the first pass
     if constexpr (Stages > 1) {
       // the next row into the other buffer, whose last reader finished at the loop's end
-      if (row + gridDim.x < rows) fetch(row + gridDim.x, buffer(k + 1));
+      if (row + gridDim.x < rows) fetch(row + gridDim.x, buffers + ((k & 1) ? 0 : vecs));
       cp_async_commit();
       cp_async_wait<1>();
     } else {
-      fetch(row, buffer(k));
+      fetch(row, buffers);
       cp_async_commit();
       cp_async_wait<0>();
     }
     __syncthreads();
     // (max, sum of exp(x - max)) of this thread's elements, then of the block's
     MaxSum acc{-INFINITY, 0.f};
-    for (int64_t i = threadIdx.x; i < vecs; i += blockDim.x) {
-      const P p = xs[i];
+#pragma unroll 2
+    for (int i = tid; i < vecs; i += step) {
       float v[N];
-      float pm = -INFINITY;
+      unpack(xs[i], v);
+      float pm = v[0];
 #pragma unroll
-      for (int j = 0; j < N; ++j) {
-        v[j] = to_f(p.v[j]);
-        pm = fmaxf(pm, v[j]);
-      }
+      for (int j = 1; j < N; ++j) pm = fmaxf(pm, v[j]);
       if (pm > acc.m) {
         acc.s *= exp_shifted<T>(acc.m, pm, pm * kLog2e);
         acc.m = pm;
@@ -245,25 +264,32 @@ __global__ void __launch_bounds__(1024) ce_fused_kernel(T* logits, const int64_t
     acc = scratch.warp[0];
     const float lse = acc.m + logf(acc.s), lseL = lse * kLog2e;
     const bool t_in = t >= 0 && t < vocab;
-    if (threadIdx.x == 0) {
+    if (tid == 0) {
       lse_out[row] = lse;
       loss_out[row] = t_in ? lse - to_f(reinterpret_cast<const T*>(xs)[t]) : NAN;
     }
-    const int64_t t_vec = t_in ? t / N : -1;
+    const int t_vec = t_in ? static_cast<int>(t / N) : -1;
     auto* px = reinterpret_cast<P*>(logits + row * vocab);
-    for (int64_t i = threadIdx.x; i < vecs; i += blockDim.x) {
-      const P p = xs[i];
+    const float shiftL = lseL - gL;  // fold: 2^(x log2(e) - shiftL) = exp(x - lse) * g
+#pragma unroll 2
+    for (int i = tid; i < vecs; i += step) {
+      float v[N];
+      unpack(xs[i], v);
       P o;
-      const int tj = i == t_vec ? static_cast<int>(t - i * N) : -1;
-      if (tj < 0) {
+      if (i == t_vec) {  // the target's pack: the one-hot term
+        const int tj = static_cast<int>(t - static_cast<int64_t>(i) * N);
 #pragma unroll
         for (int j = 0; j < N; j += 2)
-          set_pair(o, j, exp_shifted<T>(to_f(p.v[j]), lse, lseL) * g, exp_shifted<T>(to_f(p.v[j + 1]), lse, lseL) * g);
+          set_pair(o, j, (exp_shifted<T>(v[j], lse, lseL) - (j == tj ? 1.f : 0.f)) * g,
+                   (exp_shifted<T>(v[j + 1], lse, lseL) - (j + 1 == tj ? 1.f : 0.f)) * g);
+      } else if (fold) {
+#pragma unroll
+        for (int j = 0; j < N; j += 2)
+          set_pair(o, j, exp_shifted<T>(v[j], lse, shiftL), exp_shifted<T>(v[j + 1], lse, shiftL));
       } else {
 #pragma unroll
         for (int j = 0; j < N; j += 2)
-          set_pair(o, j, (exp_shifted<T>(to_f(p.v[j]), lse, lseL) - (j == tj ? 1.f : 0.f)) * g,
-                   (exp_shifted<T>(to_f(p.v[j + 1]), lse, lseL) - (j + 1 == tj ? 1.f : 0.f)) * g);
+          set_pair(o, j, exp_shifted<T>(v[j], lse, lseL) * g, exp_shifted<T>(v[j + 1], lse, lseL) * g);
       }
       px[i] = o;
     }

@@ -24,10 +24,11 @@ std::pair<torch::Tensor, torch::Tensor> cross_entropy_rows(const torch::Tensor& 
 void cross_entropy_rows_backward(const torch::Tensor& logits, const torch::Tensor& targets, const torch::Tensor& lse,
                                  const torch::Tensor& grad, double scale, torch::Tensor& dlogits);
 
-// cross_entropy_rows, then cross_entropy_rows_backward with grad 1 and scale 1 written over the
-// logits (contiguous): returns the per-row losses; the logits become softmax - onehot. On CUDA
-// one pass over the logits where a row fits a block's shared memory (GPT-2's 50,304 in bf16 does).
-torch::Tensor cross_entropy_rows_to_grad(torch::Tensor& logits, const torch::Tensor& targets);
+// cross_entropy_rows, then cross_entropy_rows_backward with grad 1 and `scale` written over the
+// logits (contiguous): returns the per-row losses; the logits become (softmax - onehot) * scale.
+// On CUDA one pass over the logits where two rows (or one) fit a block's shared memory (GPT-2's
+// 50,304 in bf16 do).
+torch::Tensor cross_entropy_rows_to_grad(torch::Tensor& logits, const torch::Tensor& targets, double scale = 1.0);
 
 // The mean over rows, differentiable. On CUDA the fused kernels; `logits_dead`: the caller never
 // reads `logits` again, so backward writes the gradient over them (saves one logits-sized

@@ -91,6 +91,9 @@ TEST_CASE("cross_entropy_rows_to_grad off CUDA: the rows' losses, the logits rep
   auto losses = kernels::cross_entropy_rows_to_grad(x, targets);
   CHECK(relative_error(losses.mean(), l_ref) < 1e-6);
   CHECK(relative_error(x, g_ref) < 1e-6);
+  auto y = logits.clone();
+  kernels::cross_entropy_rows_to_grad(y, targets, -2.5);
+  CHECK(relative_error(y, g_ref * -2.5) < 1e-6);
 }
 
 TEST_CASE("gpu: cross_entropy_rows_to_grad (one pass through shared memory) gives ATen's losses and gradient", "[gpu]") {
@@ -123,6 +126,35 @@ TEST_CASE("gpu: cross_entropy_rows_to_grad (one pass through shared memory) give
       kernels::cross_entropy_rows_backward(logits, targets, lse, torch::ones({1}, lse.options()), 1.0, y);
       CHECK(relative_error(losses, l2) < 1e-6);
       CHECK(relative_error(x.to(torch::kFloat), y.to(torch::kFloat)) < (dtype == torch::kFloat ? 1e-6 : 1e-2));
+    }
+  }
+}
+
+TEST_CASE("gpu: cross_entropy_rows_to_grad scales the gradient; blocks walking many rows", "[gpu]") {
+  if (!torch::cuda::is_available()) SKIP("needs a GPU");
+  REQUIRE(kernels::built());
+  const auto inf = std::numeric_limits<float>::infinity();
+  // 50304 with -inf padding: two rows per block in shared memory in fp16/bf16, one in fp32; 1000
+  // rows (more than any card's SMs: each block walks several, its next row loading meanwhile).
+  // scale 3 takes the fp16/bf16 kernel's folded path (exp(x - lse + log 3)), -2 the multiplied one.
+  for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
+    for (double scale : {3.0, -2.0}) {
+      torch::manual_seed(7 + static_cast<int>(dtype));
+      const int64_t rows = 1000, vocab = 50304, live = 50257;
+      auto logits = (torch::randn({rows, vocab}, torch::kCUDA) * 4).to(dtype);
+      logits.narrow(1, live, vocab - live).fill_(-inf);
+      auto targets = torch::randint(0, live, {rows}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kLong));
+      auto [l_ref, g_ref] = reference(logits, targets, static_cast<double>(rows) * scale);
+      auto x = logits.clone();
+      auto losses = kernels::cross_entropy_rows_to_grad(x, targets, scale);
+      INFO("dtype " << dtype << " scale " << scale);
+      CHECK(relative_error(losses.mean(), l_ref) < 2e-6);
+      const double tol = dtype == torch::kFloat ? 1e-5 : dtype == torch::kHalf ? 1e-3 : 8e-3;
+      CHECK(relative_error(x.to(torch::kFloat), g_ref) < tol);
+      CHECK(x.narrow(1, live, vocab - live).abs().max().item<float>() == 0.f);
+      // the target's element carries the one-hot term: (p - 1) * scale, of the sign of -scale
+      auto at_target = x.gather(1, targets.view({-1, 1})).to(torch::kFloat);
+      CHECK((at_target * scale < 0).all().item<bool>());
     }
   }
 }
