@@ -208,9 +208,18 @@ void GptImpl::refresh_casts(const torch::Tensor& x) {
 torch::Tensor GptImpl::features(const torch::Tensor& idx) {
   const int64_t T = idx.size(1);
   TORCH_CHECK(T <= c_.context, "sequence of ", T, " tokens is longer than the context ", c_.context);
-  auto pos = torch::arange(T, torch::TensorOptions().device(idx.device()).dtype(torch::kLong));
-  auto x = torch::dropout(kernels::embedding(wte_->weight, idx) + wpe_->forward(pos),
-                          is_training() ? c_.dropout : 0.0, is_training());
+  // positions 0..T-1 are the table's first T rows: a slice, whose gradient is a copy (an embedding
+  // lookup's backward sorts the indices and gathers)
+  auto e = kernels::embedding(wte_->weight, idx) + wpe_->weight.narrow(0, 0, T);
+  const double drop = is_training() ? c_.dropout : 0.0;
+  const bool chain = c_.fused_norm && c_.layers > 0 && !block_observer && (segments_.empty() || !is_training());
+  // chained: the embedding's dropout with block 0's ln_1 in one fused residual LayerNorm (onto a
+  // zero stream, s = 0 + dropout(e)); else dropout alone
+  torch::Tensor x, a;
+  if (chain)
+    std::tie(x, a) = blocks_[0]->add_norm(torch::zeros_like(e), e, blocks_[0]->ln1_);
+  else
+    x = torch::dropout(e, drop, is_training());
   refresh_casts(x);
   if (c_.sdpa && kernel_.empty()) {
     const int64_t D = c_.width / c_.heads;
@@ -221,13 +230,11 @@ torch::Tensor GptImpl::features(const torch::Tensor& idx) {
   } else if (!c_.sdpa) {
     kernel_ = "plain (materialized masked softmax)";
   }
-  const bool chain = c_.fused_norm && c_.layers > 0 && !block_observer && (segments_.empty() || !is_training());
   norm_kernel_ = "aten";
   gelu_kernel_ = c_.fused_gelu ? kernels::mlp_path(x, c_.width, 4 * c_.width) : "aten";
   if (c_.fused_norm)
     norm_kernel_ = std::string(kernels::residual_norm_path(x, x, ln_f_->weight, ln_f_->bias)) + (chain ? "" : ", within blocks");
   if (chain) {  // each block's MLP output joins the stream with the next block's ln_1, the last's with ln_f
-    torch::Tensor a = blocks_[0]->ln1_->forward(x);
     for (int64_t i = 0; i < c_.layers; ++i) {
       auto& b = blocks_[i];
       auto [h, m_in] = b->add_norm(x, b->attention(a), b->ln2_);
