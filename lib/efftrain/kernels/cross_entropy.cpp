@@ -91,7 +91,8 @@ torch::Tensor cross_entropy_rows_to_grad(torch::Tensor& logits, const torch::Ten
     auto f32 = logits.options().dtype(torch::kFloat);
     auto lse = torch::empty({logits.size(0)}, f32), losses = torch::empty({logits.size(0)}, f32);
     check_launch(cross_entropy_forward_grad(dtype_of(logits), logits.data_ptr(), t.data_ptr<int64_t>(),
-                                            one.data_ptr<float>(), static_cast<float>(scale), logits.size(0), logits.size(1),
+                                            one.data_ptr<float>(), static_cast<float>(scale), logits.size(0),
+                                            logits.size(1),
                                             lse.data_ptr<float>(), losses.data_ptr<float>(), stream()),
                  "fused cross-entropy forward and gradient");
     return losses;

@@ -138,7 +138,7 @@ template <int Pending> __device__ __forceinline__ void cp_async_wait() {
 
 // exp(x - shift), given shift and shift * log2(e). fp32 logits: expf, as the two kernels above.
 // fp16/bf16 logits, whose gradient is rounded to 8 or 11 bits: the special-function unit's 2^x
-// (ex2.approx, relative error ~2^-22) on one fma, two instructions where expf takes eight.
+// (ex2.approx, relative error ~2^-22) on one fma, without expf's more exact range reduction.
 constexpr float kLog2e = 1.4426950408889634f;
 template <class T> __device__ __forceinline__ float exp_shifted(float x, float shift, float shift_log2e) {
   if constexpr (sizeof(T) == 4) {
@@ -192,7 +192,8 @@ struct FusedScratch {
 // dx = (exp(x - lse) - [j == target]) * grad * scale over the row in global memory (fp16/bf16
 // with grad * scale > 0: exp(x - lse + log(grad * scale)), one multiplication less). Reads the
 // logits from HBM once, writes the gradient once. Needs Stages * vocab * sizeof(T) of dynamic
-// shared memory and vocab % vec_of<T>() == 0, vocab / vec_of<T>() < 2^31; the caller checks them.
+// shared memory and vocab % vec_of<T>() == 0 (the caller checks both; the first bounds vocab / N
+// far below 2^31).
 template <class T, int Stages>
 __global__ void __launch_bounds__(1024) ce_fused_kernel(T* logits, const int64_t* __restrict__ targets,
                                                         const float* __restrict__ grad, float scale, int64_t rows,
