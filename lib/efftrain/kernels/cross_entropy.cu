@@ -35,6 +35,26 @@ __device__ __forceinline__ MaxSum combine(MaxSum a, MaxSum b) {
   const float sb = b.m == -INFINITY ? 0.f : b.s * expf(b.m - m);
   return {m, sa + sb};
 }
+__device__ __forceinline__ MaxSum warp_combine(MaxSum acc) {
+  for (int off = 16; off > 0; off >>= 1)
+    acc = combine(acc, {__shfl_xor_sync(0xffffffffu, acc.m, off), __shfl_xor_sync(0xffffffffu, acc.s, off)});
+  return acc;
+}
+// The block's pair from every thread's `acc` (warps, then warp 0 over the warps' pairs), returned
+// to every thread. warp_acc: one pair per warp in shared memory; its first entry is read after the
+// last barrier here, so it must not be written again before another barrier.
+__device__ __forceinline__ MaxSum block_combine(MaxSum acc, MaxSum* warp_acc) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  acc = warp_combine(acc);
+  if (lane == 0) warp_acc[warp] = acc;
+  __syncthreads();
+  if (warp == 0) {
+    acc = warp_combine(lane < static_cast<int>(blockDim.x / 32) ? warp_acc[lane] : MaxSum{-INFINITY, 0.f});
+    if (lane == 0) warp_acc[0] = acc;
+  }
+  __syncthreads();
+  return warp_acc[0];
+}
 
 template <class T, bool kVec>
 __global__ void __launch_bounds__(kThreads) ce_forward_kernel(const T* __restrict__ logits, const int64_t* __restrict__ targets,
@@ -68,27 +88,13 @@ __global__ void __launch_bounds__(kThreads) ce_forward_kernel(const T* __restric
       acc = combine(acc, {v, 1.f});
     }
   }
-  // warp, then block reduction of the (max, sum) pairs
-  for (int off = 16; off > 0; off >>= 1) {
-    MaxSum o{__shfl_xor_sync(0xffffffffu, acc.m, off), __shfl_xor_sync(0xffffffffu, acc.s, off)};
-    acc = combine(acc, o);
-  }
   __shared__ MaxSum warp_acc[kThreads / 32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) warp_acc[warp] = acc;
-  __syncthreads();
-  if (warp == 0) {
-    acc = lane < kThreads / 32 ? warp_acc[lane] : MaxSum{-INFINITY, 0.f};
-    for (int off = 16; off > 0; off >>= 1) {
-      MaxSum o{__shfl_xor_sync(0xffffffffu, acc.m, off), __shfl_xor_sync(0xffffffffu, acc.s, off)};
-      acc = combine(acc, o);
-    }
-    if (lane == 0) {
-      const float lse = acc.m + logf(acc.s);
-      const int64_t t = targets[row];
-      lse_out[row] = lse;
-      loss_out[row] = (t >= 0 && t < vocab) ? lse - to_f(x[t]) : NAN;
-    }
+  acc = block_combine(acc, warp_acc);
+  if (threadIdx.x == 0) {
+    const float lse = acc.m + logf(acc.s);
+    const int64_t t = targets[row];
+    lse_out[row] = lse;
+    loss_out[row] = (t >= 0 && t < vocab) ? lse - to_f(x[t]) : NAN;
   }
 }
 
@@ -206,7 +212,7 @@ __global__ void __launch_bounds__(1024) ce_fused_kernel(T* logits, const int64_t
   constexpr bool kFast = sizeof(T) == 2;  // exp_shifted's 2^x path
   using P = Pack<T, N>;
   const int vecs = static_cast<int>(vocab / N);
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, warps = blockDim.x / 32, step = blockDim.x;
+  const int tid = threadIdx.x, step = blockDim.x;
   P* const buffers = reinterpret_cast<P*>(smem);
   const auto fetch = [&](int64_t row, P* to) {
     const auto* from = reinterpret_cast<const P*>(logits + row * vocab);
@@ -251,18 +257,7 @@ __global__ void __launch_bounds__(1024) ce_fused_kernel(T* logits, const int64_t
 #pragma unroll
       for (int j = 0; j < N; ++j) acc.s += exp_shifted<T>(v[j], acc.m, mL);
     }
-    for (int off = 16; off > 0; off >>= 1)
-      acc = combine(acc, {__shfl_xor_sync(0xffffffffu, acc.m, off), __shfl_xor_sync(0xffffffffu, acc.s, off)});
-    if (lane == 0) scratch.warp[warp] = acc;
-    __syncthreads();
-    if (warp == 0) {
-      acc = lane < warps ? scratch.warp[lane] : MaxSum{-INFINITY, 0.f};
-      for (int off = 16; off > 0; off >>= 1)
-        acc = combine(acc, {__shfl_xor_sync(0xffffffffu, acc.m, off), __shfl_xor_sync(0xffffffffu, acc.s, off)});
-      if (lane == 0) scratch.warp[0] = acc;
-    }
-    __syncthreads();
-    acc = scratch.warp[0];
+    acc = block_combine(acc, scratch.warp);
     const float lse = acc.m + logf(acc.s), lseL = lse * kLog2e;
     const bool t_in = t >= 0 && t < vocab;
     if (tid == 0) {
