@@ -18,9 +18,8 @@ using torch::autograd::variable_list;
 void add_rows(const torch::Tensor& grad, const torch::Tensor& idx, const torch::Tensor& g) {
 #ifdef EFFTRAIN_WITH_KERNELS
   const int64_t n = idx.numel(), width = g.size(1);
-  const auto aligned = [](const torch::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
   if (g.is_cuda() && g.scalar_type() == torch::kFloat && grad.scalar_type() == torch::kFloat && width % 4 == 0 &&
-      g.is_contiguous() && grad.is_contiguous() && aligned(g) && aligned(grad)) {
+      g.is_contiguous() && grad.is_contiguous() && aligned16(g) && aligned16(grad)) {
     const c10::cuda::CUDAGuard guard(g.device());
     const auto [sorted, perm] = idx.sort(/*stable=*/true, 0, /*descending=*/false);
     auto scratch = torch::empty({embedding_backward_scratch(n, width)}, g.options());

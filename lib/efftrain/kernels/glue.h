@@ -1,6 +1,6 @@
 // The torch-facing wrappers' shared pieces (kernels/*.cpp, built with EFFTRAIN_WITH_KERNELS):
-// the kernels' dtype code of a tensor, launch-error checks, the current CUDA stream, where bias
-// gradients go.
+// the kernels' dtype code of a tensor, launch-error checks, the current CUDA stream, 16-byte
+// alignment, where bias gradients go.
 #pragma once
 
 #include <c10/cuda/CUDAStream.h>
@@ -25,6 +25,7 @@ inline bool kernel_dtype(const torch::Tensor& t) {
 }
 inline void check_launch(const char* err, const char* what) { TORCH_CHECK(err == nullptr, what, ": ", err); }
 inline void* stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+inline bool aligned16(const torch::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
 // Where a column-sum kernel over g puts the gradient of bias b (the parameter itself, fp32 or in
 // g's dtype): added into b.grad where grad_in_place(b) holds (b fp32; the tensor returned is

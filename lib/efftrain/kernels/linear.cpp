@@ -31,16 +31,16 @@ torch::Tensor param_cast(at::ScalarType dt, const torch::Tensor& t) {
   return autocast_cast(dt, t).detach();
 }
 
+#ifdef EFFTRAIN_WITH_KERNELS
 namespace {
 // Whether the column-sum kernels take g [rows, width]: CUDA, fp16/bf16, contiguous, width a
 // multiple of 8, 16-byte aligned.
 bool sums_kernel_takes(const torch::Tensor& g) {
   const auto dt = g.scalar_type();
   return g.is_cuda() && (dt == torch::kHalf || dt == torch::kBFloat16) && g.dim() == 2 && g.is_contiguous() &&
-         g.size(0) > 0 && g.size(1) % 8 == 0 && reinterpret_cast<uintptr_t>(g.data_ptr()) % 16 == 0;
+         g.size(0) > 0 && g.size(1) % 8 == 0 && aligned16(g);
 }
 
-#ifdef EFFTRAIN_WITH_KERNELS
 // g's column sums by kernels/column_sums.cu to `out` (sums_kernel_takes(g) holds).
 void launch_column_sums(const torch::Tensor& g, SumsOut out, const char* what) {
   const c10::cuda::CUDAGuard guard(g.device());
@@ -49,8 +49,8 @@ void launch_column_sums(const torch::Tensor& g, SumsOut out, const char* what) {
   check_launch(kernels::column_sums(dtype_of(g), g.data_ptr(), rows, width, partials.data_ptr<float>(), out, stream()),
                what);
 }
-#endif
 }  // namespace
+#endif
 
 torch::Tensor column_sums(const torch::Tensor& g) {
   TORCH_CHECK(g.dim() == 2, "column_sums: expected a [rows, width] matrix");
@@ -137,8 +137,6 @@ struct BiasLinear : torch::autograd::Function<BiasLinear> {
     return {gx, torch::Tensor(), torch::Tensor(), gw, gb};
   }
 };
-
-bool aligned16(const torch::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
 // qkv_linear as one function: the three views are its outputs, and backward takes their three
 // gradients in whatever strides attention's backward left them.

@@ -2,7 +2,7 @@
 // weight casts it: a kernel per parameter per forward (97 for GPT-2 small, each a node of the
 // captured graph). ParamCasts::refresh casts every parameter it holds at once into buffers it
 // keeps (the same addresses each time, so a captured graph replays the refresh), and
-// kernels::autocast_cast (linear.h) hands out those copies while they are current.
+// kernels::param_cast (linear.h) hands out those copies while they are current.
 #pragma once
 
 #include <torch/torch.h>
