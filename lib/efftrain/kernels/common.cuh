@@ -92,18 +92,28 @@ template <class Query> int64_t per_device(std::atomic<int64_t> (&kept)[64], Quer
   return v;
 }
 
+// The current device's SM count, asked once per device; 0 if unknown.
+inline int64_t sm_count() {
+  static std::atomic<int64_t> kept[64];
+  return per_device(kept, [](int dev) -> int64_t {
+    int v = 0;
+    return cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess ? v : 0;
+  });
+}
+
+// The blocks of `threads` threads (and `smem` bytes of dynamic shared memory) of `kernel` one SM
+// of the current device holds at once; 0 if unknown.
+template <class Kernel> int64_t blocks_per_sm(Kernel kernel, int threads, size_t smem = 0) {
+  int per_sm = 0;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) == cudaSuccess && per_sm > 0
+             ? per_sm
+             : 0;
+}
 
 // The blocks of `threads` threads of `kernel` the current device holds at once (SMs x occupancy),
 // asked once per device and kept in `kept`; 0 where unknown.
 template <class Kernel> int64_t resident_blocks(std::atomic<int64_t> (&kept)[64], Kernel kernel, int threads) {
-  return per_device(kept, [kernel, threads](int dev) -> int64_t {
-    int sms = 0, per_sm = 0;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess || sms <= 0 ||
-        per_sm <= 0)
-      return 0;
-    return static_cast<int64_t>(sms) * per_sm;
-  });
+  return per_device(kept, [kernel, threads](int) -> int64_t { return sm_count() * blocks_per_sm(kernel, threads); });
 }
 
 }  // namespace efftrain::kernels

@@ -305,15 +305,6 @@ int64_t max_dynamic_shared() {
   });
 }
 
-// The current device's SM count, asked once per device; 0 if unknown.
-int64_t sm_count() {
-  static std::atomic<int64_t> kept[64];
-  return per_device(kept, [](int dev) -> int64_t {
-    int v = 0;
-    return cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess ? v : 0;
-  });
-}
-
 // Launches ce_fused_kernel<T, Stages> over `rows` rows if its shared memory fits the device and
 // its limit could be raised (a host-side setting, not a stream operation: nothing for graph
 // capture to record); false, and nothing launched, otherwise. Blocks: as many as the device holds
@@ -332,11 +323,8 @@ bool launch_fused(T* logits, const int64_t* targets, const float* grad, float sc
     return false;
   const int64_t vecs = vocab / vec_of<T>();
   const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(128, (vecs / 4 + 31) / 32 * 32)));
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, static_cast<size_t>(bytes)) !=
-          cudaSuccess ||
-      per_sm <= 0)
-    return false;
+  const int64_t per_sm = blocks_per_sm(kernel, threads, static_cast<size_t>(bytes));
+  if (per_sm == 0) return false;
   const int64_t blocks = std::min<int64_t>(rows, std::max<int64_t>(1, sm_count()) * per_sm);
   kernel<<<static_cast<unsigned>(blocks), threads, static_cast<size_t>(bytes), stream>>>(logits, targets, grad, scale,
                                                                                          rows, vocab, lse, loss);
