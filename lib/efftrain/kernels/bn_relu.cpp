@@ -10,6 +10,8 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <atomic>
+
+#include "efftrain/kernels/linear.h"
 #endif
 
 namespace efftrain::kernels {
@@ -119,7 +121,13 @@ struct BnAddRelu : torch::autograd::Function<BnAddRelu> {
     const auto act = relu ? c.act : nullptr;
     auto dx = torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast);
     torch::Tensor dz = add ? torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast) : torch::Tensor();
-    auto dweight = torch::empty_like(weight), dbias = torch::empty_like(bias);
+    // The scale's and shift's gradients: where autograd would add them into .grad (grad_in_place:
+    // CUDA graphs' static gradients, a later micro-batch), cuDNN adds them there itself
+    // (betaParamDiff 1) and autograd gets none, which saves two small add kernels per BatchNorm.
+    const bool in_place = ctx->needs_input_grad(2) && ctx->needs_input_grad(3) && grad_in_place(weight, x.device()) &&
+                          grad_in_place(bias, x.device());
+    auto dweight = in_place ? weight.grad() : torch::empty_like(weight);
+    auto dbias = in_place ? bias.grad() : torch::empty_like(bias);
     size_t ws = 0;
     AT_CUDNN_CHECK(cudnnGetBatchNormalizationBackwardExWorkspaceSize(
         c.handle, kMode, ops, c.data.desc(), relu ? c.data.desc() : nullptr, c.data.desc(),
@@ -127,11 +135,12 @@ struct BnAddRelu : torch::autograd::Function<BnAddRelu> {
     auto workspace = bytes(ws, x);
     const float one = 1.f, zero = 0.f;
     AT_CUDNN_CHECK(cudnnBatchNormalizationBackwardEx(
-        c.handle, kMode, ops, &one, &zero, &one, &zero, c.data.desc(), x.data_ptr(), relu ? c.data.desc() : nullptr,
+        c.handle, kMode, ops, &one, &zero, &one, in_place ? &one : &zero, c.data.desc(), x.data_ptr(), relu ? c.data.desc() : nullptr,
         relu ? y.data_ptr() : nullptr,
         c.data.desc(), dy.data_ptr(), add ? c.data.desc() : nullptr, add ? dz.data_ptr() : nullptr, c.data.desc(),
         dx.data_ptr(), c.param.desc(), weight.data_ptr(), bias.data_ptr(), dweight.data_ptr(), dbias.data_ptr(), eps,
         mean.data_ptr(), invstd.data_ptr(), act, workspace.data_ptr(), ws, reserve.data_ptr(), reserve.numel()));
+    if (in_place) dweight = dbias = torch::Tensor();
     return {dx, dz, dweight, dbias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };

@@ -163,15 +163,21 @@ TEST_CASE("gpu: kernels::bn (cuDNN's BatchNorm alone, bnOps BN) computes BatchNo
   const auto w0 = torch::rand({64}, f32) + 0.5, b0 = torch::randn({64}, f32), r = torch::randn({16, 64, 8, 8}, f32);
   REQUIRE(efftrain::kernels::bn_relu_fused(x0, {}));
   // kind 0: kernels::bn; 1: ATen's batch_norm on the same bf16 input; 2: fp64 (the exact values,
-  // from the same bf16 input and the same bf16-rounded output gradient)
+  // from the same bf16 input and the same bf16-rounded output gradient); 3: kernels::bn with the
+  // weight's and bias's .grad there before backward (cuDNN adds into them)
+  const auto prior_w = torch::randn({64}, f32), prior_b = torch::randn({64}, f32);
   auto run = [&](int kind) {
     const auto dt = kind == 2 ? torch::kDouble : torch::kFloat;
     auto x = (kind == 2 ? x0.to(torch::kDouble) : x0.clone()).requires_grad_(true);
     // fresh leaves each run (to(kFloat) of an fp32 tensor would be the tensor itself)
     auto w = w0.to(dt).clone().requires_grad_(true), b = b0.to(dt).clone().requires_grad_(true);
+    if (kind == 3) {
+      w.mutable_grad() = prior_w.clone();
+      b.mutable_grad() = prior_b.clone();
+    }
     auto rm = torch::zeros({64}, f32.dtype(dt)), rv = torch::ones({64}, f32.dtype(dt));
-    auto y = kind == 0 ? efftrain::kernels::bn(x, w, b, rm, rv, 0.1, 1e-5)
-                       : torch::nn::functional::detail::batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5);
+    auto y = kind == 0 || kind == 3 ? efftrain::kernels::bn(x, w, b, rm, rv, 0.1, 1e-5)
+                                    : torch::nn::functional::detail::batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5);
     auto dy = r.to(torch::kBFloat16).to(y.scalar_type());
     y.backward(dy);
     return std::vector<torch::Tensor>{y.detach(), x.grad(), w.grad(), b.grad(), rm, rv};
@@ -191,6 +197,10 @@ TEST_CASE("gpu: kernels::bn (cuDNN's BatchNorm alone, bnOps BN) computes BatchNo
     CHECK(e_ours < 1e-2);
     CHECK(e_aten < 1e-2);
   }
+  // Into existing gradients: the prior plus the same sums (cuDNN's betaParamDiff 1).
+  const auto added = run(3);
+  CHECK(torch::allclose(added[2], prior_w + ours[2], 1e-5, 1e-6));
+  CHECK(torch::allclose(added[3], prior_b + ours[3], 1e-5, 1e-6));
 }
 
 TEST_CASE("fp16 with loss scaling trains a tiny ResNet on the GPU and reports its scaler", "[gpu]") {
