@@ -37,7 +37,7 @@ struct ParamCasts::Impl {
 
 ParamCasts::ParamCasts(std::vector<torch::Tensor> tensors) : impl_(std::make_unique<Impl>()) {
   for (auto& t : tensors)
-    if (t.defined() && t.is_cuda() && t.scalar_type() == torch::kFloat && t.is_contiguous())
+    if (t.defined() && t.is_cuda() && t.scalar_type() == torch::kFloat && t.is_non_overlapping_and_dense())
       impl_->copies.push_back(Copy{t, {}, nullptr, -1});
   std::lock_guard<std::mutex> lock(g_mutex);
   for (auto& c : impl_->copies) g_copies[c.src.unsafeGetTensorImpl()] = &c;
@@ -71,7 +71,8 @@ void ParamCasts::refresh(at::ScalarType dt) {
 #endif
     for (auto& c : m.copies) {
       const int64_t n = c.src.numel();
-      c.copy = m.flat.narrow(0, at, n).view(c.src.sizes());
+      // the source's layout (channels_last convolution weights): the kernel copies memory in order
+      c.copy = m.flat.narrow(0, at, n).as_strided(c.src.sizes(), c.src.strides());
 #ifdef EFFTRAIN_WITH_KERNELS
       for (int64_t s = 0; s < n; s += kChunk)
         chunks.push_back(CastChunk{c.src.data_ptr<float>() + s,

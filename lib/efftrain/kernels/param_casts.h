@@ -14,7 +14,8 @@ namespace efftrain::kernels {
 
 class ParamCasts {
  public:
-  // The fp32 tensors to copy (the others, and those off CUDA, are left to autocast).
+  // The fp32 tensors to copy, dense in any layout (contiguous, channels_last: each copy keeps its
+  // source's strides); the others, and those off CUDA, are left to autocast.
   explicit ParamCasts(std::vector<torch::Tensor> tensors);
   ~ParamCasts();
   ParamCasts(const ParamCasts&) = delete;

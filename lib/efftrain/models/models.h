@@ -3,6 +3,10 @@
 
 #include <torch/torch.h>
 
+namespace efftrain::kernels {
+class ParamCasts;
+}
+
 namespace efftrain::models {
 
 // Multiply-adds x2 of a convolution producing an out_h x out_w map.
@@ -116,6 +120,9 @@ class ResNetImpl : public ImageClassifier {
   std::vector<torch::nn::BatchNorm2d> batch_norms_;  // the stem's and every block's, for their counters
   bool fused_bn_relu_ = false;
   std::string bn_kernel_;
+  // With fused_bn_relu, every convolution's weight cast by one kernel per forward (kernels/conv.h).
+  void refresh_casts(const torch::Tensor& x);
+  std::shared_ptr<kernels::ParamCasts> casts_;
   torch::nn::Linear fc_{nullptr};
   int64_t in_channels_, width_, classes_, final_channels_;
 };

@@ -1,6 +1,9 @@
 #include "efftrain/models/models.h"
 
 #include "efftrain/kernels/bn_relu.h"
+#include "efftrain/kernels/conv.h"
+#include "efftrain/kernels/linear.h"
+#include "efftrain/kernels/param_casts.h"
 #include "efftrain/memory/checkpoint.h"
 
 namespace efftrain::models {
@@ -16,6 +19,14 @@ torch::nn::BatchNorm2d bn(int64_t ch) {
   return b;
 }
 constexpr int64_t kExpansion = 4;
+
+// c(x); with `own_weight_grad`, through kernels::conv2d (the weight's cast and gradient routed by
+// the convolution itself).
+torch::Tensor run_conv(torch::nn::Conv2d& c, const torch::Tensor& x, bool own_weight_grad) {
+  if (!own_weight_grad) return c->forward(x);
+  const auto& pad = std::get<torch::ExpandingArray<2>>(c->options.padding());
+  return kernels::conv2d(x, c->weight, c->options.stride()->at(0), pad->at(0));
+}
 }  // namespace
 
 namespace {
@@ -74,10 +85,11 @@ BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride)
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  auto identity = down_conv_ ? batch_norm(down_bn_, down_conv_->forward(x), fused_bn_relu_) : x;
-  auto out = batch_norm_relu(bn1_, conv1_->forward(x), {}, fused_bn_relu_);
-  out = batch_norm_relu(bn2_, conv2_->forward(out), {}, fused_bn_relu_);
-  return batch_norm_relu(bn3_, conv3_->forward(out), identity, fused_bn_relu_);
+  const bool f = fused_bn_relu_;
+  auto identity = down_conv_ ? batch_norm(down_bn_, run_conv(down_conv_, x, f), f) : x;
+  auto out = batch_norm_relu(bn1_, run_conv(conv1_, x, f), {}, f);
+  out = batch_norm_relu(bn2_, run_conv(conv2_, out, f), {}, f);
+  return batch_norm_relu(bn3_, run_conv(conv3_, out, f), identity, f);
 }
 
 void BottleneckImpl::batch_norms(std::vector<torch::nn::BatchNorm2d>& out) const {
@@ -121,7 +133,7 @@ ResNetImpl::ResNetImpl(int64_t in_channels, int64_t width, std::vector<int64_t> 
 }
 
 torch::Tensor ResNetImpl::stem(torch::Tensor x) {
-  auto h = conv1_->forward(x);
+  auto h = run_conv(conv1_, x, fused_bn_relu_);
   auto y = batch_norm_relu(bn1_, h, {}, fused_bn_relu_);
   if (is_training()) bn_kernel_ = fused_bn_relu_ && kernels::bn_relu_fused(h, {}) ? "cudnn_fused" : "aten";
   return y;
@@ -136,9 +148,26 @@ torch::Tensor ResNetImpl::head(torch::Tensor x) {
   return fc_->forward(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1));
 }
 
+void ResNetImpl::refresh_casts(const torch::Tensor& x) {
+  const auto dt = kernels::run_dtype(x);
+  if (!fused_bn_relu_ || !x.is_cuda() || !torch::GradMode::is_enabled() ||
+      (dt != torch::kHalf && dt != torch::kBFloat16)) {
+    if (casts_) casts_->invalidate();  // no forward reads copies made before an optimizer step
+    return;
+  }
+  if (!casts_) {
+    std::vector<torch::Tensor> ws;
+    for (const auto& p : named_parameters())
+      if (p.value().dim() == 4) ws.push_back(p.value());  // the convolutions' weights
+    casts_ = std::make_shared<kernels::ParamCasts>(std::move(ws));
+  }
+  casts_->refresh(dt);
+}
+
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
   // What each BatchNorm2d's own forward would have done (models::batch_norm).
   if (is_training()) count_batch_norm_forwards(batch_norms_);
+  refresh_casts(x);
   x = stem(x);
   if (block_observer) block_observer(-1, x);
   x = run_blocks(

@@ -23,6 +23,16 @@ TEST_CASE("gpu: ParamCasts casts every tensor in one refresh and hands the copie
   // sizes across the kernel's 65,536-element chunks, one not a multiple of 4, one tiny
   auto a = torch::randn({300, 700}, f32), b = torch::randn({1001}, f32), c = torch::randn({3}, f32);
   auto other = torch::randn({16}, f32);
+  // a channels_last convolution weight: its copy keeps the layout (the kernel copies memory in order)
+  auto conv = torch::randn({64, 32, 3, 3}, f32).contiguous(torch::MemoryFormat::ChannelsLast);
+  {
+    kernels::ParamCasts casts({conv});
+    casts.refresh(torch::kBFloat16);
+    const auto copy = kernels::ParamCasts::current(conv, torch::kBFloat16);
+    REQUIRE(copy.defined());
+    CHECK(copy.strides() == conv.strides());
+    CHECK(torch::equal(copy, conv.to(torch::kBFloat16)));
+  }
   for (auto dt : {torch::kBFloat16, torch::kHalf}) {
     INFO("dtype " << dt);
     auto casts = std::make_unique<kernels::ParamCasts>(std::vector<torch::Tensor>{a, b, c});
