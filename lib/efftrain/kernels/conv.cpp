@@ -32,13 +32,83 @@ struct OwnWeightConv : torch::autograd::Function<OwnWeightConv> {
     return {gx, torch::Tensor(), gw_out, torch::Tensor(), torch::Tensor()};
   }
 };
+
+// [N, C, H, W] channels_last <-> its [N*H*W, C] matrix (views, no copy).
+torch::Tensor pixels(const torch::Tensor& t) {
+  return t.contiguous(torch::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({-1, t.size(1)});
+}
+torch::Tensor image(const torch::Tensor& m, const torch::IntArrayRef like, int64_t channels) {
+  return m.view({like[0], like[2], like[3], channels}).permute({0, 3, 1, 2});
+}
+
+// `wr`: w in the run dtype, detached; `w`: the parameter.
+struct Conv1x1 : torch::autograd::Function<Conv1x1> {
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& wr,
+                               const torch::Tensor& w, bool pass_input) {
+    const int64_t k = wr.size(0);
+    auto x2 = pixels(x);
+    ctx->save_for_backward({x2, wr, w});
+    ctx->saved_data["sizes"] = x.sizes().vec();
+    ctx->saved_data["pass_input"] = pass_input;
+    auto y = image(x2.mm(wr.view({k, -1}).t()), x.sizes(), k);
+    if (!pass_input) return {y};
+    return {y, x};  // x as an output: autograd makes it a view with this function as its grad_fn
+  }
+  // `grads` by reference: the node's own list (custom_function.h passes it as an lvalue), so a
+  // gradient no one else holds has a use count of 1.
+  static variable_list backward(AutogradContext* ctx, variable_list& grads) {
+    const auto s = ctx->get_saved_variables();
+    const auto &x2 = s[0], &wr = s[1], &w = s[2];
+    const auto sizes = ctx->saved_data["sizes"].toIntVector();
+    const int64_t k = wr.size(0), c = x2.size(1);
+    const bool pass_input = ctx->saved_data["pass_input"].toBool();
+    torch::Tensor gx, gw;
+    if (!grads[0].defined()) {
+      if (pass_input) gx = grads[1];
+      return {gx, torch::Tensor(), gw, torch::Tensor()};
+    }
+    // The shortcut's gradient, where no one else holds it or its storage (the test autograd's
+    // InputBuffer makes before accumulating in place; not where one tensor came for both outputs,
+    // as an add's backward hands out): the product adds into it.
+    const bool own = pass_input && grads[1].defined() && grads[1].use_count() == 1 && grads[1].has_storage() &&
+                     grads[1].storage().use_count() == 1;
+    auto g2 = pixels(grads[0].to(x2.scalar_type()));
+    if (ctx->needs_input_grad(0)) {
+      const auto w2 = wr.view({k, c});
+      const torch::Tensor other = pass_input ? grads[1] : torch::Tensor();
+      if (own && other.scalar_type() == x2.scalar_type() && other.is_contiguous(torch::MemoryFormat::ChannelsLast)) {
+        auto o2 = pixels(other);
+        at::addmm_out(o2, o2, g2, w2);
+        gx = other;
+      } else {
+        gx = image(g2.mm(w2), sizes, c);
+        if (other.defined()) gx = gx + other;
+      }
+    }
+    if (ctx->needs_input_grad(2)) gw = weight_grad(w, g2, x2);
+    return {gx, torch::Tensor(), gw, torch::Tensor()};
+  }
+};
 }  // namespace
 
-torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& w, int64_t stride, int64_t padding) {
+std::vector<torch::Tensor> conv1x1(const torch::Tensor& x, const torch::Tensor& w, bool pass_input) {
+  TORCH_CHECK(x.dim() == 4 && w.dim() == 4 && w.size(2) == 1 && w.size(3) == 1 && w.size(1) == x.size(1),
+              "conv1x1: x [N, C, H, W] and w [K, C, 1, 1] expected");
   const auto dt = run_dtype(x);
-  if (x.is_cuda() && torch::GradMode::is_enabled() && w.requires_grad() && w.is_leaf() &&
-      w.scalar_type() == torch::kFloat && (dt == torch::kHalf || dt == torch::kBFloat16))
+  return Conv1x1::apply(autocast_cast(dt, x), param_cast(dt, w), w, pass_input);
+}
+
+bool routes_weight(const torch::Tensor& x, const torch::Tensor& w) {
+  const auto dt = run_dtype(x);
+  return x.is_cuda() && torch::GradMode::is_enabled() && w.requires_grad() && w.is_leaf() &&
+         w.scalar_type() == torch::kFloat && (dt == torch::kHalf || dt == torch::kBFloat16);
+}
+
+torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& w, int64_t stride, int64_t padding) {
+  if (routes_weight(x, w)) {
+    const auto dt = run_dtype(x);
     return OwnWeightConv::apply(autocast_cast(dt, x), param_cast(dt, w), w, stride, padding);
+  }
   return at::conv2d(x, w, {}, {stride, stride}, {padding, padding});
 }
 

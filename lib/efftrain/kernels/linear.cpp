@@ -86,16 +86,17 @@ bool grad_in_place(const torch::Tensor& w, const torch::Device& device) {
 torch::Tensor weight_grad(const torch::Tensor& w, const torch::Tensor& g, const torch::Tensor& x) {
   const auto dt = w.scalar_type();
   const bool cast = g.scalar_type() != dt;
-  if (cast && !g.is_cuda()) return g.t().mm(x).to(dt);  // cuBLAS's fp32 output from fp16/bf16: CUDA only
+  const auto shaped = [&](const torch::Tensor& m) { return w.dim() == 2 ? m : m.view(w.sizes()); };
+  if (cast && !g.is_cuda()) return shaped(g.t().mm(x).to(dt));  // cuBLAS's fp32 output from fp16/bf16: CUDA only
   if (grad_in_place(w, g.device())) {
-    auto acc = w.grad();
+    auto acc = w.dim() == 2 ? w.grad() : w.grad().view({g.size(1), x.size(1)});
     if (cast)
       at::addmm_out(acc, acc, g.t(), x, dt);
     else
       at::addmm_out(acc, acc, g.t(), x);
     return {};
   }
-  return cast ? at::mm(g.t(), x, dt) : g.t().mm(x);
+  return shaped(cast ? at::mm(g.t(), x, dt) : g.t().mm(x));
 }
 
 namespace {

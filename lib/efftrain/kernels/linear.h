@@ -42,7 +42,8 @@ torch::Tensor column_sums(const torch::Tensor& g);
 // inputs on CUDA: no half-precision product written, cast and added by three kernels) and the
 // result is undefined: AccumulateGrad gets nothing to add, and its hooks (the gradient buckets')
 // still run. Otherwise the product in w's dtype (computed in it, not rounded to the run dtype
-// first) for autograd to accumulate.
+// first) for autograd to accumulate. A weight of more dimensions ([out, in, 1, 1]: a 1x1
+// convolution's, its memory one [out, in] matrix) gets the same product in its own shape.
 torch::Tensor weight_grad(const torch::Tensor& w, const torch::Tensor& g, const torch::Tensor& x);
 // The gradient of a bias b (the parameter itself) from its output's gradient g [rows, width]:
 // the column sums of g, in b's dtype. On the column-sum kernel's terms (CUDA, fp16/bf16 g,
