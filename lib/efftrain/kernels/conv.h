@@ -19,14 +19,14 @@ bool routes_weight(const torch::Tensor& x, const torch::Tensor& w);
 // else at::conv2d.
 torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& w, int64_t stride, int64_t padding);
 
-// A 1x1, stride-1 convolution of x [N, C, H, W] by w [K, C, 1, 1] as matrix products over x's
-// pixels in channels_last order (rows N*H*W of C): y = x w^T forward; backward g w for x and g^T x
-// for w, the latter from weight_grad (added into w.grad by the product where grad_in_place holds:
-// no cast and add kernels). With `pass_input`, the second output is x itself for another
-// consumer (a bottleneck's shortcut), and backward adds the convolution's input gradient into
-// that consumer's (the product with beta 1) instead of autograd adding the two in a kernel of its
-// own. Under autocast the products run in its dtype (w by param_cast). Any device; y and the
-// input gradient are channels_last.
+// A 1x1, stride-1 convolution of x [N, C, H, W] by w [K, C, 1, 1] (cuDNN's, as before) whose
+// backward is matrix products over x's pixels in channels_last order (rows N*H*W of C): g w for
+// x, and g^T x for w from weight_grad (added into w.grad by the product where grad_in_place
+// holds: no cast and add kernels). With `pass_input`, the second output is x itself for another
+// consumer (a bottleneck's shortcut), and backward adds the convolution's input gradient into that
+// consumer's (the product with beta 1) instead of autograd adding the two in a kernel of its own.
+// Under autocast it runs in autocast's dtype (w by param_cast). Any device; y and the input
+// gradient are channels_last.
 std::vector<torch::Tensor> conv1x1(const torch::Tensor& x, const torch::Tensor& w, bool pass_input);
 
 }  // namespace efftrain::kernels
