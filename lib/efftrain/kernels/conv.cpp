@@ -26,7 +26,7 @@ struct OwnWeightConv : torch::autograd::Function<OwnWeightConv> {
                                                  {1, 1}, false, {0, 0}, 1, {ctx->needs_input_grad(0), want_w, false});
     torch::Tensor gw_out;
     if (want_w) {
-      if (grad_in_place(w, gw.device())) w.grad().add_(gw);  // fp32 += fp16/bf16: one kernel
+      if (grad_in_place(w, gw.device(), /*any_layout=*/true)) w.grad().add_(gw);  // fp32 += fp16/bf16: one kernel
       else gw_out = gw.to(w.scalar_type());
     }
     return {gx, torch::Tensor(), gw_out, torch::Tensor(), torch::Tensor()};

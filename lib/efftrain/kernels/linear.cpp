@@ -75,11 +75,11 @@ torch::Tensor bias_grad(const torch::Tensor& b, const torch::Tensor& g) {
   return g.sum(0).to(b.scalar_type());
 }
 
-bool grad_in_place(const torch::Tensor& w, const torch::Device& device) {
+bool grad_in_place(const torch::Tensor& w, const torch::Device& device, bool any_layout) {
   const auto* exec = torch::autograd::get_current_graph_task_exec_info();
   const auto& acc = w.grad();
   return acc.defined() && (exec == nullptr || exec->empty()) && !torch::GradMode::is_enabled() &&
-         acc.scalar_type() == w.scalar_type() && acc.sizes() == w.sizes() && acc.is_contiguous() &&
+         acc.scalar_type() == w.scalar_type() && acc.sizes() == w.sizes() && (any_layout || acc.is_contiguous()) &&
          acc.device() == device;
 }
 

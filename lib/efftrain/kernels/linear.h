@@ -52,7 +52,9 @@ torch::Tensor weight_grad(const torch::Tensor& w, const torch::Tensor& g, const 
 torch::Tensor bias_grad(const torch::Tensor& b, const torch::Tensor& g);
 // Whether a custom backward running now may add w's gradient into w.grad itself (the conditions
 // above, with the gradient computed on `device`).
-bool grad_in_place(const torch::Tensor& w, const torch::Device& device);
+// `any_layout`: for a caller that adds with ATen's ops, which take .grad in any strides (a
+// channels_last convolution weight's); else .grad must be contiguous (a product's output).
+bool grad_in_place(const torch::Tensor& w, const torch::Device& device, bool any_layout = false);
 
 // The dtype a linear on x runs in: autocast's on CUDA where it is on, else x's.
 at::ScalarType run_dtype(const torch::Tensor& x);
