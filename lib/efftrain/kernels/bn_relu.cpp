@@ -124,8 +124,10 @@ struct BnAddRelu : torch::autograd::Function<BnAddRelu> {
     // The scale's and shift's gradients: where autograd would add them into .grad (grad_in_place:
     // CUDA graphs' static gradients, a later micro-batch), cuDNN adds them there itself
     // (betaParamDiff 1) and autograd gets none, which saves two small add kernels per BatchNorm.
-    const bool in_place = ctx->needs_input_grad(2) && ctx->needs_input_grad(3) && grad_in_place(weight, x.device()) &&
-                          grad_in_place(bias, x.device());
+    // needs_input_grad counts autograd's inputs: the optional z and running statistics only where given.
+    const size_t w_input = add ? 2 : 1;
+    const bool in_place = ctx->needs_input_grad(w_input) && ctx->needs_input_grad(w_input + 1) &&
+                          grad_in_place(weight, x.device()) && grad_in_place(bias, x.device());
     auto dweight = in_place ? weight.grad() : torch::empty_like(weight);
     auto dbias = in_place ? bias.grad() : torch::empty_like(bias);
     size_t ws = 0;

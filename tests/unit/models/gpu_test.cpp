@@ -165,20 +165,22 @@ TEST_CASE("gpu: kernels::bn (cuDNN's BatchNorm alone, bnOps BN) computes BatchNo
   REQUIRE(efftrain::kernels::bn_relu_fused(x0, {}));
   // kind 0: kernels::bn; 1: ATen's batch_norm on the same bf16 input; 2: fp64 (the exact values,
   // from the same bf16 input and the same bf16-rounded output gradient); 3: kernels::bn with the
-  // weight's and bias's .grad there before backward (cuDNN adds into them)
+  // weight's and bias's .grad there before backward (cuDNN adds into them); 4: as 3 without running
+  // statistics (a checkpointed segment's recompute: autograd then counts fewer inputs)
   const auto prior_w = torch::randn({64}, f32), prior_b = torch::randn({64}, f32);
   auto run = [&](int kind) {
     const auto dt = kind == 2 ? torch::kDouble : torch::kFloat;
     auto x = (kind == 2 ? x0.to(torch::kDouble) : x0.clone()).requires_grad_(true);
     // fresh leaves each run (to(kFloat) of an fp32 tensor would be the tensor itself)
     auto w = w0.to(dt).clone().requires_grad_(true), b = b0.to(dt).clone().requires_grad_(true);
-    if (kind == 3) {
+    if (kind >= 3) {
       w.mutable_grad() = prior_w.clone();
       b.mutable_grad() = prior_b.clone();
     }
     auto rm = torch::zeros({64}, f32.dtype(dt)), rv = torch::ones({64}, f32.dtype(dt));
-    auto y = kind == 0 || kind == 3 ? efftrain::kernels::bn(x, w, b, rm, rv, 0.1, 1e-5)
-                                    : torch::nn::functional::detail::batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5);
+    const auto stats = [&](const torch::Tensor& t) { return kind == 4 ? torch::Tensor() : t; };
+    auto y = kind == 1 || kind == 2 ? torch::nn::functional::detail::batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5)
+                                    : efftrain::kernels::bn(x, w, b, stats(rm), stats(rv), 0.1, 1e-5);
     auto dy = r.to(torch::kBFloat16).to(y.scalar_type());
     y.backward(dy);
     return std::vector<torch::Tensor>{y.detach(), x.grad(), w.grad(), b.grad(), rm, rv};
@@ -199,9 +201,12 @@ TEST_CASE("gpu: kernels::bn (cuDNN's BatchNorm alone, bnOps BN) computes BatchNo
     CHECK(e_aten < 1e-2);
   }
   // Into existing gradients: the prior plus the same sums (cuDNN's betaParamDiff 1).
-  const auto added = run(3);
-  CHECK(torch::allclose(added[2], prior_w + ours[2], 1e-5, 1e-6));
-  CHECK(torch::allclose(added[3], prior_b + ours[3], 1e-5, 1e-6));
+  for (int kind : {3, 4}) {
+    INFO("kind " << kind);
+    const auto added = run(kind);
+    CHECK(torch::allclose(added[2], prior_w + ours[2], 1e-5, 1e-6));
+    CHECK(torch::allclose(added[3], prior_b + ours[3], 1e-5, 1e-6));
+  }
 }
 
 TEST_CASE("gpu: kernels::conv2d under bf16 autocast gives at::conv2d's output and gradients, added into .grad",
