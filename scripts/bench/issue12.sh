@@ -9,9 +9,10 @@
 #   below. Kineto trace of steps 4-6 of the first fast run.
 # - ResNet-50/CIFAR in each precision of ISSUE12_R50_PRECISIONS (default "bf16 fp16"; PyTorch's
 #   fp16 runs with GradScaler, efftrain's with its dynamic loss scaling): channels_last, device
-#   input, CUDA graph, cuDNN's fused BatchNorm + ReLU; b512 around torch.compile (trace of the
-#   first bf16 run), b128 against PyTorch eager (ISSUE12_R50_B128=0 leaves it out); with
-#   ISSUE12_BASE_BIN the earlier tree's binary at b512 as well.
+#   input, CUDA graph, cuDNN's fused BatchNorm + ReLU, task.model.conv_grads_in_place; b512 around
+#   torch.compile, beside it the same without conv_grads_in_place or with ISSUE12_BASE_BIN the
+#   earlier tree's binary (traces of the first bf16 run of each); b128 against PyTorch eager
+#   (ISSUE12_R50_B128=0 leaves it out).
 # ISSUE12_PARTS (default "gpt2 r50") picks the halves. Usage: issue12.sh OUT_DIR
 #   -> OUT_DIR/issue12_gpt2.json, issue12_r50_b{512,128}_{bf16,fp16}.json, issue12_profile_summary.json
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -77,32 +78,34 @@ if [[ " $parts " == *" r50 "* ]]; then
     r50=(experiments/bench/cifar10_resnet50_fp32.yaml --set precision.mode="$p" --set optim.name=adamw_fused
          --set task.model.channels_last=true --set task.data.input_path=device --set train.cuda_graph=true
          --set task.model.fused_bn_relu=true --set train.timing_warmup_steps=20)
+    conv=(--set task.model.conv_grads_in_place=true)
     extra=()
     [ "$p" = bf16 ] && extra=("${trace[@]}")
     b512=(--set train.batch_size=512 --set train.max_steps=80)
-    base=()  # ISSUE12_BASE_BIN: the earlier tree's binary at b512 too, inside efftrain's pair
-    bench_run ef_r50_b512_${p}_1 "${r50[@]}" "${b512[@]}" "${extra[@]}"
+    # The pair beside efftrain's b512 runs: the earlier tree's binary (ISSUE12_BASE_BIN, the same
+    # settings: it must know them) or this one without conv_grads_in_place.
     if [ -n "${ISSUE12_BASE_BIN:-}" ]; then
-      EFFTRAIN="$ISSUE12_BASE_BIN" bench_run base_r50_b512_${p}_1 "${r50[@]}" "${b512[@]}" "${extra[@]}"
-      base=(base_r50_b512_${p}_1)
+      pair=base
+      run_pair() { EFFTRAIN="$ISSUE12_BASE_BIN" bench_run "$@" "${conv[@]}"; }
+    else
+      pair=noconv
+      run_pair() { bench_run "$@"; }
     fi
+    bench_run ef_r50_b512_${p}_1 "${r50[@]}" "${conv[@]}" "${b512[@]}" "${extra[@]}"
+    run_pair ${pair}_r50_b512_${p}_1 "${r50[@]}" "${b512[@]}" "${extra[@]}"
     bench_pytorch pt_r50_b512_${p}_compile 0 --task resnet50 --batch 512 --precision "$p" --channels-last --steps 60 \
       --warmup 20 --compile
-    if [ -n "${ISSUE12_BASE_BIN:-}" ]; then
-      EFFTRAIN="$ISSUE12_BASE_BIN" bench_run base_r50_b512_${p}_2 "${r50[@]}" "${b512[@]}"
-      base+=(base_r50_b512_${p}_2)
-    fi
-    bench_run ef_r50_b512_${p}_2 "${r50[@]}" "${b512[@]}"
+    run_pair ${pair}_r50_b512_${p}_2 "${r50[@]}" "${b512[@]}"
+    bench_run ef_r50_b512_${p}_2 "${r50[@]}" "${conv[@]}" "${b512[@]}"
     bench_side_by_side "$out/issue12_r50_b512_$p.json" \
-      "ResNet-50 b512 $p: efftrain (fused BatchNorm + ReLU, CUDA graph) around torch.compile on one GPU" \
-      ef_r50_b512_${p}_1 "${base[@]}" pt_r50_b512_${p}_compile ef_r50_b512_${p}_2
-    [ -n "${ISSUE12_BASE_BIN:-}" ] && [ "$p" = bf16 ] &&
-      traces+=("r50_base_b512_bf16=$RUNS/base_r50_b512_bf16_1/profile/trace.rank0.json")
+      "ResNet-50 b512 $p: efftrain (fused BatchNorm + ReLU, convolution gradients in place, CUDA graph) and $pair around torch.compile on one GPU" \
+      ef_r50_b512_${p}_1 ${pair}_r50_b512_${p}_1 pt_r50_b512_${p}_compile ${pair}_r50_b512_${p}_2 ef_r50_b512_${p}_2
+    [ "$p" = bf16 ] && traces+=("r50_${pair}_b512_bf16=$RUNS/${pair}_r50_b512_bf16_1/profile/trace.rank0.json")
     [ "${ISSUE12_R50_B128:-1}" = 1 ] || continue  # ISSUE12_R50_B128=0: batch 512 only
-    bench_run ef_r50_b128_${p}_1 "${r50[@]}" --set train.batch_size=128 --set train.max_steps=200
+    bench_run ef_r50_b128_${p}_1 "${r50[@]}" "${conv[@]}" --set train.batch_size=128 --set train.max_steps=200
     bench_pytorch pt_r50_b128_${p}_eager 0 --task resnet50 --batch 128 --precision "$p" --channels-last --steps 100 \
       --warmup 20
-    bench_run ef_r50_b128_${p}_2 "${r50[@]}" --set train.batch_size=128 --set train.max_steps=200
+    bench_run ef_r50_b128_${p}_2 "${r50[@]}" "${conv[@]}" --set train.batch_size=128 --set train.max_steps=200
     bench_side_by_side "$out/issue12_r50_b128_$p.json" \
       "ResNet-50 b128 $p: efftrain (fused BatchNorm + ReLU, CUDA graph) around PyTorch eager on one GPU" \
       ef_r50_b128_${p}_1 pt_r50_b128_${p}_eager ef_r50_b128_${p}_2

@@ -171,10 +171,11 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
       {"tiny ResNet fp16, sqrt checkpointing, overflows",
        "run experiments/smoke/cifar10_resnet_tiny.yaml --set precision.mode=fp16 --set precision.initial_scale_power=40 "
        "--set precision.hysteresis=1 --set checkpointing.policy=sqrt", 1e-3},
-      {"tiny ResNet fp16 NHWC, sqrt checkpointing, cuDNN's fused BatchNorm + ReLU, overflows",
+      {"tiny ResNet fp16 NHWC, sqrt checkpointing, cuDNN's fused BatchNorm + ReLU, convolution gradients in place, "
+       "overflows",
        "run experiments/smoke/cifar10_resnet_tiny.yaml --set precision.mode=fp16 --set precision.initial_scale_power=40 "
        "--set precision.hysteresis=1 --set task.model.channels_last=true --set task.model.fused_bn_relu=true "
-       "--set checkpointing.policy=sqrt", 1e-3},
+       "--set task.model.conv_grads_in_place=true --set checkpointing.policy=sqrt", 1e-3},
   };
   for (const auto& c : cases) {
     INFO(c.what);
@@ -194,6 +195,7 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
     if (c.args.find("fused_norm=true") != std::string::npos) CHECK(graph.report["model"]["norm_kernel"] == "fused_kernel");
     if (c.args.find("fused_gelu=true") != std::string::npos) CHECK(graph.report["model"]["gelu_kernel"] == "cublaslt_epilogue");
     if (c.args.find("fused_bn_relu=true") != std::string::npos) CHECK(graph.report["model"]["bn_kernel"] == "cudnn_fused");
+    if (c.args.find("conv_grads_in_place=true") != std::string::npos) CHECK(graph.report["model"]["conv_grads"] == "in_place");
     const auto& pe = eager.report["optimizations"]["precision"];
     if (pe.contains("overflows")) {
       CHECK(pe["overflows"].get<int>() > 0);

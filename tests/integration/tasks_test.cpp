@@ -26,13 +26,17 @@ TEST_CASE("a tiny ResNet learns the CIFAR-shaped synthetic set on the CPU") {
   CHECK(j["quality"]["final"].get<double>() > 0.4);  // chance is 0.1
   CHECK(j["model"]["bn_kernel"] == "aten");
   CHECK(j["model"]["fused_bn_relu"] == false);
+  CHECK(j["model"]["conv_grads_in_place"] == false);
+  CHECK(j["model"]["conv_grads"] == "autograd");
 }
 
-TEST_CASE("task.model.fused_bn_relu on the CPU: ATen's ops run, and the report says so") {
+TEST_CASE("task.model.fused_bn_relu and conv_grads_in_place on the CPU: ATen's ops run, and the report says so") {
   const auto j = run_report("run experiments/smoke/cifar10_resnet_tiny.yaml --set train.max_steps=2 "
-                            "--set task.model.fused_bn_relu=true");
+                            "--set task.model.fused_bn_relu=true --set task.model.conv_grads_in_place=true");
   CHECK(j["model"]["fused_bn_relu"] == true);
   CHECK(j["model"]["bn_kernel"] == "aten");
+  CHECK(j["model"]["conv_grads_in_place"] == true);
+  CHECK(j["model"]["conv_grads"] == "autograd");
 }
 
 TEST_CASE("the three input paths train the same tiny ResNet") {

@@ -393,6 +393,14 @@ template <class V> void visit(V& v, ModelConfig& c) {
           "in training on CUDA with fp16 or bf16 activations in channels_last; elsewhere (fp32, CPU, eval) "
           "ATen's BatchNorm, add and ReLU run, the same function (the report's model.bn_kernel says which ran "
           "the stem's; the blocks take the same path wherever their channels are a multiple of 4).");
+  v.field("conv_grads_in_place", c.conv_grads_in_place,
+          "ResNet: the convolutions' weights cast to fp16/bf16 by one kernel per forward (autocast casts each "
+          "weight in a kernel of its own), each weight gradient added into the fp32 .grad by one kernel (not cast "
+          "by one and added by another), and the bottlenecks' 1x1 convolutions' backward as matrix products, the "
+          "first one's input gradient added by its product into the shortcut's (not by a separate add). Applies in "
+          "training on CUDA under fp16 or bf16 autocast, meant with channels_last; elsewhere ATen's convolutions "
+          "run, the same function (the 1x1 backward sums in another order; the report's model.conv_grads says "
+          "which ran the stem's convolution: in_place or autograd).");
   v.one_of("norm", c.norm, {"batch", "none"}, "Small CNN: BatchNorm after each convolution, or none (multi-process exactness tests).");
   v.field("zero_init_residual", c.zero_init_residual, "Zero-init the last BN gamma of each residual block.");
   v.one_of("attention", c.attention, {"plain", "sdpa"},

@@ -28,6 +28,9 @@ class ImageClassifier : public torch::nn::Module {
   // What ran each BatchNorm + ReLU in the last training forward, where the model says
   // ("cudnn_fused" or "aten"); empty otherwise.
   virtual std::string bn_kernel() const { return {}; }
+  // Who routed the convolutions' weight gradients in the last training forward, where the model
+  // says ("in_place" or "autograd"); empty otherwise.
+  virtual std::string conv_grads() const { return {}; }
 
  protected:
   std::vector<std::pair<int64_t, int64_t>> segments_;
@@ -84,7 +87,8 @@ class BottleneckImpl : public torch::nn::Module {
   void zero_init_last_bn();
   // Its BatchNorms, appended to `out`.
   void batch_norms(std::vector<torch::nn::BatchNorm2d>& out) const;
-  bool fused_bn_relu_ = false;  // set through ResNetImpl::set_fused_bn_relu
+  bool fused_bn_relu_ = false;        // set through ResNetImpl::set_fused_bn_relu
+  bool conv_grads_in_place_ = false;  // set through ResNetImpl::set_conv_grads_in_place
 
  private:
   torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr}, down_conv_{nullptr};
@@ -112,15 +116,20 @@ class ResNetImpl : public ImageClassifier {
   // bn_relu.h).
   void set_fused_bn_relu(bool on);
   std::string bn_kernel() const override { return bn_kernel_; }
+  // task.model.conv_grads_in_place: every convolution through kernels::conv2d / conv1x1 (kernels/
+  // conv.h), the weights cast by one ParamCasts kernel per forward. conv_grads(): what routed the
+  // stem's weight gradient in the last training forward ("in_place" or "autograd"; empty before one).
+  void set_conv_grads_in_place(bool on);
+  std::string conv_grads() const override { return conv_grads_; }
 
  private:
   torch::nn::Conv2d conv1_{nullptr};
   torch::nn::BatchNorm2d bn1_{nullptr};
   std::vector<Bottleneck> blocks_;
   std::vector<torch::nn::BatchNorm2d> batch_norms_;  // the stem's and every block's, for their counters
-  bool fused_bn_relu_ = false;
-  std::string bn_kernel_;
-  // With fused_bn_relu, every convolution's weight cast by one kernel per forward (kernels/conv.h).
+  bool fused_bn_relu_ = false, conv_grads_in_place_ = false;
+  std::string bn_kernel_, conv_grads_;
+  // With conv_grads_in_place, every convolution's weight cast by one kernel per forward.
   void refresh_casts(const torch::Tensor& x);
   std::shared_ptr<kernels::ParamCasts> casts_;
   torch::nn::Linear fc_{nullptr};

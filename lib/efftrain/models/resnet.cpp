@@ -85,20 +85,20 @@ BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride)
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  const bool f = fused_bn_relu_;
-  if (f && kernels::routes_weight(x, conv1_->weight)) {
+  const bool f = fused_bn_relu_, c = conv_grads_in_place_;
+  if (c && kernels::routes_weight(x, conv1_->weight)) {
     // The 1x1 convolutions as matrix products; conv1 passes x on to the shortcut, whose gradient
     // its backward adds into (kernels::conv1x1).
     auto c1 = kernels::conv1x1(x, conv1_->weight, /*pass_input=*/true);
-    auto identity = down_conv_ ? batch_norm(down_bn_, run_conv(down_conv_, c1[1], f), f) : c1[1];
+    auto identity = down_conv_ ? batch_norm(down_bn_, run_conv(down_conv_, c1[1], c), f) : c1[1];
     auto out = batch_norm_relu(bn1_, c1[0], {}, f);
-    out = batch_norm_relu(bn2_, run_conv(conv2_, out, f), {}, f);
+    out = batch_norm_relu(bn2_, run_conv(conv2_, out, c), {}, f);
     return batch_norm_relu(bn3_, kernels::conv1x1(out, conv3_->weight, false)[0], identity, f);
   }
-  auto identity = down_conv_ ? batch_norm(down_bn_, run_conv(down_conv_, x, f), f) : x;
-  auto out = batch_norm_relu(bn1_, run_conv(conv1_, x, f), {}, f);
-  out = batch_norm_relu(bn2_, run_conv(conv2_, out, f), {}, f);
-  return batch_norm_relu(bn3_, run_conv(conv3_, out, f), identity, f);
+  auto identity = down_conv_ ? batch_norm(down_bn_, run_conv(down_conv_, x, c), f) : x;
+  auto out = batch_norm_relu(bn1_, run_conv(conv1_, x, c), {}, f);
+  out = batch_norm_relu(bn2_, run_conv(conv2_, out, c), {}, f);
+  return batch_norm_relu(bn3_, run_conv(conv3_, out, c), identity, f);
 }
 
 void BottleneckImpl::batch_norms(std::vector<torch::nn::BatchNorm2d>& out) const {
@@ -142,7 +142,9 @@ ResNetImpl::ResNetImpl(int64_t in_channels, int64_t width, std::vector<int64_t> 
 }
 
 torch::Tensor ResNetImpl::stem(torch::Tensor x) {
-  auto h = run_conv(conv1_, x, fused_bn_relu_);
+  if (is_training())
+    conv_grads_ = conv_grads_in_place_ && kernels::routes_weight(x, conv1_->weight) ? "in_place" : "autograd";
+  auto h = run_conv(conv1_, x, conv_grads_in_place_);
   auto y = batch_norm_relu(bn1_, h, {}, fused_bn_relu_);
   if (is_training()) bn_kernel_ = fused_bn_relu_ && kernels::bn_relu_fused(h, {}) ? "cudnn_fused" : "aten";
   return y;
@@ -153,13 +155,18 @@ void ResNetImpl::set_fused_bn_relu(bool on) {
   for (auto& b : blocks_) b->fused_bn_relu_ = on;
 }
 
+void ResNetImpl::set_conv_grads_in_place(bool on) {
+  conv_grads_in_place_ = on;
+  for (auto& b : blocks_) b->conv_grads_in_place_ = on;
+}
+
 torch::Tensor ResNetImpl::head(torch::Tensor x) {
   return fc_->forward(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1));
 }
 
 void ResNetImpl::refresh_casts(const torch::Tensor& x) {
   const auto dt = kernels::run_dtype(x);
-  if (!fused_bn_relu_ || !x.is_cuda() || !torch::GradMode::is_enabled() ||
+  if (!conv_grads_in_place_ || !x.is_cuda() || !torch::GradMode::is_enabled() ||
       (dt != torch::kHalf && dt != torch::kBFloat16)) {
     if (casts_) casts_->invalidate();  // no forward reads copies made before an optimizer step
     return;

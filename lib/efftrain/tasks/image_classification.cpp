@@ -23,6 +23,7 @@ ImageClassificationTask::ImageClassificationTask(const BuildContext& ctx, std::s
       augment_(ctx.cfg.task.data.augment),
       channels_last_(ctx.cfg.task.model.channels_last),
       fused_bn_relu_(ctx.cfg.task.model.fused_bn_relu),
+      conv_grads_in_place_(ctx.cfg.task.model.conv_grads_in_place),
       batch_size_(ctx.cfg.train.batch_size),
       image_size_(set_.train.images.size(2)),
       normalize_(set_.mean, set_.std, device_) {
@@ -135,6 +136,10 @@ nlohmann::json ImageClassificationTask::describe() const {
     d["fused_bn_relu"] = fused_bn_relu_;
     d["bn_kernel"] = k;
   }
+  if (auto g = model_->conv_grads(); !g.empty()) {
+    d["conv_grads_in_place"] = conv_grads_in_place_;
+    d["conv_grads"] = g;
+  }
   return d;
 }
 
@@ -159,6 +164,7 @@ std::unique_ptr<Task> make_resnet(const BuildContext& ctx, int64_t width, std::v
   torch::manual_seed(ctx.cfg.train.seed);
   auto model = std::make_shared<models::ResNetImpl>(3, width, std::move(blocks), 10, t.model.zero_init_residual);
   model->set_fused_bn_relu(t.model.fused_bn_relu);
+  model->set_conv_grads_in_place(t.model.conv_grads_in_place);
   return std::make_unique<ImageClassificationTask>(ctx, name, std::move(set), model);
 }
 

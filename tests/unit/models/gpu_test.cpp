@@ -41,14 +41,14 @@ TEST_CASE("channels_last makes cuDNN run NHWC convolutions", "[gpu]") {
 namespace {
 // Two training forwards and backwards (under fp16 autocast, or fp32 with `half` false) of a small
 // NHWC ResNet (seed 3, width 8, blocks {2, 2}): the last loss, every gradient, every buffer, and
-// what ran its BatchNorms.
+// what ran its BatchNorms and routed its convolutions' gradients.
 struct TwoMicroSteps {
   torch::Tensor loss;
   std::vector<torch::Tensor> grads, buffers;
-  std::string bn_kernel;
+  std::string bn_kernel, conv_grads;
 };
 TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments, bool fused_bn_relu,
-                              bool half = true) {
+                              bool half = true, bool conv_grads_in_place = false) {
   torch::manual_seed(3);
   auto m = std::make_shared<models::ResNetImpl>(3, 8, std::vector<int64_t>{2, 2}, 10, false);
   m->to(torch::kCUDA);
@@ -60,6 +60,7 @@ TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments,
   m->train();
   m->set_checkpoint_segments(std::move(segments));
   m->set_fused_bn_relu(fused_bn_relu);
+  m->set_conv_grads_in_place(conv_grads_in_place);
   auto x = torch::randn({16, 3, 16, 16}, torch::kCUDA).contiguous(torch::MemoryFormat::ChannelsLast);
   auto y = torch::randint(0, 10, {16}, torch::TensorOptions(torch::kLong).device(torch::kCUDA));
   TwoMicroSteps o;
@@ -76,6 +77,7 @@ TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments,
   for (auto& p : m->parameters()) o.grads.push_back(p.grad().cpu());
   for (auto& b : m->buffers()) o.buffers.push_back(b.cpu());
   o.bn_kernel = m->bn_kernel();
+  o.conv_grads = m->conv_grads();
   return o;
 }
 
@@ -152,6 +154,38 @@ TEST_CASE("gpu: cuDNN's fused BatchNorm + (add +) ReLU trains a ResNet as the se
   CHECK(torch::equal(fused.loss, fused_ckpt.loss));
   CHECK(ckpt_worst <= 1e-3);
   check_same_training(fused, fused_ckpt);
+}
+
+TEST_CASE("gpu: conv_grads_in_place (one weight cast, gradients added in place, 1x1 backward as products) trains "
+          "a ResNet as autograd's convolutions do, plain and checkpointed",
+          "[gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  const auto ref = two_micro_steps({}, true), ours = two_micro_steps({}, true, true, true);
+  CHECK(ref.conv_grads == "autograd");
+  REQUIRE(ours.conv_grads == "in_place");
+  // The same cuDNN forward kernels on the same fp16 weights; the gradients are the same products
+  // summed in other orders (the 1x1 convolutions' by cuBLAS, the shortcut's sum inside one of
+  // them), so the measure is the fp32 model, as for the fused BatchNorm above.
+  const auto fp32 = two_micro_steps({}, false, /*half=*/false);
+  const auto [ref_worst, ref_all] = grad_error(ref, fp32);
+  const auto [ours_worst, ours_all] = grad_error(ours, fp32);
+  WARN("gradients against fp32, worst tensor / all: autograd's convolutions " << ref_worst << " / " << ref_all
+                                                                              << ", in place " << ours_worst << " / "
+                                                                              << ours_all);
+  CHECK(torch::allclose(ref.loss, ours.loss, 1e-3, 0));
+  CHECK(ours_all <= 2 * ref_all + 1e-3);
+  CHECK(ours_worst <= 2 * ref_worst + 1e-3);
+  REQUIRE(ref.buffers.size() == ours.buffers.size());
+  for (size_t i = 0; i < ref.buffers.size(); ++i) {
+    INFO("buffer " << i);
+    CHECK(torch::allclose(ref.buffers[i].to(torch::kDouble), ours.buffers[i].to(torch::kDouble), 1e-3, 1e-5));
+  }
+  // Checkpointed: the segments' forwards run without gradients (ATen's convolutions, the same
+  // kernels), their recomputes through the routed ones.
+  const auto ckpt = two_micro_steps({{0, 2}, {2, 2}}, true, true, true);
+  CHECK(torch::equal(ours.loss, ckpt.loss));
+  CHECK(grad_error(ckpt, ours).first <= 1e-3);
+  check_same_training(ours, ckpt);
 }
 
 TEST_CASE("gpu: kernels::bn (cuDNN's BatchNorm alone, bnOps BN) computes BatchNorm in bf16 NHWC", "[gpu]") {
