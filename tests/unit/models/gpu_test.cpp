@@ -109,6 +109,25 @@ void check_same_training(const TwoMicroSteps& a, const TwoMicroSteps& b) {
     CHECK(torch::equal(a.buffers[i], b.buffers[i]));
   }
 }
+
+// b's gradients as close to the fp32 model's (two_micro_steps in fp32) as a's are, within 2x; the
+// loss and the buffers (BatchNorm statistics) within relative `rtol` of a's.
+void check_as_close_to_fp32(const TwoMicroSteps& a, const char* a_name, const TwoMicroSteps& b, const char* b_name,
+                            double rtol) {
+  const auto fp32 = two_micro_steps({}, false, /*half=*/false);
+  const auto [a_worst, a_all] = grad_error(a, fp32);
+  const auto [b_worst, b_all] = grad_error(b, fp32);
+  WARN("gradients against fp32, worst tensor / all: " << a_name << " " << a_worst << " / " << a_all << ", "
+                                                       << b_name << " " << b_worst << " / " << b_all);
+  CHECK(torch::allclose(a.loss, b.loss, rtol, 0));
+  CHECK(b_all <= 2 * a_all + 1e-3);
+  CHECK(b_worst <= 2 * a_worst + 1e-3);
+  REQUIRE(a.buffers.size() == b.buffers.size());
+  for (size_t i = 0; i < a.buffers.size(); ++i) {
+    INFO("buffer " << i);
+    CHECK(torch::allclose(a.buffers[i].to(torch::kDouble), b.buffers[i].to(torch::kDouble), rtol, 1e-5));
+  }
+}
 }  // namespace
 
 TEST_CASE("gpu: a checkpointed ResNet under fp16 autocast (cuDNN BatchNorm, NHWC) gives the plain one's loss, "
@@ -131,19 +150,7 @@ TEST_CASE("gpu: cuDNN's fused BatchNorm + (add +) ReLU trains a ResNet as the se
   // again after the add, so the two fp16 runs differ by rounding, which each layer's ReLU mask and
   // the convolutions' weight-gradient sums amplify. The measure is the fp32 model: the fused
   // gradients are to be as close to its gradients as the separate ops' are (within 2x).
-  const auto fp32 = two_micro_steps({}, false, /*half=*/false);
-  const auto [ops_worst, ops_all] = grad_error(ops, fp32);
-  const auto [fused_worst, fused_all] = grad_error(fused, fp32);
-  WARN("gradients against fp32, worst tensor / all: separate ops " << ops_worst << " / " << ops_all
-                                                                   << ", fused " << fused_worst << " / " << fused_all);
-  CHECK(torch::allclose(ops.loss, fused.loss, 2e-3, 0));
-  CHECK(fused_all <= 2 * ops_all + 1e-3);
-  CHECK(fused_worst <= 2 * ops_worst + 1e-3);
-  REQUIRE(ops.buffers.size() == fused.buffers.size());
-  for (size_t i = 0; i < ops.buffers.size(); ++i) {
-    INFO("buffer " << i);
-    CHECK(torch::allclose(ops.buffers[i].to(torch::kDouble), fused.buffers[i].to(torch::kDouble), 2e-3, 1e-5));
-  }
+  check_as_close_to_fp32(ops, "separate ops", fused, "fused", 2e-3);
   // Checkpointed, the recompute runs the fused kernels with batch statistics only: the same loss,
   // the statistics moved by the two forwards alone, bit for bit, and the gradients of the same
   // kernels (cuDNN's backward may reorder sums).
@@ -166,20 +173,7 @@ TEST_CASE("gpu: conv_grads_in_place (one weight cast, gradients added in place, 
   // The same cuDNN forward kernels on the same fp16 weights; the gradients are the same products
   // summed in other orders (the 1x1 convolutions' by cuBLAS, the shortcut's sum inside one of
   // them), so the measure is the fp32 model, as for the fused BatchNorm above.
-  const auto fp32 = two_micro_steps({}, false, /*half=*/false);
-  const auto [ref_worst, ref_all] = grad_error(ref, fp32);
-  const auto [ours_worst, ours_all] = grad_error(ours, fp32);
-  WARN("gradients against fp32, worst tensor / all: autograd's convolutions " << ref_worst << " / " << ref_all
-                                                                              << ", in place " << ours_worst << " / "
-                                                                              << ours_all);
-  CHECK(torch::allclose(ref.loss, ours.loss, 1e-3, 0));
-  CHECK(ours_all <= 2 * ref_all + 1e-3);
-  CHECK(ours_worst <= 2 * ref_worst + 1e-3);
-  REQUIRE(ref.buffers.size() == ours.buffers.size());
-  for (size_t i = 0; i < ref.buffers.size(); ++i) {
-    INFO("buffer " << i);
-    CHECK(torch::allclose(ref.buffers[i].to(torch::kDouble), ours.buffers[i].to(torch::kDouble), 1e-3, 1e-5));
-  }
+  check_as_close_to_fp32(ref, "autograd's convolutions", ours, "in place", 1e-3);
   // Checkpointed: the segments' forwards run without gradients (ATen's convolutions, the same
   // kernels), their recomputes through the routed ones.
   const auto ckpt = two_micro_steps({{0, 2}, {2, 2}}, true, true, true);
