@@ -107,7 +107,7 @@ if [[ " $parts " == *" r50 "* ]]; then
       --warmup 20
     bench_run ef_r50_b128_${p}_2 "${r50[@]}" "${conv[@]}" --set train.batch_size=128 --set train.max_steps=200
     bench_side_by_side "$out/issue12_r50_b128_$p.json" \
-      "ResNet-50 b128 $p: efftrain (fused BatchNorm + ReLU, CUDA graph) around PyTorch eager on one GPU" \
+      "ResNet-50 b128 $p: efftrain (fused BatchNorm + ReLU, convolution gradients in place, CUDA graph) around PyTorch eager on one GPU" \
       ef_r50_b128_${p}_1 pt_r50_b128_${p}_eager ef_r50_b128_${p}_2
   done
   traces+=("r50_b512_bf16=$RUNS/ef_r50_b512_bf16_1/profile/trace.rank0.json")
