@@ -1,8 +1,7 @@
 // The test binary's main: Catch2's session, with an exit code that keeps a failure apart from a
-// skip. ctest tells skipped tests by Catch2's totals line (tests/CMakeLists.txt); Catch2 itself
-// exits with 4 when every test case was skipped, and some releases exit with the count of failed
-// assertions, so 4 failures would read as a skip where SKIP_RETURN_CODE 4 is set (catch_discover_
-// tests sets it unless SKIP_IS_FAILURE is known). Here any failed assertion exits with 1.
+// skip. ctest reads exit code 4 as a skip (tests/CMakeLists.txt), which Catch2 returns when every
+// test case was skipped; some Catch2 releases exit with the count of failed assertions, so 4
+// failures read as a skip. Here any failed assertion exits with 1.
 #include <catch2/catch_session.hpp>
 #include <catch2/reporters/catch_reporter_event_listener.hpp>
 #include <catch2/reporters/catch_reporter_registrars.hpp>
