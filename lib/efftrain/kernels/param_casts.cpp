@@ -1,5 +1,7 @@
 #include "efftrain/kernels/param_casts.h"
 
+#include "efftrain/kernels/linear.h"
+
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 
 #include <algorithm>
@@ -117,6 +119,17 @@ torch::Tensor ParamCasts::current(const torch::Tensor& t, at::ScalarType dt) {
       static_cast<int64_t>(t._version()) != c.version)
     return {};
   return c.copy;
+}
+
+void refresh_casts(std::shared_ptr<ParamCasts>& casts, const torch::Tensor& x, bool wanted,
+                   const std::function<std::vector<torch::Tensor>()>& tensors) {
+  const auto dt = run_dtype(x);
+  if (!wanted || !x.is_cuda() || !torch::GradMode::is_enabled() || (dt != torch::kHalf && dt != torch::kBFloat16)) {
+    if (casts) casts->invalidate();
+    return;
+  }
+  if (!casts) casts = std::make_shared<ParamCasts>(tensors());
+  casts->refresh(dt);
 }
 
 }  // namespace efftrain::kernels

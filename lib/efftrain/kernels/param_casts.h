@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -37,5 +38,11 @@ class ParamCasts {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// A model's casts before a forward on x: made from tensors() on first use and refreshed where
+// `wanted` and the forward runs on CUDA under fp16/bf16 autocast with gradients taken; else
+// invalidated (no forward reads copies made before an optimizer step).
+void refresh_casts(std::shared_ptr<ParamCasts>& casts, const torch::Tensor& x, bool wanted,
+                   const std::function<std::vector<torch::Tensor>()>& tensors);
 
 }  // namespace efftrain::kernels

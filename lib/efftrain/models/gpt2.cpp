@@ -188,21 +188,15 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx) {
 }
 
 void GptImpl::refresh_casts(const torch::Tensor& x) {
-  const auto dt = kernels::run_dtype(x);
-  if (!x.is_cuda() || !torch::GradMode::is_enabled() || (dt != torch::kHalf && dt != torch::kBFloat16)) {
-    if (casts_) casts_->invalidate();  // no forward reads copies made before an optimizer step
-    return;
-  }
-  if (!casts_) {
+  kernels::refresh_casts(casts_, x, true, [&] {
     std::vector<torch::Tensor> ts{wte_->weight, pad_mask_on(x.device())};
     for (auto& b : blocks_)
       for (const auto* l : {&b->c_attn_, &b->attn_proj_, &b->c_fc_, &b->mlp_proj_}) {
         ts.push_back((*l)->weight);
         ts.push_back((*l)->bias);
       }
-    casts_ = std::make_shared<kernels::ParamCasts>(std::move(ts));
-  }
-  casts_->refresh(dt);
+    return ts;
+  });
 }
 
 torch::Tensor GptImpl::features(const torch::Tensor& idx) {

@@ -2,7 +2,6 @@
 
 #include "efftrain/kernels/bn_relu.h"
 #include "efftrain/kernels/conv.h"
-#include "efftrain/kernels/linear.h"
 #include "efftrain/kernels/param_casts.h"
 #include "efftrain/memory/checkpoint.h"
 
@@ -165,19 +164,12 @@ torch::Tensor ResNetImpl::head(torch::Tensor x) {
 }
 
 void ResNetImpl::refresh_casts(const torch::Tensor& x) {
-  const auto dt = kernels::run_dtype(x);
-  if (!conv_grads_in_place_ || !x.is_cuda() || !torch::GradMode::is_enabled() ||
-      (dt != torch::kHalf && dt != torch::kBFloat16)) {
-    if (casts_) casts_->invalidate();  // no forward reads copies made before an optimizer step
-    return;
-  }
-  if (!casts_) {
+  kernels::refresh_casts(casts_, x, conv_grads_in_place_, [&] {
     std::vector<torch::Tensor> ws;
-    for (const auto& p : named_parameters())
-      if (p.value().dim() == 4) ws.push_back(p.value());  // the convolutions' weights
-    casts_ = std::make_shared<kernels::ParamCasts>(std::move(ws));
-  }
-  casts_->refresh(dt);
+    for (const auto& p : parameters())
+      if (p.dim() == 4) ws.push_back(p);  // the convolutions' weights
+    return ws;
+  });
 }
 
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
