@@ -85,19 +85,17 @@ BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride)
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
   const bool f = fused_bn_relu_, c = conv_grads_in_place_;
-  if (c && kernels::routes_weight(x, conv1_->weight)) {
-    // The 1x1 convolutions as matrix products; conv1 passes x on to the shortcut, whose gradient
-    // its backward adds into (kernels::conv1x1).
-    auto c1 = kernels::conv1x1(x, conv1_->weight, /*pass_input=*/true);
-    auto identity = down_conv_ ? batch_norm(down_bn_, run_conv(down_conv_, c1[1], c), f) : c1[1];
-    auto out = batch_norm_relu(bn1_, c1[0], {}, f);
-    out = batch_norm_relu(bn2_, run_conv(conv2_, out, c), {}, f);
-    return batch_norm_relu(bn3_, kernels::conv1x1(out, conv3_->weight, false)[0], identity, f);
-  }
-  auto identity = down_conv_ ? batch_norm(down_bn_, run_conv(down_conv_, x, c), f) : x;
-  auto out = batch_norm_relu(bn1_, run_conv(conv1_, x, c), {}, f);
+  // With c (where it routes): the 1x1 convolutions as matrix products; conv1 passes x on to the
+  // shortcut, whose gradient its backward adds into (kernels::conv1x1). c1: conv1's output and
+  // the shortcut's input.
+  const bool products = c && kernels::routes_weight(x, conv1_->weight);
+  const auto c1 = products ? kernels::conv1x1(x, conv1_->weight, /*pass_input=*/true)
+                           : std::vector<torch::Tensor>{run_conv(conv1_, x, c), x};
+  auto identity = down_conv_ ? batch_norm(down_bn_, run_conv(down_conv_, c1[1], c), f) : c1[1];
+  auto out = batch_norm_relu(bn1_, c1[0], {}, f);
   out = batch_norm_relu(bn2_, run_conv(conv2_, out, c), {}, f);
-  return batch_norm_relu(bn3_, run_conv(conv3_, out, c), identity, f);
+  out = products ? kernels::conv1x1(out, conv3_->weight, false)[0] : run_conv(conv3_, out, c);
+  return batch_norm_relu(bn3_, out, identity, f);
 }
 
 void BottleneckImpl::batch_norms(std::vector<torch::nn::BatchNorm2d>& out) const {
