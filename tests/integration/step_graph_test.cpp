@@ -154,9 +154,16 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
     std::string args;
     double tol;
   };
-  // fp32: the same kernels on the same data, so equal up to the order of atomic adds (1e-6).
-  // bf16: the same kernels too; the bound allows for algorithm choices that differ between the
-  // eager warm-up and the capture.
+  // Losses against the eager run as a user runs it (gradients set to none each step): its first
+  // micro-batch's backward writes fresh gradients for autograd to accumulate where the graph's adds
+  // into its static ones (ATen's embedding backward, a product without the epilogue's add), the
+  // same values up to rounding. fp32: 1e-6 relative. bf16: the same trajectory within 1e-3 (the
+  // different rounding of those gradients feeds back through bf16 activations).
+  // Parameters against the graph's data flow run eagerly (EFFTRAIN_STATIC_GRADS=1: static
+  // gradients, the same kernels in the same order), so what is left is capture and replay: bit
+  // for bit equal (so they were in every case on an H200). Against the plain eager run they moved
+  // 4.8e-6 and 4.2e-5 (fp32) and 1.1e-2 (bf16) there: Adam divides each gradient by its own
+  // scale, so rounding differences in small gradients are not damped.
   const std::vector<Case> cases = {
       {"tiny GPT fp32, dropout 0.1", "run experiments/smoke/wikitext2_gpt_tiny.yaml --set task.model.dropout=0.1", 1e-6},
       {"tiny GPT fp32 width 128, dropout 0.1, fused residual LayerNorms (the kernels' dropout in the graph)",
@@ -180,6 +187,7 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
   for (const auto& c : cases) {
     INFO(c.what);
     const auto eager = train(c.args + fifty + " --set optim.name=adamw_fused");
+    const auto flow = train(c.args + fifty + " --set optim.name=adamw_fused", kStatic);
     const auto graph = train(c.args + fifty + " --set optim.name=adamw_fused --set train.cuda_graph=true");
     const auto& g = graph.report["optimizations"]["cuda_graph"];
     INFO(g.dump());
@@ -188,10 +196,16 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
     REQUIRE(eager.losses.size() == 50);
     const double loss_diff = max_relative(eager.losses, graph.losses);
     INFO("first step's losses " << eager.losses[0] << " (eager) and " << graph.losses[0] << " (graph)");
-    const double param_diff = relative_difference(eager.params, graph.params);
-    INFO("largest relative loss difference " << loss_diff << ", parameters " << param_diff);
+    const double param_diff = relative_difference(flow.params, graph.params);
+    // Printed whether or not the checks pass: the figures a results note quotes.
+    WARN(c.what << ": largest relative loss difference " << loss_diff << "; parameters " << param_diff
+                << " against the static-gradient eager run, " << relative_difference(eager.params, graph.params)
+                << " against the plain one");
+    const auto& f = flow.report["optimizations"]["cuda_graph"];  // the static path ran, uncaptured
+    CHECK(f["eager_micro_steps"].get<int>() >= 50);
+    CHECK(f["replays"] == 0);
     CHECK(loss_diff <= c.tol);
-    CHECK(param_diff <= c.tol);
+    CHECK(param_diff == 0.0);
     if (c.args.find("fused_norm=true") != std::string::npos) CHECK(graph.report["model"]["norm_kernel"] == "fused_kernel");
     if (c.args.find("fused_gelu=true") != std::string::npos) CHECK(graph.report["model"]["gelu_kernel"] == "cublaslt_epilogue");
     if (c.args.find("fused_bn_relu=true") != std::string::npos) CHECK(graph.report["model"]["bn_kernel"] == "cudnn_fused");
