@@ -393,6 +393,11 @@ template <class V> void visit(V& v, ModelConfig& c) {
           "in training on CUDA with fp16 or bf16 activations in channels_last; elsewhere (fp32, CPU, eval) "
           "ATen's BatchNorm, add and ReLU run, the same function (the report's model.bn_kernel says which ran "
           "the stem's; the blocks take the same path wherever their channels are a multiple of 4).");
+  v.one_of("bn_kernels", c.bn_kernels, {"cudnn", "efftrain"},
+           "ResNet with fused_bn_relu: whose kernels run the fused BatchNorms. cudnn: cuDNN's (above). efftrain: "
+           "the project's (kernels/bn.cu; three kernels per direction -- the statistics, their sums, the "
+           "element-wise pass -- and no reserve space), where the channels are a power of two from 8 to 2048; "
+           "elsewhere cuDNN's. The same function either way (report: model.bn_kernel).");
   v.field("conv_grads_in_place", c.conv_grads_in_place,
           "ResNet: the convolutions' weights cast to fp16/bf16 by one kernel per forward (autocast casts each "
           "weight in a kernel of its own), each weight gradient added into the fp32 .grad by one kernel (not cast "

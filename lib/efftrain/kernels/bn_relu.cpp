@@ -13,10 +13,26 @@
 
 #include "efftrain/kernels/linear.h"
 #endif
+#ifdef EFFTRAIN_WITH_KERNELS
+#include <c10/cuda/CUDAGuard.h>
+
+#include "efftrain/kernels/glue.h"
+#endif
 
 namespace efftrain::kernels {
 
 namespace {
+// x (and z where defined: the same dtype, shape and device) NHWC fp16/bf16 on CUDA, as both
+// fused paths want.
+[[maybe_unused]] bool same_nhwc_half(const torch::Tensor& x, const torch::Tensor& z) {
+  const auto nhwc_half = [](const torch::Tensor& t) {
+    return t.is_cuda() && (t.scalar_type() == torch::kHalf || t.scalar_type() == torch::kBFloat16) && t.dim() == 4 &&
+           t.is_contiguous(torch::MemoryFormat::ChannelsLast);
+  };
+  return nhwc_half(x) && (!z.defined() || (nhwc_half(z) && z.scalar_type() == x.scalar_type() &&
+                                           z.sizes() == x.sizes() && z.device() == x.device()));
+}
+
 torch::Tensor aten_bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& weight,
                                const torch::Tensor& bias, const torch::Tensor& running_mean,
                                const torch::Tensor& running_var, double momentum, double eps, bool relu) {
@@ -147,18 +163,75 @@ struct BnAddRelu : torch::autograd::Function<BnAddRelu> {
   }
 };
 #endif
+#ifdef EFFTRAIN_WITH_KERNELS
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The project's kernels (kernels/bn.cu): the same function as BnAddRelu (statistics, running
+// averages, gradients), three kernels per direction, no reserve space (the ReLU's mask is
+// recomputed from x, or read from y with the add).
+struct EfftrainBn : torch::autograd::Function<EfftrainBn> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const std::optional<torch::Tensor>& z_in,
+                               const torch::Tensor& weight, const torch::Tensor& bias,
+                               const std::optional<torch::Tensor>& running_mean_in,
+                               const std::optional<torch::Tensor>& running_var_in, double momentum, double eps,
+                               bool relu) {
+    const c10::cuda::CUDAGuard guard(x.device());
+    const torch::Tensor z = z_in.value_or(torch::Tensor()), running_mean = running_mean_in.value_or(torch::Tensor()),
+                        running_var = running_var_in.value_or(torch::Tensor());
+    const int64_t C = x.size(1), rows = x.numel() / C;
+    auto y = torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast);
+    const auto f32 = weight.options();
+    auto stats = torch::empty({4, C}, f32);  // mean, invstd, scale, shift
+    auto partials = torch::empty({bn_partials(rows, C)}, f32);
+    auto* st = stats.data_ptr<float>();
+    check_launch(bn_forward(dtype_of(x), x.data_ptr(), z.defined() ? z.data_ptr() : nullptr, weight.data_ptr<float>(),
+                            bias.data_ptr<float>(), rows, C, relu, static_cast<float>(eps),
+                            static_cast<float>(momentum),
+                            running_mean.defined() ? running_mean.data_ptr<float>() : nullptr,
+                            running_var.defined() ? running_var.data_ptr<float>() : nullptr,
+                            partials.data_ptr<float>(), st, st + C, st + 2 * C, st + 3 * C, y.data_ptr(), stream()),
+                 "BatchNorm forward");
+    ctx->save_for_backward({x, weight, bias, z.defined() ? y : torch::Tensor(), stats});
+    ctx->saved_data["add"] = z.defined();
+    ctx->saved_data["relu"] = relu;
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const auto &x = s[0], &weight = s[1], &bias = s[2], &y = s[3], &stats = s[4];
+    const bool add = ctx->saved_data["add"].toBool(), relu = ctx->saved_data["relu"].toBool();
+    const c10::cuda::CUDAGuard guard(x.device());
+    const int64_t C = x.size(1), rows = x.numel() / C;
+    auto dy = grads[0].contiguous(torch::MemoryFormat::ChannelsLast);
+    auto dx = torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast);
+    torch::Tensor dz = add ? torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast) : torch::Tensor();
+    // Added into .grad where autograd would add them (as BnAddRelu's cuDNN call does).
+    const size_t w_input = add ? 2 : 1;
+    const bool in_place = ctx->needs_input_grad(w_input) && ctx->needs_input_grad(w_input + 1) &&
+                          grad_in_place(weight, x.device()) && grad_in_place(bias, x.device());
+    auto dweight = in_place ? weight.grad() : torch::empty_like(weight);
+    auto dbias = in_place ? bias.grad() : torch::empty_like(bias);
+    auto partials = torch::empty({bn_partials(rows, C)}, stats.options());
+    auto coef = torch::empty({2 * C}, stats.options());
+    const auto* st = stats.data_ptr<float>();
+    check_launch(bn_backward(dtype_of(x), x.data_ptr(), add ? y.data_ptr() : nullptr, dy.data_ptr(), st, st + C,
+                             st + 2 * C, st + 3 * C, rows, C, relu, add, partials.data_ptr<float>(),
+                             coef.data_ptr<float>(), dweight.data_ptr<float>(), dbias.data_ptr<float>(), in_place,
+                             add ? dz.data_ptr() : nullptr, dx.data_ptr(), stream()),
+                 "BatchNorm backward");
+    if (in_place) dweight = dbias = torch::Tensor();
+    return {dx, dz, dweight, dbias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+#endif
 }  // namespace
 
 bool bn_relu_fused(const torch::Tensor& x, const torch::Tensor& z) {
 #ifdef EFFTRAIN_WITH_CUDNN
-  const auto nhwc_half = [&](const torch::Tensor& t) {
-    return t.is_cuda() && (t.scalar_type() == torch::kHalf || t.scalar_type() == torch::kBFloat16) && t.dim() == 4 &&
-           t.is_contiguous(torch::MemoryFormat::ChannelsLast);
-  };
-  return !g_refused && nhwc_half(x) && x.size(1) % 4 == 0 &&
-         (!z.defined() || (nhwc_half(z) && z.scalar_type() == x.scalar_type() && z.sizes() == x.sizes() &&
-                           z.device() == x.device())) &&
-         at::globalContext().userEnabledCuDNN();
+  return !g_refused && same_nhwc_half(x, z) && x.size(1) % 4 == 0 && at::globalContext().userEnabledCuDNN();
 #else
   (void)x, (void)z;
   return false;
@@ -166,40 +239,64 @@ bool bn_relu_fused(const torch::Tensor& x, const torch::Tensor& z) {
 }
 
 namespace {
+bool efftrain_applies(const torch::Tensor& x, const torch::Tensor& z) {
+#ifdef EFFTRAIN_WITH_KERNELS
+  const int64_t rows = x.numel() / std::max<int64_t>(x.size(1), 1);
+  return same_nhwc_half(x, z) && bn_channels_supported(x.size(1)) && rows > 1 && rows < (int64_t{1} << 24) &&
+         aligned16(x) && (!z.defined() || aligned16(z));
+#else
+  (void)x, (void)z;
+  return false;
+#endif
+}
+}  // namespace
+
+std::string bn_kernel_name(BnKernels k, const torch::Tensor& x, const torch::Tensor& z) {
+  if (k == BnKernels::efftrain && efftrain_applies(x, z)) return "efftrain_fused";
+  if (k != BnKernels::aten && bn_relu_fused(x, z)) return "cudnn_fused";
+  return "aten";
+}
+
+namespace {
 torch::Tensor bn_act(const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& weight,
                      const torch::Tensor& bias, const torch::Tensor& running_mean, const torch::Tensor& running_var,
-                     double momentum, double eps, bool use_fused, bool relu) {
-#ifdef EFFTRAIN_WITH_CUDNN
+                     double momentum, double eps, BnKernels k, bool relu) {
   const auto param = [&](const torch::Tensor& t) {
     return !t.defined() || (t.scalar_type() == torch::kFloat && t.is_contiguous() && t.numel() == x.size(1) &&
                             t.device() == x.device());
   };
-  if (use_fused && bn_relu_fused(x, z) && weight.defined() && bias.defined() && param(weight) && param(bias) &&
-      param(running_mean) && param(running_var) && running_mean.defined() == running_var.defined() &&
-      eps >= CUDNN_BN_MIN_EPSILON) {
+  const bool params = weight.defined() && bias.defined() && param(weight) && param(bias) && param(running_mean) &&
+                      param(running_var) && running_mean.defined() == running_var.defined();
+  [[maybe_unused]] const auto opt = [](const torch::Tensor& t) {
+    return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt;
+  };
+#ifdef EFFTRAIN_WITH_KERNELS
+  if (k == BnKernels::efftrain && params && efftrain_applies(x, z))
+    return EfftrainBn::apply(x, opt(z), weight, bias, opt(running_mean), opt(running_var), momentum, eps, relu);
+#endif
+#ifdef EFFTRAIN_WITH_CUDNN
+  if (k != BnKernels::aten && params && bn_relu_fused(x, z) && eps >= CUDNN_BN_MIN_EPSILON) {
     try {
-      const auto opt = [](const torch::Tensor& t) { return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt; };
       return BnAddRelu::apply(x, opt(z), weight, bias, opt(running_mean), opt(running_var), momentum, eps, relu);
     } catch (const Refused&) {
     }
   }
-#else
-  (void)use_fused;
 #endif
+  (void)params, (void)k;
   return aten_bn_add_relu(x, z, weight, bias, running_mean, running_var, momentum, eps, relu);
 }
 }  // namespace
 
 torch::Tensor bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& weight,
                           const torch::Tensor& bias, const torch::Tensor& running_mean,
-                          const torch::Tensor& running_var, double momentum, double eps, bool use_fused) {
-  return bn_act(x, z, weight, bias, running_mean, running_var, momentum, eps, use_fused, true);
+                          const torch::Tensor& running_var, double momentum, double eps, BnKernels k) {
+  return bn_act(x, z, weight, bias, running_mean, running_var, momentum, eps, k, true);
 }
 
 torch::Tensor bn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                  const torch::Tensor& running_mean, const torch::Tensor& running_var, double momentum, double eps,
-                 bool use_fused) {
-  return bn_act(x, {}, weight, bias, running_mean, running_var, momentum, eps, use_fused, false);
+                 BnKernels k) {
+  return bn_act(x, {}, weight, bias, running_mean, running_var, momentum, eps, k, false);
 }
 
 }  // namespace efftrain::kernels

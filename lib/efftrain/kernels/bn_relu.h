@@ -1,35 +1,45 @@
 // ResNet's BatchNorm followed by ReLU (and, at the end of a bottleneck, by the residual add before
-// the ReLU): y = relu(batch_norm(x) [+ z]) with batch statistics, differentiable. Where it applies
-// -- CUDA, fp16 or bf16 (cuDNN 9.19 took both on an H200), channels_last (NHWC), channels a
-// multiple of 4, a build that found cuDNN -- one cuDNN kernel per direction does it
-// (cudnnBatchNormalizationForwardTrainingEx / BackwardEx with bnOps BN_ACTIVATION or
-// BN_ADD_ACTIVATION, the NHWC persistent kernels ATen's BatchNorm already runs, with the ReLU, the
-// add and their gradients folded in). Elsewhere ATen's batch_norm, add and relu in that order, as
-// after the first call cuDNN refuses (a warning says so). Same function either way: the
-// statistics, the running-average update (momentum, unbiased variance) and the gradients are
-// cuDNN's BatchNorm; in fp16/bf16 the fused kernel rounds its output once where the separate ops
-// round after the BatchNorm and again after the add.
+// the ReLU): y = relu(batch_norm(x) [+ z]) with batch statistics, differentiable, by one of:
+// - BnKernels::cudnn: where it applies -- CUDA, fp16 or bf16 (cuDNN 9.19 took both on an H200),
+//   channels_last (NHWC), channels a multiple of 4, a build that found cuDNN -- one cuDNN kernel
+//   per direction (cudnnBatchNormalizationForwardTrainingEx / BackwardEx with bnOps BN_ACTIVATION
+//   or BN_ADD_ACTIVATION, the NHWC persistent kernels ATen's BatchNorm already runs, with the
+//   ReLU, the add and their gradients folded in; with the add cuDNN keeps a 1-bit ReLU mask per
+//   element in its reserve space for backward).
+// - BnKernels::efftrain: where it applies -- the same, with channels a power of two from 8 to 2048
+//   and a build with the project's CUDA kernels -- kernels/bn.cu: three kernels per direction
+//   (statistics, their column sums, the element-wise pass), no reserve space; elsewhere cuDNN's
+//   as above.
+// - otherwise (BnKernels::aten, or where neither applies): ATen's batch_norm, add and relu in that
+//   order, as after the first call cuDNN refuses (a warning says so).
+// Same function every way: the statistics (fp32 over the batch), the running-average update
+// (momentum, unbiased variance) and the gradients are BatchNorm's; in fp16/bf16 the fused kernels
+// round their output once where the separate ops round after the BatchNorm and again after the add.
 #pragma once
 
 #include <torch/torch.h>
 
 namespace efftrain::kernels {
 
-// Whether bn_add_relu runs cuDNN's fused kernels for these inputs (z may be undefined).
+enum class BnKernels { aten, cudnn, efftrain };
+
+// Whether cuDNN's fused kernels take these inputs (z may be undefined).
 bool bn_relu_fused(const torch::Tensor& x, const torch::Tensor& z);
+// What bn_add_relu / bn with `k` run for these inputs: "efftrain_fused", "cudnn_fused" or "aten".
+std::string bn_kernel_name(BnKernels k, const torch::Tensor& x, const torch::Tensor& z);
 
 // relu(batch_norm(x, weight, bias) + z) in training mode (z undefined: no add). running_mean /
 // running_var undefined: batch statistics only, nothing updated (a checkpointed recompute).
-// `use_fused` false: ATen's ops wherever it runs.
 torch::Tensor bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& weight,
                           const torch::Tensor& bias, const torch::Tensor& running_mean,
-                          const torch::Tensor& running_var, double momentum, double eps, bool use_fused = true);
+                          const torch::Tensor& running_var, double momentum, double eps,
+                          BnKernels k = BnKernels::cudnn);
 
-// batch_norm(x, weight, bias) alone in training mode, the same arguments: where bn_relu_fused(x, {})
-// holds, cuDNN's BatchNorm Ex kernels with bnOps BN (ResNet's downsample shortcuts, whose
-// BatchNorm has no ReLU after it: ATen runs its own channels-last kernels for bf16 there).
+// batch_norm(x, weight, bias) alone in training mode, the same arguments and paths (cuDNN's with
+// bnOps BN): ResNet's downsample shortcuts, whose BatchNorm has no ReLU after it (ATen runs its
+// own channels-last kernels for bf16 there).
 torch::Tensor bn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                  const torch::Tensor& running_mean, const torch::Tensor& running_var, double momentum, double eps,
-                 bool use_fused = true);
+                 BnKernels k = BnKernels::cudnn);
 
 }  // namespace efftrain::kernels

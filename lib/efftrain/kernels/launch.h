@@ -107,4 +107,25 @@ int64_t embedding_backward_scratch(int64_t n, int64_t width);
 const char* embedding_backward_add(const int64_t* sorted, const int64_t* perm, const float* g, int64_t n,
                                    int64_t width, float* grad, float* scratch, void* stream);
 
+// Training BatchNorm over NHWC activations viewed as [rows, channels] (contiguous, fp16 or bf16,
+// every pointer 16-byte aligned, channels a power of two from 8 to 2048: bn_channels_supported):
+// y = relu(x * scale + shift [+ z]) rounded once (relu false: no ReLU; z null: no add; an add
+// comes with the ReLU), where scale = weight * invstd and shift = bias - mean * scale from the
+// batch's mean and biased variance (fp32 sums over the rows); mean, invstd, scale and shift [C]
+// written for backward; running_mean / running_var (null: none) updated as ATen's BatchNorm does
+// (momentum, unbiased variance). Through `partials` (bn_partials(rows, channels) floats).
+bool bn_channels_supported(int64_t channels);
+int64_t bn_partials(int64_t rows, int64_t channels);
+const char* bn_forward(DType dtype, const void* x, const void* z, const float* weight, const float* bias,
+                       int64_t rows, int64_t channels, bool relu, float eps, float momentum, float* running_mean,
+                       float* running_var, float* partials, float* mean, float* invstd, float* scale, float* shift,
+                       void* y, void* stream);
+// Its backward from dy: dx, dz (= the gradient past the ReLU, with the add; y is read only then),
+// dweight and dbias (fp32 [C]; written, or with `accumulate` added to what they hold; null: not
+// wanted), through `partials` as above and `coef` (2 x channels floats).
+const char* bn_backward(DType dtype, const void* x, const void* y, const void* dy, const float* mean,
+                        const float* invstd, const float* scale, const float* shift, int64_t rows, int64_t channels,
+                        bool relu, bool add, float* partials, float* coef, float* dweight, float* dbias,
+                        bool accumulate, void* dz, void* dx, void* stream);
+
 }  // namespace efftrain::kernels

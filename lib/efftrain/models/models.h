@@ -3,6 +3,8 @@
 
 #include <torch/torch.h>
 
+#include "efftrain/kernels/bn_relu.h"
+
 namespace efftrain::kernels {
 class ParamCasts;
 }
@@ -26,7 +28,7 @@ class ImageClassifier : public torch::nn::Module {
   // Called with (-1, stem output) and then (i, output of block i) during forward (probes).
   std::function<void(int64_t, const torch::Tensor&)> block_observer;
   // What ran each BatchNorm + ReLU in the last training forward, where the model says
-  // ("cudnn_fused" or "aten"); empty otherwise.
+  // ("efftrain_fused", "cudnn_fused" or "aten"); empty otherwise.
   virtual std::string bn_kernel() const { return {}; }
   // Who routed the convolutions' weight gradients in the last training forward, where the model
   // says ("in_place" or "autograd"); empty otherwise.
@@ -66,12 +68,14 @@ namespace efftrain::models {
 // forward already updated the running statistics. Outside training it is bn->forward(x).
 // In a graph-replayed ResNet-50 micro-step with sqrt checkpointing this is ~400 fewer nodes:
 // the counter increments and the save/restore of every recomputed BatchNorm's statistics.
-// `fused` and training: cuDNN's BatchNorm kernels where they apply (kernels::bn).
-torch::Tensor batch_norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& x, bool fused = false);
-// relu(batch_norm(bn, x) + z) (z undefined: no add). `fused` and training: cuDNN's fused kernels
-// where they apply (kernels/bn_relu.h), the running statistics left alone while recomputing, as
-// batch_norm does; otherwise batch_norm, the add and ReLU.
-torch::Tensor batch_norm_relu(torch::nn::BatchNorm2d& bn, const torch::Tensor& x, const torch::Tensor& z, bool fused);
+// In training with `k` other than aten: those BatchNorm kernels where they apply (kernels::bn).
+torch::Tensor batch_norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& x,
+                         kernels::BnKernels k = kernels::BnKernels::aten);
+// relu(batch_norm(bn, x) + z) (z undefined: no add). In training with `k` other than aten: `k`'s
+// fused kernels where they apply (kernels/bn_relu.h), the running statistics left alone while
+// recomputing, as batch_norm does; otherwise batch_norm, the add and ReLU.
+torch::Tensor batch_norm_relu(torch::nn::BatchNorm2d& bn, const torch::Tensor& x, const torch::Tensor& z,
+                              kernels::BnKernels k);
 // Adds 1 to every num_batches_tracked of `bns` that counts, in one operation.
 void count_batch_norm_forwards(const std::vector<torch::nn::BatchNorm2d>& bns);
 
@@ -87,7 +91,7 @@ class BottleneckImpl : public torch::nn::Module {
   void zero_init_last_bn();
   // Its BatchNorms, appended to `out`.
   void batch_norms(std::vector<torch::nn::BatchNorm2d>& out) const;
-  bool fused_bn_relu_ = false;        // set through ResNetImpl::set_fused_bn_relu
+  kernels::BnKernels bn_kernels_ = kernels::BnKernels::aten;  // set through ResNetImpl::set_bn_kernels
   bool conv_grads_in_place_ = false;  // set through ResNetImpl::set_conv_grads_in_place
 
  private:
@@ -110,11 +114,13 @@ class ResNetImpl : public ImageClassifier {
   torch::Tensor stem(torch::Tensor x);
   std::vector<Bottleneck>& blocks() { return blocks_; }
   torch::Tensor head(torch::Tensor x);
-  // task.model.fused_bn_relu: every BatchNorm + ReLU (+ residual add) through batch_norm_relu's
-  // fused path. bn_kernel(): what ran the stem's in the last training forward ("cudnn_fused" or
-  // "aten"; empty before one); the blocks take the same path where their channels allow (kernels/
-  // bn_relu.h).
-  void set_fused_bn_relu(bool on);
+  // task.model.fused_bn_relu (and bn_kernels): every BatchNorm + ReLU (+ residual add) through
+  // batch_norm_relu's fused path with `k`'s kernels; set_fused_bn_relu(on): cuDNN's or none.
+  // bn_kernel(): what ran the stem's in the last training forward ("efftrain_fused",
+  // "cudnn_fused" or "aten"; empty before one); the blocks take the same path where their
+  // channels allow (kernels/bn_relu.h).
+  void set_bn_kernels(kernels::BnKernels k);
+  void set_fused_bn_relu(bool on) { set_bn_kernels(on ? kernels::BnKernels::cudnn : kernels::BnKernels::aten); }
   std::string bn_kernel() const override { return bn_kernel_; }
   // task.model.conv_grads_in_place: every convolution through kernels::conv2d / conv1x1 (kernels/
   // conv.h), the weights cast by one ParamCasts kernel per forward. conv_grads(): what routed the
@@ -127,7 +133,8 @@ class ResNetImpl : public ImageClassifier {
   torch::nn::BatchNorm2d bn1_{nullptr};
   std::vector<Bottleneck> blocks_;
   std::vector<torch::nn::BatchNorm2d> batch_norms_;  // the stem's and every block's, for their counters
-  bool fused_bn_relu_ = false, conv_grads_in_place_ = false;
+  kernels::BnKernels bn_kernels_ = kernels::BnKernels::aten;
+  bool conv_grads_in_place_ = false;
   std::string bn_kernel_, conv_grads_;
   // With conv_grads_in_place, every convolution's weight cast by one kernel per forward.
   void refresh_casts(const torch::Tensor& x);

@@ -39,25 +39,25 @@ std::pair<torch::Tensor, torch::Tensor> updated_statistics(const torch::nn::Batc
 }
 }  // namespace
 
-torch::Tensor batch_norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& x, bool fused) {
+torch::Tensor batch_norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& x, kernels::BnKernels k) {
   const auto& o = bn->options;
   if (!bn->is_training() || !o.track_running_stats()) return bn->forward(x);
   const auto [mean, var] = updated_statistics(bn);
-  if (fused) return kernels::bn(x, bn->weight, bn->bias, mean, var, *o.momentum(), o.eps());
+  if (k != kernels::BnKernels::aten) return kernels::bn(x, bn->weight, bn->bias, mean, var, *o.momentum(), o.eps(), k);
   return torch::nn::functional::detail::batch_norm(x, mean, var, bn->weight, bn->bias, /*training=*/true,
                                                    *o.momentum(), o.eps());
 }
 
 torch::Tensor batch_norm_relu(torch::nn::BatchNorm2d& bn, const torch::Tensor& x, const torch::Tensor& z,
-                              bool fused) {
+                              kernels::BnKernels k) {
   const auto& o = bn->options;
   if (!bn->is_training() || !o.track_running_stats()) {
     auto y = bn->forward(x);
     return torch::relu(z.defined() ? y + z : y);
   }
-  // Not `fused`, or where the fused kernels do not apply: the ATen ops batch_norm runs, then the add and ReLU.
+  // aten, or where the fused kernels do not apply: the ATen ops batch_norm runs, then the add and ReLU.
   const auto [mean, var] = updated_statistics(bn);
-  return kernels::bn_add_relu(x, z, bn->weight, bn->bias, mean, var, *o.momentum(), o.eps(), fused);
+  return kernels::bn_add_relu(x, z, bn->weight, bn->bias, mean, var, *o.momentum(), o.eps(), k);
 }
 
 void count_batch_norm_forwards(const std::vector<torch::nn::BatchNorm2d>& bns) {
@@ -84,7 +84,8 @@ BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride)
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  const bool f = fused_bn_relu_, c = conv_grads_in_place_;
+  const auto f = bn_kernels_;
+  const bool c = conv_grads_in_place_;
   // With c (where it routes): the 1x1 convolutions as matrix products; conv1 passes x on to the
   // shortcut, whose gradient its backward adds into (kernels::conv1x1). c1: conv1's output and
   // the shortcut's input.
@@ -142,14 +143,14 @@ torch::Tensor ResNetImpl::stem(torch::Tensor x) {
   if (is_training())
     conv_grads_ = conv_grads_in_place_ && kernels::routes_weight(x, conv1_->weight) ? "in_place" : "autograd";
   auto h = run_conv(conv1_, x, conv_grads_in_place_);
-  auto y = batch_norm_relu(bn1_, h, {}, fused_bn_relu_);
-  if (is_training()) bn_kernel_ = fused_bn_relu_ && kernels::bn_relu_fused(h, {}) ? "cudnn_fused" : "aten";
+  auto y = batch_norm_relu(bn1_, h, {}, bn_kernels_);
+  if (is_training()) bn_kernel_ = kernels::bn_kernel_name(bn_kernels_, h, {});
   return y;
 }
 
-void ResNetImpl::set_fused_bn_relu(bool on) {
-  fused_bn_relu_ = on;
-  for (auto& b : blocks_) b->fused_bn_relu_ = on;
+void ResNetImpl::set_bn_kernels(kernels::BnKernels k) {
+  bn_kernels_ = k;
+  for (auto& b : blocks_) b->bn_kernels_ = k;
 }
 
 void ResNetImpl::set_conv_grads_in_place(bool on) {

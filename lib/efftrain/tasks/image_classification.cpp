@@ -23,6 +23,7 @@ ImageClassificationTask::ImageClassificationTask(const BuildContext& ctx, std::s
       augment_(ctx.cfg.task.data.augment),
       channels_last_(ctx.cfg.task.model.channels_last),
       fused_bn_relu_(ctx.cfg.task.model.fused_bn_relu),
+      bn_kernels_(ctx.cfg.task.model.bn_kernels),
       conv_grads_in_place_(ctx.cfg.task.model.conv_grads_in_place),
       batch_size_(ctx.cfg.train.batch_size),
       image_size_(set_.train.images.size(2)),
@@ -134,6 +135,7 @@ nlohmann::json ImageClassificationTask::describe() const {
           {"channels_last", channels_last_}};
   if (auto k = model_->bn_kernel(); !k.empty()) {
     d["fused_bn_relu"] = fused_bn_relu_;
+    d["bn_kernels"] = bn_kernels_;
     d["bn_kernel"] = k;
   }
   if (auto g = model_->conv_grads(); !g.empty()) {
@@ -163,7 +165,9 @@ std::unique_ptr<Task> make_resnet(const BuildContext& ctx, int64_t width, std::v
     throw UserError("task.model.norm: " + t.model.norm + " is for the small CNN (synthetic_cnn); ResNet uses batch");
   torch::manual_seed(ctx.cfg.train.seed);
   auto model = std::make_shared<models::ResNetImpl>(3, width, std::move(blocks), 10, t.model.zero_init_residual);
-  model->set_fused_bn_relu(t.model.fused_bn_relu);
+  model->set_bn_kernels(!t.model.fused_bn_relu          ? kernels::BnKernels::aten
+                         : t.model.bn_kernels == "efftrain" ? kernels::BnKernels::efftrain
+                                                            : kernels::BnKernels::cudnn);
   model->set_conv_grads_in_place(t.model.conv_grads_in_place);
   return std::make_unique<ImageClassificationTask>(ctx, name, std::move(set), model);
 }

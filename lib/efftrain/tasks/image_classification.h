@@ -44,6 +44,7 @@ class ImageClassificationTask : public Task {
   bool augment_;
   bool channels_last_;
   bool fused_bn_relu_;
+  std::string bn_kernels_;
   bool conv_grads_in_place_;
   int64_t batch_size_;
   int64_t image_size_;

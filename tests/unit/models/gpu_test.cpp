@@ -47,7 +47,7 @@ struct TwoMicroSteps {
   std::vector<torch::Tensor> grads, buffers;
   std::string bn_kernel, conv_grads;
 };
-TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments, bool fused_bn_relu,
+TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments, kernels::BnKernels bn,
                               bool half = true, bool conv_grads_in_place = false) {
   torch::manual_seed(3);
   auto m = std::make_shared<models::ResNetImpl>(3, 8, std::vector<int64_t>{2, 2}, 10, false);
@@ -59,7 +59,7 @@ TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments,
   }
   m->train();
   m->set_checkpoint_segments(std::move(segments));
-  m->set_fused_bn_relu(fused_bn_relu);
+  m->set_bn_kernels(bn);
   m->set_conv_grads_in_place(conv_grads_in_place);
   auto x = torch::randn({16, 3, 16, 16}, torch::kCUDA).contiguous(torch::MemoryFormat::ChannelsLast);
   auto y = torch::randint(0, 10, {16}, torch::TensorOptions(torch::kLong).device(torch::kCUDA));
@@ -96,6 +96,9 @@ std::pair<double, double> grad_error(const TwoMicroSteps& a, const TwoMicroSteps
   return {worst, std::sqrt(diff2 / ref2)};
 }
 
+constexpr auto kAten = kernels::BnKernels::aten, kCudnn = kernels::BnKernels::cudnn,
+               kEfftrain = kernels::BnKernels::efftrain;
+
 // b's gradients against a's within cuDNN's reordered sums, and the buffers equal.
 void check_same_training(const TwoMicroSteps& a, const TwoMicroSteps& b) {
   REQUIRE(a.grads.size() == b.grads.size());
@@ -114,7 +117,7 @@ void check_same_training(const TwoMicroSteps& a, const TwoMicroSteps& b) {
 // loss and the buffers (BatchNorm statistics) within relative `rtol` of a's.
 void check_as_close_to_fp32(const TwoMicroSteps& a, const char* a_name, const TwoMicroSteps& b, const char* b_name,
                             double rtol) {
-  const auto fp32 = two_micro_steps({}, false, /*half=*/false);
+  const auto fp32 = two_micro_steps({}, kAten, /*half=*/false);
   const auto [a_worst, a_all] = grad_error(a, fp32);
   const auto [b_worst, b_all] = grad_error(b, fp32);
   WARN("gradients against fp32, worst tensor / all: " << a_name << " " << a_worst << " / " << a_all << ", "
@@ -134,7 +137,7 @@ TEST_CASE("gpu: a checkpointed ResNet under fp16 autocast (cuDNN BatchNorm, NHWC
           "gradients and BatchNorm statistics",
           "[gpu]") {
   REQUIRE(torch::cuda::is_available());
-  const auto plain = two_micro_steps({}, false), ckpt = two_micro_steps({{0, 2}, {2, 2}}, false);
+  const auto plain = two_micro_steps({}, kAten), ckpt = two_micro_steps({{0, 2}, {2, 2}}, kAten);
   CHECK(torch::equal(plain.loss, ckpt.loss));  // the forwards are the same kernels
   check_same_training(plain, ckpt);            // statistics updated by the forwards only, twice
   CHECK(plain.bn_kernel == "aten");
@@ -144,7 +147,7 @@ TEST_CASE("gpu: cuDNN's fused BatchNorm + (add +) ReLU trains a ResNet as the se
           "checkpointed",
           "[gpu]") {
   REQUIRE(torch::cuda::is_available());
-  const auto ops = two_micro_steps({}, false), fused = two_micro_steps({}, true);
+  const auto ops = two_micro_steps({}, kAten), fused = two_micro_steps({}, kCudnn);
   REQUIRE(fused.bn_kernel == "cudnn_fused");
   // The fused kernel rounds relu(bn(x) + z) to fp16 once, the separate ops after the BatchNorm and
   // again after the add, so the two fp16 runs differ by rounding, which each layer's ReLU mask and
@@ -154,7 +157,7 @@ TEST_CASE("gpu: cuDNN's fused BatchNorm + (add +) ReLU trains a ResNet as the se
   // Checkpointed, the recompute runs the fused kernels with batch statistics only: the same loss,
   // the statistics moved by the two forwards alone, bit for bit, and the gradients of the same
   // kernels (cuDNN's backward may reorder sums).
-  const auto fused_ckpt = two_micro_steps({{0, 2}, {2, 2}}, true);
+  const auto fused_ckpt = two_micro_steps({{0, 2}, {2, 2}}, kCudnn);
   const auto [ckpt_worst, ckpt_all] = grad_error(fused_ckpt, fused);
   WARN("checkpointed fused gradients against the plain fused ones, worst tensor / all: " << ckpt_worst << " / "
                                                                                            << ckpt_all);
@@ -163,11 +166,27 @@ TEST_CASE("gpu: cuDNN's fused BatchNorm + (add +) ReLU trains a ResNet as the se
   check_same_training(fused, fused_ckpt);
 }
 
+TEST_CASE("gpu: the efftrain BatchNorm kernels train a ResNet as cuDNN's fused ones do, plain and checkpointed",
+          "[gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  const auto cudnn = two_micro_steps({}, kCudnn), ours = two_micro_steps({}, kEfftrain);
+  REQUIRE(ours.bn_kernel == "efftrain_fused");
+  // Both round relu(bn(x) + z) once; the statistics and gradients are summed in other orders, so
+  // the measure is the fp32 model, as for cuDNN's against the separate ops above.
+  check_as_close_to_fp32(cudnn, "cuDNN's fused kernels", ours, "efftrain's", 2e-3);
+  // Checkpointed: the recompute runs the same kernels with batch statistics only (they sum in a
+  // fixed order; cuDNN's convolutions' backward may not).
+  const auto ckpt = two_micro_steps({{0, 2}, {2, 2}}, kEfftrain);
+  CHECK(torch::equal(ours.loss, ckpt.loss));
+  CHECK(grad_error(ckpt, ours).first <= 1e-3);
+  check_same_training(ours, ckpt);
+}
+
 TEST_CASE("gpu: conv_grads_in_place (one weight cast, gradients added in place, 1x1 backward as products) trains "
           "a ResNet as autograd's convolutions do, plain and checkpointed",
           "[gpu]") {
   REQUIRE(torch::cuda::is_available());
-  const auto ref = two_micro_steps({}, true), ours = two_micro_steps({}, true, true, true);
+  const auto ref = two_micro_steps({}, kCudnn), ours = two_micro_steps({}, kCudnn, true, true);
   CHECK(ref.conv_grads == "autograd");
   REQUIRE(ours.conv_grads == "in_place");
   // The same cuDNN forward kernels on the same fp16 weights; the gradients are the same products
@@ -176,7 +195,7 @@ TEST_CASE("gpu: conv_grads_in_place (one weight cast, gradients added in place, 
   check_as_close_to_fp32(ref, "autograd's convolutions", ours, "in place", 1e-3);
   // Checkpointed: the segments' forwards run without gradients (ATen's convolutions, the same
   // kernels), their recomputes through the routed ones.
-  const auto ckpt = two_micro_steps({{0, 2}, {2, 2}}, true, true, true);
+  const auto ckpt = two_micro_steps({{0, 2}, {2, 2}}, kCudnn, true, true);
   CHECK(torch::equal(ours.loss, ckpt.loss));
   CHECK(grad_error(ckpt, ours).first <= 1e-3);
   check_same_training(ours, ckpt);
