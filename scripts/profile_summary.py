@@ -16,7 +16,7 @@ CLASSES = [  # first match wins; patterns over the kernel name, lower-cased
     # before convolution: cuDNN's SDPA names hold "fprop"
     ("attention", r"flash|fmha|attention|native_sdpa|sdpa|dot_do_o|convert_dq"),
     ("convolution", r"conv(?!ert)|fprop|dgrad|wgrad|implicit_gemm"),  # cuDNN's, before matmul ("gemm", "xmma")
-    ("batch_norm", r"bn_fw|bn_bw|batch_norm|batchnorm"),
+    ("batch_norm", r"bn_fw|bn_bw|batch_norm|batchnorm|bn_stats|bn_apply|bn_backward"),  # cuDNN's, ATen's, efftrain's
     ("matmul", r"gemm|cutlass|sm90_xmma|nvjet|cublas|wgmma|xmma_gemm"),
     ("cross_entropy", r"log_softmax|softmax|nll_loss|cross_entropy|ce_forward|ce_backward|ce_fused"),
     ("layer_norm", r"layer_norm|layernorm"),

@@ -79,6 +79,10 @@ if [[ " $parts " == *" r50 "* ]]; then
          --set task.model.channels_last=true --set task.data.input_path=device --set train.cuda_graph=true
          --set task.model.fused_bn_relu=true --set train.timing_warmup_steps=20)
     conv=(--set task.model.conv_grads_in_place=true)
+    # ISSUE12_R50_BN=efftrain: efftrain's runs take task.model.bn_kernels=efftrain, and the pair
+    # beside them is the same without it (cuDNN's BatchNorm kernels).
+    fast=("${conv[@]}")
+    [ -n "${ISSUE12_R50_BN:-}" ] && fast+=(--set task.model.bn_kernels="$ISSUE12_R50_BN")
     extra=()
     [ "$p" = bf16 ] && extra=("${trace[@]}")
     b512=(--set train.batch_size=512 --set train.max_steps=80)
@@ -87,25 +91,28 @@ if [[ " $parts " == *" r50 "* ]]; then
     if [ -n "${ISSUE12_BASE_BIN:-}" ]; then
       pair=base
       run_pair() { EFFTRAIN="$ISSUE12_BASE_BIN" bench_run "$@" "${conv[@]}"; }
+    elif [ -n "${ISSUE12_R50_BN:-}" ]; then
+      pair=cudnnbn
+      run_pair() { bench_run "$@" "${conv[@]}"; }
     else
       pair=noconv
       run_pair() { bench_run "$@"; }
     fi
-    bench_run ef_r50_b512_${p}_1 "${r50[@]}" "${conv[@]}" "${b512[@]}" "${extra[@]}"
+    bench_run ef_r50_b512_${p}_1 "${r50[@]}" "${fast[@]}" "${b512[@]}" "${extra[@]}"
     run_pair ${pair}_r50_b512_${p}_1 "${r50[@]}" "${b512[@]}" "${extra[@]}"
     bench_pytorch pt_r50_b512_${p}_compile 0 --task resnet50 --batch 512 --precision "$p" --channels-last --steps 60 \
       --warmup 20 --compile
     run_pair ${pair}_r50_b512_${p}_2 "${r50[@]}" "${b512[@]}"
-    bench_run ef_r50_b512_${p}_2 "${r50[@]}" "${conv[@]}" "${b512[@]}"
+    bench_run ef_r50_b512_${p}_2 "${r50[@]}" "${fast[@]}" "${b512[@]}"
     bench_side_by_side "$out/issue12_r50_b512_$p.json" \
       "ResNet-50 b512 $p: efftrain (fused BatchNorm + ReLU, convolution gradients in place, CUDA graph) and $pair around torch.compile on one GPU" \
       ef_r50_b512_${p}_1 ${pair}_r50_b512_${p}_1 pt_r50_b512_${p}_compile ${pair}_r50_b512_${p}_2 ef_r50_b512_${p}_2
     [ "$p" = bf16 ] && traces+=("r50_${pair}_b512_bf16=$RUNS/${pair}_r50_b512_bf16_1/profile/trace.rank0.json")
     [ "${ISSUE12_R50_B128:-1}" = 1 ] || continue  # ISSUE12_R50_B128=0: batch 512 only
-    bench_run ef_r50_b128_${p}_1 "${r50[@]}" "${conv[@]}" --set train.batch_size=128 --set train.max_steps=200
+    bench_run ef_r50_b128_${p}_1 "${r50[@]}" "${fast[@]}" --set train.batch_size=128 --set train.max_steps=200
     bench_pytorch pt_r50_b128_${p}_eager 0 --task resnet50 --batch 128 --precision "$p" --channels-last --steps 100 \
       --warmup 20
-    bench_run ef_r50_b128_${p}_2 "${r50[@]}" "${conv[@]}" --set train.batch_size=128 --set train.max_steps=200
+    bench_run ef_r50_b128_${p}_2 "${r50[@]}" "${fast[@]}" --set train.batch_size=128 --set train.max_steps=200
     bench_side_by_side "$out/issue12_r50_b128_$p.json" \
       "ResNet-50 b128 $p: efftrain (fused BatchNorm + ReLU, convolution gradients in place, CUDA graph) around PyTorch eager on one GPU" \
       ef_r50_b128_${p}_1 pt_r50_b128_${p}_eager ef_r50_b128_${p}_2
