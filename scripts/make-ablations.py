@@ -36,9 +36,9 @@ TASK_PATHS = {
     "cifar10_resnet50": ("task: {data: {input_path: host}, model: {channels_last: false, fused_bn_relu: false, "
                          "conv_grads_in_place: false}}\ntrain: {cuda_graph: false}",
                          "task: {data: {input_path: device}, model: {channels_last: true, fused_bn_relu: true, "
-                         "conv_grads_in_place: true}}\ntrain: {cuda_graph: true}",
-                         "GPU-resident input, channels_last, cuDNN's fused BatchNorm + ReLU, the convolutions' "
-                         "gradients in place and the CUDA-graph micro-step"),
+                         "bn_kernels: efftrain, conv_grads_in_place: true}}\ntrain: {cuda_graph: true}",
+                         "GPU-resident input, channels_last, the fused BatchNorm + ReLU (efftrain's kernels), the "
+                         "convolutions' gradients in place and the CUDA-graph micro-step"),
     "wikitext2_gpt2": ("task: {model: {attention: plain, vocab_multiple: 1, fused_loss: false, fused_norm: false, "
                        "fused_gelu: false}}",
                        "task: {model: {attention: sdpa, vocab_multiple: 128, fused_loss: true, fused_norm: true, "

@@ -9,10 +9,10 @@
 #   below. Kineto trace of steps 4-6 of the first fast run.
 # - ResNet-50/CIFAR in each precision of ISSUE12_R50_PRECISIONS (default "bf16 fp16"; PyTorch's
 #   fp16 runs with GradScaler, efftrain's with its dynamic loss scaling): channels_last, device
-#   input, CUDA graph, cuDNN's fused BatchNorm + ReLU, task.model.conv_grads_in_place; b512 around
-#   torch.compile, beside it the same without conv_grads_in_place or with ISSUE12_BASE_BIN the
-#   earlier tree's binary (traces of the first bf16 run of each); b128 against PyTorch eager
-#   (ISSUE12_R50_B128=0 leaves it out).
+#   input, CUDA graph, the fused BatchNorm + ReLU by efftrain's kernels (task.model.bn_kernels),
+#   task.model.conv_grads_in_place; b512 around torch.compile, beside it the same with cuDNN's
+#   BatchNorm kernels or with ISSUE12_BASE_BIN the earlier tree's binary (traces of the first bf16
+#   run of each); b128 against PyTorch eager (ISSUE12_R50_B128=0 leaves it out).
 # ISSUE12_PARTS (default "gpt2 r50") picks the halves. Usage: issue12.sh OUT_DIR
 #   -> OUT_DIR/issue12_gpt2.json, issue12_r50_b{512,128}_{bf16,fp16}.json, issue12_profile_summary.json
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -79,24 +79,18 @@ if [[ " $parts " == *" r50 "* ]]; then
          --set task.model.channels_last=true --set task.data.input_path=device --set train.cuda_graph=true
          --set task.model.fused_bn_relu=true --set train.timing_warmup_steps=20)
     conv=(--set task.model.conv_grads_in_place=true)
-    # ISSUE12_R50_BN=efftrain: efftrain's runs take task.model.bn_kernels=efftrain, and the pair
-    # beside them is the same without it (cuDNN's BatchNorm kernels).
-    fast=("${conv[@]}")
-    [ -n "${ISSUE12_R50_BN:-}" ] && fast+=(--set task.model.bn_kernels="$ISSUE12_R50_BN")
+    fast=("${conv[@]}" --set task.model.bn_kernels=efftrain)
     extra=()
     [ "$p" = bf16 ] && extra=("${trace[@]}")
     b512=(--set train.batch_size=512 --set train.max_steps=80)
     # The pair beside efftrain's b512 runs: the earlier tree's binary (ISSUE12_BASE_BIN, the same
-    # settings: it must know them) or this one without conv_grads_in_place.
+    # settings: it must know them) or this one with cuDNN's BatchNorm kernels.
     if [ -n "${ISSUE12_BASE_BIN:-}" ]; then
       pair=base
-      run_pair() { EFFTRAIN="$ISSUE12_BASE_BIN" bench_run "$@" "${conv[@]}"; }
-    elif [ -n "${ISSUE12_R50_BN:-}" ]; then
+      run_pair() { EFFTRAIN="$ISSUE12_BASE_BIN" bench_run "$@" "${fast[@]}"; }
+    else
       pair=cudnnbn
       run_pair() { bench_run "$@" "${conv[@]}"; }
-    else
-      pair=noconv
-      run_pair() { bench_run "$@"; }
     fi
     bench_run ef_r50_b512_${p}_1 "${r50[@]}" "${fast[@]}" "${b512[@]}" "${extra[@]}"
     run_pair ${pair}_r50_b512_${p}_1 "${r50[@]}" "${b512[@]}" "${extra[@]}"
@@ -105,7 +99,7 @@ if [[ " $parts " == *" r50 "* ]]; then
     run_pair ${pair}_r50_b512_${p}_2 "${r50[@]}" "${b512[@]}"
     bench_run ef_r50_b512_${p}_2 "${r50[@]}" "${fast[@]}" "${b512[@]}"
     bench_side_by_side "$out/issue12_r50_b512_$p.json" \
-      "ResNet-50 b512 $p: efftrain (fused BatchNorm + ReLU, convolution gradients in place, CUDA graph) and $pair around torch.compile on one GPU" \
+      "ResNet-50 b512 $p: efftrain (efftrain's fused BatchNorm + ReLU, convolution gradients in place, CUDA graph) and $pair around torch.compile on one GPU" \
       ef_r50_b512_${p}_1 ${pair}_r50_b512_${p}_1 pt_r50_b512_${p}_compile ${pair}_r50_b512_${p}_2 ef_r50_b512_${p}_2
     [ "$p" = bf16 ] && traces+=("r50_${pair}_b512_bf16=$RUNS/${pair}_r50_b512_bf16_1/profile/trace.rank0.json")
     [ "${ISSUE12_R50_B128:-1}" = 1 ] || continue  # ISSUE12_R50_B128=0: batch 512 only
@@ -114,7 +108,7 @@ if [[ " $parts " == *" r50 "* ]]; then
       --warmup 20
     bench_run ef_r50_b128_${p}_2 "${r50[@]}" "${fast[@]}" --set train.batch_size=128 --set train.max_steps=200
     bench_side_by_side "$out/issue12_r50_b128_$p.json" \
-      "ResNet-50 b128 $p: efftrain (fused BatchNorm + ReLU, convolution gradients in place, CUDA graph) around PyTorch eager on one GPU" \
+      "ResNet-50 b128 $p: efftrain (efftrain's fused BatchNorm + ReLU, convolution gradients in place, CUDA graph) around PyTorch eager on one GPU" \
       ef_r50_b128_${p}_1 pt_r50_b128_${p}_eager ef_r50_b128_${p}_2
   done
   traces+=("r50_b512_bf16=$RUNS/ef_r50_b512_bf16_1/profile/trace.rank0.json")

@@ -213,7 +213,7 @@ std::vector<std::string> same_function_paths(const std::string& task, bool cuda)
             "task.model.fused_norm=true", "task.model.fused_gelu=true", "train.cuda_graph=true"};
   if (task.rfind("cifar10_resnet", 0) == 0)
     return {"task.data.input_path=device", "task.model.channels_last=true", "task.model.fused_bn_relu=true",
-            "task.model.conv_grads_in_place=true", "train.cuda_graph=true"};
+            "task.model.bn_kernels=efftrain", "task.model.conv_grads_in_place=true", "train.cuda_graph=true"};
   return {};
 }
 

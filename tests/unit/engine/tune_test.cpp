@@ -137,6 +137,7 @@ TEST_CASE("on CUDA every tune candidate takes its task's same-function fast path
   CHECK(std::find(gpt.begin(), gpt.end(), "task.model.fused_gelu=true") != gpt.end());
   CHECK(std::find(resnet.begin(), resnet.end(), "task.data.input_path=device") != resnet.end());
   CHECK(std::find(resnet.begin(), resnet.end(), "task.model.fused_bn_relu=true") != resnet.end());
+  CHECK(std::find(resnet.begin(), resnet.end(), "task.model.bn_kernels=efftrain") != resnet.end());
   CHECK(std::find(resnet.begin(), resnet.end(), "task.model.conv_grads_in_place=true") != resnet.end());
   for (const auto* paths : {&gpt, &resnet}) CHECK(std::find(paths->begin(), paths->end(), "train.cuda_graph=true") != paths->end());
   CHECK(tune::same_function_paths("cifar10_small_cnn", true).empty());
