@@ -388,11 +388,12 @@ template <class V> void visit(V& v, ModelConfig& c) {
   v.field("channels_last", c.channels_last, "channels_last memory format (CNNs).");
   v.field("fused_bn_relu", c.fused_bn_relu,
           "ResNet: each BatchNorm followed by a ReLU (the bottleneck's last one with the residual add before it) "
-          "in one cuDNN kernel per direction (BatchNorm with bnOps BN_ACTIVATION / BN_ADD_ACTIVATION), and the "
-          "downsample shortcuts' BatchNorm (no ReLU) through the same cuDNN call with bnOps BN. Applies "
+          "fused: with bn_kernels cudnn one cuDNN kernel per direction (BatchNorm with bnOps BN_ACTIVATION / "
+          "BN_ADD_ACTIVATION), and the downsample shortcuts' BatchNorm (no ReLU) through the same cuDNN call with "
+          "bnOps BN; with bn_kernels efftrain the project's kernels (below). Applies "
           "in training on CUDA with fp16 or bf16 activations in channels_last; elsewhere (fp32, CPU, eval) "
           "ATen's BatchNorm, add and ReLU run, the same function (the report's model.bn_kernel says which ran "
-          "the stem's; the blocks take the same path wherever their channels are a multiple of 4).");
+          "the stem's; the blocks take the same path wherever their channels allow: see bn_kernels).");
   v.one_of("bn_kernels", c.bn_kernels, {"cudnn", "efftrain"},
            "ResNet with fused_bn_relu: whose kernels run the fused BatchNorms. cudnn: cuDNN's (above). efftrain: "
            "the project's (kernels/bn.cu; three kernels per direction -- the statistics, their sums, the "

@@ -43,12 +43,15 @@ __device__ __forceinline__ void load8(const float* p, float (&f)[kVec]) {
 // ReLU that keeps NaN (as ATen's and cuDNN's with NaN propagation do).
 __device__ __forceinline__ float relu(float t) { return t <= 0.f ? 0.f : t; }
 
-// The thread's place: `lanes` = channels / 8 threads per row, kThreads / lanes rows per block step.
+// The thread's place: `lanes` = channels / 8 threads per row, kThreads / lanes rows per block
+// step; its 8 channels start at `col` of a row, its rows are row0, row0 + step, ...
 struct Place {
   int lane, group, groups;
+  int64_t C, col, row0, step;
   __device__ explicit Place(int lanes)
       : lane(static_cast<int>(threadIdx.x) % lanes), group(static_cast<int>(threadIdx.x) / lanes),
-        groups(kThreads / lanes) {}
+        groups(kThreads / lanes), C(static_cast<int64_t>(lanes) * kVec), col(static_cast<int64_t>(lane) * kVec),
+        row0(static_cast<int64_t>(blockIdx.x) * groups + group), step(static_cast<int64_t>(gridDim.x) * groups) {}
 };
 
 // The block's per-thread sums a[k], b[k] (channel lane * 8 + k) summed over its row groups in a
@@ -74,11 +77,10 @@ template <class T>
 __global__ void __launch_bounds__(kThreads) bn_stats_kernel(const T* __restrict__ x, int64_t rows, int lanes,
                                                          float* __restrict__ part) {
   const Place p(lanes);
-  const int64_t C = static_cast<int64_t>(lanes) * kVec, col = static_cast<int64_t>(p.lane) * kVec;
+  const int64_t C = p.C, col = p.col, step = p.step;
   float shift[kVec], s1[kVec] = {}, s2[kVec] = {};
   load8(x + col, shift);  // row 0: sums of x - x[0] lose nothing to cancellation where |mean| >> std
-  const int64_t step = static_cast<int64_t>(gridDim.x) * p.groups;
-  int64_t r = static_cast<int64_t>(blockIdx.x) * p.groups + p.group;
+  int64_t r = p.row0;
   for (; r + step < rows; r += 2 * step) {  // two rows in flight
     float v0[kVec], v1[kVec];
     load8(x + r * C + col, v0);
@@ -132,12 +134,11 @@ __global__ void __launch_bounds__(kThreads)
     bn_apply_kernel(const T* __restrict__ x, const T* __restrict__ z, const float* __restrict__ scale,
                  const float* __restrict__ shift, int64_t rows, int lanes, T* __restrict__ y) {
   const Place p(lanes);
-  const int64_t C = static_cast<int64_t>(lanes) * kVec, col = static_cast<int64_t>(p.lane) * kVec;
+  const int64_t C = p.C, col = p.col, step = p.step;
   float sc[kVec], sh[kVec];
   load8(scale + col, sc);
   load8(shift + col, sh);
-  const int64_t step = static_cast<int64_t>(gridDim.x) * p.groups;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * p.groups + p.group; r < rows; r += step) {
+  for (int64_t r = p.row0; r < rows; r += step) {
     const int64_t o = r * C + col;
     float v[kVec], zz[kVec];
     load8(x + o, v);
@@ -168,16 +169,15 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM: two rows
                            const float* __restrict__ shift, int64_t rows, int lanes, T* __restrict__ dz,
                            float* __restrict__ part) {
   const Place p(lanes);
-  const int64_t C = static_cast<int64_t>(lanes) * kVec, col = static_cast<int64_t>(p.lane) * kVec;
+  const int64_t C = p.C, col = p.col, step = p.step;
   float mu[kVec], sc[kVec], sh[kVec], sg[kVec] = {}, sgx[kVec] = {};
   load8(mean + col, mu);
   load8(scale + col, sc);
   load8(shift + col, sh);
-  const int64_t step = static_cast<int64_t>(gridDim.x) * p.groups;
   // Two rows in flight where the next one exists (one at a time held half the bandwidth), kept
   // packed until used.
   using P = Pack<T, kVec>;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * p.groups + p.group; r < rows; r += 2 * step) {
+  for (int64_t r = p.row0; r < rows; r += 2 * step) {
     const int n = r + step < rows ? 2 : 1;
     P pv[2], pd[2], py[2];
 #pragma unroll
@@ -231,15 +231,14 @@ __global__ void __launch_bounds__(kThreads)
                           const float* __restrict__ kx, const float* __restrict__ k0, int64_t rows, int lanes,
                           T* __restrict__ dx) {
   const Place p(lanes);
-  const int64_t C = static_cast<int64_t>(lanes) * kVec, col = static_cast<int64_t>(p.lane) * kVec;
+  const int64_t C = p.C, col = p.col, step = p.step;
   float mu[kVec], sc[kVec], sh[kVec], a[kVec], b[kVec];
   load8(mean + col, mu);
   load8(scale + col, sc);
   load8(shift + col, sh);
   load8(kx + col, a);
   load8(k0 + col, b);
-  const int64_t step = static_cast<int64_t>(gridDim.x) * p.groups;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * p.groups + p.group; r < rows; r += step) {
+  for (int64_t r = p.row0; r < rows; r += step) {
     const int64_t o = r * C + col;
     float v[kVec], d[kVec];
     load8(x + o, v);

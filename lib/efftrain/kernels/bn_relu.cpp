@@ -1,5 +1,7 @@
 #include "efftrain/kernels/bn_relu.h"
 
+#include "efftrain/kernels/linear.h"
+
 #ifdef EFFTRAIN_WITH_CUDNN
 // The BatchNorm "Ex" entry points are marked deprecated in cuDNN 9 (ATen's BatchNorm calls them too).
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
@@ -10,8 +12,6 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <atomic>
-
-#include "efftrain/kernels/linear.h"
 #endif
 #ifdef EFFTRAIN_WITH_KERNELS
 #include <c10/cuda/CUDAGuard.h>
@@ -31,6 +31,31 @@ namespace {
   };
   return nhwc_half(x) && (!z.defined() || (nhwc_half(z) && z.scalar_type() == x.scalar_type() &&
                                            z.sizes() == x.sizes() && z.device() == x.device()));
+}
+
+// The scale's and shift's gradients of a fused BatchNorm's backward (add: z was an input): where
+// autograd would add them into .grad (grad_in_place: CUDA graphs' static gradients, a later
+// micro-batch), the kernel adds them there itself and autograd gets none (in_place), which saves
+// two small add kernels per BatchNorm; else new tensors. needs_input_grad counts autograd's
+// inputs: the optional z and running statistics only where given.
+// The optional inputs of a fused BatchNorm's forward (z, running mean, running variance), undefined where not given.
+[[maybe_unused]] std::array<torch::Tensor, 3> given(const std::optional<torch::Tensor>& z,
+                                                    const std::optional<torch::Tensor>& mean,
+                                                    const std::optional<torch::Tensor>& var) {
+  return {z.value_or(torch::Tensor()), mean.value_or(torch::Tensor()), var.value_or(torch::Tensor())};
+}
+
+struct ParamGrads {
+  torch::Tensor dweight, dbias;
+  bool in_place;
+};
+[[maybe_unused]] ParamGrads param_grads(torch::autograd::AutogradContext* ctx, bool add, const torch::Tensor& weight,
+                                        const torch::Tensor& bias, const torch::Device& device) {
+  const size_t w_input = add ? 2 : 1;
+  const bool in_place = ctx->needs_input_grad(w_input) && ctx->needs_input_grad(w_input + 1) &&
+                        grad_in_place(weight, device) && grad_in_place(bias, device);
+  if (in_place) return {weight.grad(), bias.grad(), true};
+  return {torch::empty_like(weight), torch::empty_like(bias), false};
 }
 
 torch::Tensor aten_bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& weight,
@@ -89,8 +114,7 @@ struct BnAddRelu : torch::autograd::Function<BnAddRelu> {
                                const std::optional<torch::Tensor>& running_var_in, double momentum, double eps,
                                bool relu) {
     const c10::cuda::CUDAGuard guard(x.device());
-    const torch::Tensor z = z_in.value_or(torch::Tensor()), running_mean = running_mean_in.value_or(torch::Tensor()),
-                        running_var = running_var_in.value_or(torch::Tensor());
+    const auto [z, running_mean, running_var] = given(z_in, running_mean_in, running_var_in);
     const bool add = z.defined();
     const auto ops = ops_for(add, relu);
     Call c(x, weight);
@@ -137,15 +161,7 @@ struct BnAddRelu : torch::autograd::Function<BnAddRelu> {
     const auto act = relu ? c.act : nullptr;
     auto dx = torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast);
     torch::Tensor dz = add ? torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast) : torch::Tensor();
-    // The scale's and shift's gradients: where autograd would add them into .grad (grad_in_place:
-    // CUDA graphs' static gradients, a later micro-batch), cuDNN adds them there itself
-    // (betaParamDiff 1) and autograd gets none, which saves two small add kernels per BatchNorm.
-    // needs_input_grad counts autograd's inputs: the optional z and running statistics only where given.
-    const size_t w_input = add ? 2 : 1;
-    const bool in_place = ctx->needs_input_grad(w_input) && ctx->needs_input_grad(w_input + 1) &&
-                          grad_in_place(weight, x.device()) && grad_in_place(bias, x.device());
-    auto dweight = in_place ? weight.grad() : torch::empty_like(weight);
-    auto dbias = in_place ? bias.grad() : torch::empty_like(bias);
+    auto [dweight, dbias, in_place] = param_grads(ctx, add, weight, bias, x.device());  // betaParamDiff 1 in place
     size_t ws = 0;
     AT_CUDNN_CHECK(cudnnGetBatchNormalizationBackwardExWorkspaceSize(
         c.handle, kMode, ops, c.data.desc(), relu ? c.data.desc() : nullptr, c.data.desc(),
@@ -177,8 +193,7 @@ struct EfftrainBn : torch::autograd::Function<EfftrainBn> {
                                const std::optional<torch::Tensor>& running_var_in, double momentum, double eps,
                                bool relu) {
     const c10::cuda::CUDAGuard guard(x.device());
-    const torch::Tensor z = z_in.value_or(torch::Tensor()), running_mean = running_mean_in.value_or(torch::Tensor()),
-                        running_var = running_var_in.value_or(torch::Tensor());
+    const auto [z, running_mean, running_var] = given(z_in, running_mean_in, running_var_in);
     const int64_t C = x.size(1), rows = x.numel() / C;
     auto y = torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast);
     const auto f32 = weight.options();
@@ -204,15 +219,11 @@ struct EfftrainBn : torch::autograd::Function<EfftrainBn> {
     const bool add = ctx->saved_data["add"].toBool(), relu = ctx->saved_data["relu"].toBool();
     const c10::cuda::CUDAGuard guard(x.device());
     const int64_t C = x.size(1), rows = x.numel() / C;
-    auto dy = grads[0].contiguous(torch::MemoryFormat::ChannelsLast);
+    auto dy = grads[0].to(x.scalar_type()).contiguous(torch::MemoryFormat::ChannelsLast);
+    if (!aligned16(dy)) dy = dy.clone(torch::MemoryFormat::ChannelsLast);  // a view at an odd offset
     auto dx = torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast);
     torch::Tensor dz = add ? torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast) : torch::Tensor();
-    // Added into .grad where autograd would add them (as BnAddRelu's cuDNN call does).
-    const size_t w_input = add ? 2 : 1;
-    const bool in_place = ctx->needs_input_grad(w_input) && ctx->needs_input_grad(w_input + 1) &&
-                          grad_in_place(weight, x.device()) && grad_in_place(bias, x.device());
-    auto dweight = in_place ? weight.grad() : torch::empty_like(weight);
-    auto dbias = in_place ? bias.grad() : torch::empty_like(bias);
+    auto [dweight, dbias, in_place] = param_grads(ctx, add, weight, bias, x.device());
     auto partials = torch::empty({bn_partials(rows, C)}, stats.options());
     auto coef = torch::empty({2 * C}, stats.options());
     const auto* st = stats.data_ptr<float>();
