@@ -33,18 +33,19 @@ namespace {
                                            z.sizes() == x.sizes() && z.device() == x.device()));
 }
 
-// The scale's and shift's gradients of a fused BatchNorm's backward (add: z was an input): where
-// autograd would add them into .grad (grad_in_place: CUDA graphs' static gradients, a later
-// micro-batch), the kernel adds them there itself and autograd gets none (in_place), which saves
-// two small add kernels per BatchNorm; else new tensors. needs_input_grad counts autograd's
-// inputs: the optional z and running statistics only where given.
-// The optional inputs of a fused BatchNorm's forward (z, running mean, running variance), undefined where not given.
+// The optional inputs of a fused BatchNorm's forward (z, running mean, running variance),
+// undefined where not given.
 [[maybe_unused]] std::array<torch::Tensor, 3> given(const std::optional<torch::Tensor>& z,
                                                     const std::optional<torch::Tensor>& mean,
                                                     const std::optional<torch::Tensor>& var) {
   return {z.value_or(torch::Tensor()), mean.value_or(torch::Tensor()), var.value_or(torch::Tensor())};
 }
 
+// The scale's and shift's gradients of a fused BatchNorm's backward (add: z was an input): where
+// autograd would add them into .grad (grad_in_place: CUDA graphs' static gradients, a later
+// micro-batch), the kernel adds them there itself and autograd gets none (in_place), which saves
+// two small add kernels per BatchNorm; else new tensors. needs_input_grad counts autograd's
+// inputs: the optional z and running statistics only where given.
 struct ParamGrads {
   torch::Tensor dweight, dbias;
   bool in_place;
