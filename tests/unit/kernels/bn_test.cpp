@@ -95,7 +95,7 @@ TEST_CASE("gpu: the efftrain BatchNorm kernels give BatchNorm (+ add) (+ ReLU) w
   CHECK(torch::equal(bare.t[5], torch::full({C}, 0.25, f32)));
 }
 
-TEST_CASE("BnKernels::efftrain off its terms runs cuDNN's or ATen's path and names it") {
+TEST_CASE("BnKernels::efftrain off its terms (the CPU, channels no power of two, NCHW) names another path") {
   const auto x = torch::randn({2, 8, 4, 4});
   CHECK(kernels::bn_kernel_name(kernels::BnKernels::efftrain, x, {}) == "aten");  // the CPU
   CHECK(kernels::bn_kernel_name(kernels::BnKernels::aten, x, {}) == "aten");
