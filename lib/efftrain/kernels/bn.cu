@@ -153,13 +153,14 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Whether the ReLU passed the gradient at this element: y > 0, read (with the add) or recomputed
-// from x as the forward computed and rounded it.
+// Whether the ReLU passed the gradient at this element: not y <= 0 (ATen's threshold_backward on
+// the ReLU's result, which passes it where y is NaN), y read (with the add) or recomputed from x as
+// the forward computed and rounded it.
 template <class T, bool kAdd, bool kRelu>
 __device__ __forceinline__ float masked(float g, float x, float sc, float sh, float y) {
   if (!kRelu) return g;
-  const bool on = kAdd ? y > 0.f : round_to<T>(fmaf(x, sc, sh)) > 0.f;
-  return on ? g : 0.f;
+  const bool off = kAdd ? y <= 0.f : round_to<T>(fmaf(x, sc, sh)) <= 0.f;
+  return off ? 0.f : g;
 }
 
 template <class T, bool kAdd, bool kRelu>
