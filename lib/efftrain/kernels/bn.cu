@@ -7,7 +7,7 @@
 // 1 / sqrt(var + eps), scale = weight * invstd, shift = bias - mean * scale and the running
 // averages (momentum, unbiased variance) as ATen's BatchNorm updates them; (3) y = relu(x * scale
 // + shift [+ z]) rounded once.
-// Backward: g = dy where the output was positive (ReLU), (1) per-channel sums of g and of
+// Backward: g = dy where the ReLU passed it (masked), (1) per-channel sums of g and of
 // g * (x - mean), g written out as dz where there is a residual add; (2) their column sums give
 // dbias, dweight (written or added) and the two coefficients of dx; (3) dx = scale * g +
 // kx * (x - mean) + k0. Without the add the ReLU's mask is recomputed from x (the forward's
