@@ -131,6 +131,17 @@ void check_as_close_to_fp32(const TwoMicroSteps& a, const char* a_name, const Tw
     CHECK(torch::allclose(a.buffers[i].to(torch::kDouble), b.buffers[i].to(torch::kDouble), rtol, 1e-5));
   }
 }
+
+// ckpt (the same run with checkpointed segments) against plain: the same loss (the forwards run
+// the same kernels), every gradient within 1e-3 relative (backward may sum in another order), and
+// check_same_training (the statistics moved by the two forwards alone, bit for bit).
+void check_checkpointed_as_plain(const TwoMicroSteps& plain, const TwoMicroSteps& ckpt, const char* what) {
+  const auto [worst, all] = grad_error(ckpt, plain);
+  WARN("checkpointed " << what << " gradients against the plain ones, worst tensor / all: " << worst << " / " << all);
+  CHECK(torch::equal(plain.loss, ckpt.loss));
+  CHECK(worst <= 1e-3);
+  check_same_training(plain, ckpt);
+}
 }  // namespace
 
 TEST_CASE("gpu: a checkpointed ResNet under fp16 autocast (cuDNN BatchNorm, NHWC) gives the plain one's loss, "
@@ -154,16 +165,9 @@ TEST_CASE("gpu: cuDNN's fused BatchNorm + (add +) ReLU trains a ResNet as the se
   // the convolutions' weight-gradient sums amplify. The measure is the fp32 model: the fused
   // gradients are to be as close to its gradients as the separate ops' are (within 2x).
   check_as_close_to_fp32(ops, "separate ops", fused, "fused", 2e-3);
-  // Checkpointed, the recompute runs the fused kernels with batch statistics only: the same loss,
-  // the statistics moved by the two forwards alone, bit for bit, and the gradients of the same
-  // kernels (cuDNN's backward may reorder sums).
-  const auto fused_ckpt = two_micro_steps({{0, 2}, {2, 2}}, kCudnn);
-  const auto [ckpt_worst, ckpt_all] = grad_error(fused_ckpt, fused);
-  WARN("checkpointed fused gradients against the plain fused ones, worst tensor / all: " << ckpt_worst << " / "
-                                                                                           << ckpt_all);
-  CHECK(torch::equal(fused.loss, fused_ckpt.loss));
-  CHECK(ckpt_worst <= 1e-3);
-  check_same_training(fused, fused_ckpt);
+  // Checkpointed, the recompute runs the fused kernels with batch statistics only (cuDNN's
+  // backward may reorder sums).
+  check_checkpointed_as_plain(fused, two_micro_steps({{0, 2}, {2, 2}}, kCudnn), "cuDNN fused");
 }
 
 TEST_CASE("gpu: the efftrain BatchNorm kernels train a ResNet as cuDNN's fused ones do, plain and checkpointed",
@@ -176,10 +180,7 @@ TEST_CASE("gpu: the efftrain BatchNorm kernels train a ResNet as cuDNN's fused o
   check_as_close_to_fp32(cudnn, "cuDNN's fused kernels", ours, "efftrain's", 2e-3);
   // Checkpointed: the recompute runs the same kernels with batch statistics only (they sum in a
   // fixed order; cuDNN's convolutions' backward may not).
-  const auto ckpt = two_micro_steps({{0, 2}, {2, 2}}, kEfftrain);
-  CHECK(torch::equal(ours.loss, ckpt.loss));
-  CHECK(grad_error(ckpt, ours).first <= 1e-3);
-  check_same_training(ours, ckpt);
+  check_checkpointed_as_plain(ours, two_micro_steps({{0, 2}, {2, 2}}, kEfftrain), "efftrain fused");
 }
 
 TEST_CASE("gpu: conv_grads_in_place (one weight cast, gradients added in place, 1x1 backward as products) trains "
@@ -195,10 +196,7 @@ TEST_CASE("gpu: conv_grads_in_place (one weight cast, gradients added in place, 
   check_as_close_to_fp32(ref, "autograd's convolutions", ours, "in place", 1e-3);
   // Checkpointed: the segments' forwards run without gradients (ATen's convolutions, the same
   // kernels), their recomputes through the routed ones.
-  const auto ckpt = two_micro_steps({{0, 2}, {2, 2}}, kCudnn, true, true);
-  CHECK(torch::equal(ours.loss, ckpt.loss));
-  CHECK(grad_error(ckpt, ours).first <= 1e-3);
-  check_same_training(ours, ckpt);
+  check_checkpointed_as_plain(ours, two_micro_steps({{0, 2}, {2, 2}}, kCudnn, true, true), "in-place convolution");
 }
 
 TEST_CASE("gpu: kernels::bn (cuDNN's BatchNorm alone, bnOps BN) computes BatchNorm in bf16 NHWC", "[gpu]") {
