@@ -73,6 +73,17 @@ __device__ void block_partials(const float (&a)[kVec], const float (&b)[kVec], i
   }
 }
 
+// The second pass over block_partials' rows, in a block of kPartialSumThreads: channel c's two
+// sums (columns 2c and 2c + 1, summed in a fixed order) in `s` and `s2` of one thread of the
+// first warp, which gets c; every other thread gets -1. All threads must call it.
+__device__ __forceinline__ int64_t channel_sums(const float* __restrict__ part, int64_t nparts, int64_t C, float& s,
+                                                float& s2) {
+  s = sum_partial_column(part, nparts, 2 * C);
+  s2 = __shfl_down_sync(0xffffffffu, s, 1);
+  const int64_t col = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x % 32;
+  return threadIdx.x >= 32 || col >= 2 * C || (col & 1) ? -1 : col / 2;
+}
+
 template <class T>
 __global__ void __launch_bounds__(kThreads) bn_stats_kernel(const T* __restrict__ x, int64_t rows, int lanes,
                                                          float* __restrict__ part) {
@@ -111,11 +122,9 @@ __global__ void __launch_bounds__(kPartialSumThreads)
                           int64_t rows, const float* __restrict__ weight, const float* __restrict__ bias, float eps,
                           float momentum, float* running_mean, float* running_var, float* __restrict__ mean,
                           float* __restrict__ invstd, float* __restrict__ scale, float* __restrict__ shift) {
-  const float t = sum_partial_column(part, nparts, 2 * C);
-  const float t2 = __shfl_down_sync(0xffffffffu, t, 1);
-  const int64_t col = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x % 32;
-  if (threadIdx.x >= 32 || col >= 2 * C || (col & 1)) return;
-  const int64_t c = col / 2;
+  float t, t2;
+  const int64_t c = channel_sums(part, nparts, C, t, t2);
+  if (c < 0) return;
   const float n = static_cast<float>(rows), m1 = t / n;
   const float var = fmaxf(t2 / n - m1 * m1, 0.f);
   const float mu = to_f(x[c]) + m1, inv = 1.f / sqrtf(var + eps), sc = weight[c] * inv;
@@ -210,11 +219,9 @@ __global__ void __launch_bounds__(kPartialSumThreads)
     bn_backward_finalize_kernel(const float* __restrict__ part, int64_t nparts, int64_t C, int64_t rows,
                              const float* __restrict__ invstd, const float* __restrict__ scale, float* dweight,
                              float* dbias, bool accumulate, float* __restrict__ kx, float* __restrict__ k0) {
-  const float t = sum_partial_column(part, nparts, 2 * C);
-  const float t2 = __shfl_down_sync(0xffffffffu, t, 1);
-  const int64_t col = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x % 32;
-  if (threadIdx.x >= 32 || col >= 2 * C || (col & 1)) return;
-  const int64_t c = col / 2;
+  float t, t2;
+  const int64_t c = channel_sums(part, nparts, C, t, t2);
+  if (c < 0) return;
   const float inv = invstd[c], db = t, dw = t2 * inv, n = static_cast<float>(rows);
   if (dweight != nullptr) {
     dweight[c] = accumulate ? dweight[c] + dw : dw;
