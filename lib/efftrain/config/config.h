@@ -48,7 +48,7 @@ struct ModelConfig {
   int64_t context = 1024;
   double dropout = 0.0;
   bool channels_last = false;
-  bool fused_bn_relu = false;  // ResNet: cuDNN's fused BatchNorm (+ add) + ReLU kernels (CUDA, fp16/bf16, NHWC)
+  bool fused_bn_relu = false;  // ResNet: fused BatchNorm (+ add) + ReLU kernels (CUDA, fp16/bf16, NHWC)
   std::string bn_kernels = "cudnn";  // fused_bn_relu's kernels: cudnn | efftrain (kernels/bn.cu)
   bool conv_grads_in_place = false;  // ResNet: convolutions' weight casts and gradients routed by the project (CUDA, fp16/bf16)
   std::string norm = "batch";      // small CNN: batch | none

@@ -22,6 +22,9 @@
 namespace efftrain::kernels {
 
 namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
 // x (and z where defined: the same dtype, shape and device) NHWC fp16/bf16 on CUDA, as both
 // fused paths want.
 [[maybe_unused]] bool same_nhwc_half(const torch::Tensor& x, const torch::Tensor& z) {
@@ -50,7 +53,7 @@ struct ParamGrads {
   torch::Tensor dweight, dbias;
   bool in_place;
 };
-[[maybe_unused]] ParamGrads param_grads(torch::autograd::AutogradContext* ctx, bool add, const torch::Tensor& weight,
+[[maybe_unused]] ParamGrads param_grads(AutogradContext* ctx, bool add, const torch::Tensor& weight,
                                         const torch::Tensor& bias, const torch::Device& device) {
   const size_t w_input = add ? 2 : 1;
   const bool in_place = ctx->needs_input_grad(w_input) && ctx->needs_input_grad(w_input + 1) &&
@@ -69,8 +72,6 @@ torch::Tensor aten_bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, c
 }
 
 #ifdef EFFTRAIN_WITH_CUDNN
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
 
 // Set when cuDNN refused the fused operation once: every later call takes ATen's path.
 std::atomic<bool> g_refused{false};
@@ -181,9 +182,6 @@ struct BnAddRelu : torch::autograd::Function<BnAddRelu> {
 };
 #endif
 #ifdef EFFTRAIN_WITH_KERNELS
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
 // The project's kernels (kernels/bn.cu): the same function as BnAddRelu (statistics, running
 // averages, gradients), three kernels per direction, no reserve space (the ReLU's mask is
 // recomputed from x, or read from y with the add).
