@@ -3,10 +3,11 @@
 # configurations against PyTorch's (scripts/pytorch_reference.py) with the same model, batch and
 # precision, efftrain before and after each PyTorch run so that a drift of the card shows.
 # - GPT-2 small b32 x 1024 bf16: the fast configuration (padded vocabulary, fused loss, fused
-#   residual LayerNorms, CUDA graph, task.model.fused_gelu) against the same without fused_gelu or
-#   on an earlier tree's binary (ISSUE12_BASE_BIN), torch.compile between the pairs; selective
-#   recompute (the <= 11 GiB target); ISSUE12_CHUNKS, ISSUE12_EAGER_TRACE, ISSUE12_SDPA: see
-#   below. Kineto trace of steps 4-6 of the first fast run.
+#   residual LayerNorms, CUDA graph, task.model.fused_gelu, task.model.matmul ISSUE12_GPT_MATMUL,
+#   default tuned) against the same with ATen's matmuls or on an earlier tree's binary
+#   (ISSUE12_BASE_BIN), torch.compile between the pairs; selective recompute (the <= 11 GiB
+#   target); ISSUE12_CHUNKS, ISSUE12_EAGER_TRACE, ISSUE12_SDPA, ISSUE12_MATMUL: see below. Kineto
+#   traces of steps 4-6 of the first run of each pair.
 # - ResNet-50/CIFAR in each precision of ISSUE12_R50_PRECISIONS (default "bf16 fp16"; PyTorch's
 #   fp16 runs with GradScaler, efftrain's with its dynamic loss scaling): channels_last, device
 #   input, CUDA graph, the fused BatchNorm + ReLU by efftrain's kernels (task.model.bn_kernels),
@@ -26,24 +27,23 @@ if [[ " $parts " == *" gpt2 "* ]]; then
        --set task.model.attention=sdpa --set task.model.vocab_multiple=128 --set task.model.fused_loss=true
        --set task.model.fused_norm=true --set train.cuda_graph=true --set train.max_steps=40
        --set train.timing_warmup_steps=10)
-  # The pair beside the fast configuration: without fused_gelu, or with ISSUE12_BASE_BIN (an
-  # efftrain binary built from an earlier tree, ISSUE12_BASE_TREE naming it) the same
-  # configuration on that tree, traced too. ISSUE12_CHUNKS: extra runs at those
+  # The pair beside the fast configuration: the same with ATen's matmuls (task.model.matmul=aten),
+  # or with ISSUE12_BASE_BIN (an efftrain binary built from an earlier tree, ISSUE12_BASE_TREE
+  # naming it) the same configuration on that tree. ISSUE12_CHUNKS: extra runs at those
   # task.model.head_chunk_rows.
-  gelu=(--set task.model.fused_gelu=true)
+  mm="${ISSUE12_GPT_MATMUL:-tuned}"
+  gelu=(--set task.model.fused_gelu=true --set task.model.matmul="$mm")
   if [ -n "${ISSUE12_BASE_BIN:-}" ]; then
     other=gpt2_base_gelu
     run_other() { EFFTRAIN="$ISSUE12_BASE_BIN" bench_run "$@" "${gelu[@]}"; }
-    title="this tree and ${ISSUE12_BASE_TREE:-an earlier tree} (fused_gelu on both), torch.compile"
+    title="this tree and ${ISSUE12_BASE_TREE:-an earlier tree} (fused_gelu, matmul $mm on both), torch.compile"
   else
-    other=gpt2_fast
-    run_other() { bench_run "$@"; }
-    title="efftrain's fast configuration without and with cuBLASLt's GELU epilogue, torch.compile"
+    other=gpt2_gelu_aten_mm
+    run_other() { bench_run "$@" --set task.model.fused_gelu=true --set task.model.matmul=aten; }
+    title="efftrain's fast configuration with matmul $mm and with ATen's, torch.compile"
   fi
   bench_run gpt2_fast_gelu_1 "${gpt[@]}" "${gelu[@]}" "${trace[@]}"
-  other_trace=()  # the base binary's run is traced as well
-  [ -n "${ISSUE12_BASE_BIN:-}" ] && other_trace=("${trace[@]}")
-  run_other ${other}_1 "${gpt[@]}" "${other_trace[@]}"
+  run_other ${other}_1 "${gpt[@]}" "${trace[@]}"
   bench_pytorch pt_gpt2_compile_pad 0 --task gpt2 --batch 32 --precision bf16 --steps 20 --warmup 10 --compile \
     --vocab-multiple 128
   run_other ${other}_2 "${gpt[@]}"
@@ -68,10 +68,15 @@ if [[ " $parts " == *" gpt2 "* ]]; then
     bench_run gpt2_fast_gelu_sdpa_$b "${gpt[@]}" "${gelu[@]}" --set task.model.sdpa_backend=$b
     extras+=(gpt2_fast_gelu_sdpa_$b)
   done
+  # ISSUE12_MATMUL: extra runs with task.model.matmul set to each of these.
+  for m in ${ISSUE12_MATMUL:-}; do
+    bench_run gpt2_fast_gelu_matmul_$m "${gpt[@]}" "${gelu[@]}" --set task.model.matmul=$m
+    extras+=(gpt2_fast_gelu_matmul_$m)
+  done
   bench_side_by_side "$out/issue12_gpt2.json" "GPT-2 small b32x1024 bf16: $title" \
     gpt2_fast_gelu_1 ${other}_1 pt_gpt2_compile_pad ${other}_2 gpt2_fast_gelu_2 gpt2_selective_gelu "${extras[@]}"
   traces+=("gpt2_fast_gelu=$RUNS/gpt2_fast_gelu_1/profile/trace.rank0.json")
-  [ -n "${ISSUE12_BASE_BIN:-}" ] && traces+=("gpt2_base_gelu=$RUNS/${other}_1/profile/trace.rank0.json")
+  traces+=("$other=$RUNS/${other}_1/profile/trace.rank0.json")
 fi
 if [[ " $parts " == *" r50 "* ]]; then
   for p in ${ISSUE12_R50_PRECISIONS:-bf16 fp16}; do

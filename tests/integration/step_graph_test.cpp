@@ -174,6 +174,9 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
       {"tiny GPT bf16, k = 2, cuBLASLt's GELU epilogue",
        "run experiments/smoke/wikitext2_gpt_tiny.yaml --set precision.mode=bf16 --set accumulation.mode=fixed "
        "--set accumulation.k=2 --set task.model.fused_gelu=true", 1e-3},
+      {"tiny GPT bf16, k = 2, cuBLASLt's GELU epilogue, the products through cuBLASLt",
+       "run experiments/smoke/wikitext2_gpt_tiny.yaml --set precision.mode=bf16 --set accumulation.mode=fixed "
+       "--set accumulation.k=2 --set task.model.fused_gelu=true --set task.model.matmul=cublaslt", 1e-3},
       {"CNN fp32 with BatchNorm", "run experiments/quickstart.yaml", 1e-6},
       {"tiny ResNet fp16, sqrt checkpointing, overflows",
        "run experiments/smoke/cifar10_resnet_tiny.yaml --set precision.mode=fp16 --set precision.initial_scale_power=40 "
@@ -212,6 +215,7 @@ TEST_CASE("gpu: graph-replayed micro-steps give the eager losses over 50 steps",
     CHECK(param_diff == 0.0);
     if (c.args.find("fused_norm=true") != std::string::npos) CHECK(graph.report["model"]["norm_kernel"] == "fused_kernel");
     if (c.args.find("fused_gelu=true") != std::string::npos) CHECK(graph.report["model"]["gelu_kernel"] == "cublaslt_epilogue");
+    if (c.args.find("matmul=cublaslt") != std::string::npos) CHECK(graph.report["model"]["matmul"] == "cublaslt");
     if (c.args.find("fused_bn_relu=true") != std::string::npos)
       CHECK(graph.report["model"]["bn_kernel"] ==
             (c.args.find("bn_kernels=efftrain") != std::string::npos ? "efftrain_fused" : "cudnn_fused"));

@@ -59,6 +59,20 @@ TEST_CASE("the language model's host and device input paths feed the same sequen
   CHECK(losses[0] == losses[1]);
 }
 
+TEST_CASE("task.model.matmul in the report: the mode, and what tuning found (on the CPU: nothing timed)") {
+  for (const char* how : {"aten", "tuned"}) {
+    const auto j = run_report(std::string("run experiments/smoke/wikitext2_gpt_tiny.yaml --set train.max_steps=2 "
+                                          "--set train.eval_every=0 --set task.model.matmul=") + how);
+    CHECK(j["model"]["matmul"] == how);
+    if (std::string(how) == "aten") {
+      CHECK(j["model"]["matmul_tuning"].is_null());
+    } else {
+      CHECK(j["model"]["matmul_tuning"]["shapes"] == 0);
+      CHECK(j["model"]["matmul_tuning"]["tuning_s"] == 0.0);
+    }
+  }
+}
+
 TEST_CASE("bf16 autocast on the CPU trains the quickstart model") {
   const auto j = run_report("run experiments/quickstart.yaml --set precision.mode=bf16");
   CHECK(j["optimizations"]["precision"]["autocast_dtype"] == "bfloat16");

@@ -44,6 +44,7 @@ struct ModelConfig {
   bool fused_loss = false;     // GPT: fused cross-entropy kernel on the logits' own dtype (CUDA)
   bool fused_norm = false;     // GPT: fused residual add + dropout + LayerNorm kernels (CUDA)
   bool fused_gelu = false;     // GPT: the MLP's bias + GELU in cuBLASLt's matmul epilogue (CUDA, fp16/bf16)
+  std::string matmul = "aten";  // GPT: whose matrix products: aten | cublaslt | tuned (kernels/matmul.h)
   int64_t head_chunk_rows = 0;  // GPT: classifier rows per chunk in training (fused_loss / selective); 0 = auto
   int64_t context = 1024;
   double dropout = 0.0;

@@ -383,6 +383,16 @@ template <class V> void visit(V& v, ModelConfig& c) {
           "Applies on CUDA with fp16 or bf16 activations and widths a multiple of 8; elsewhere ATen's linear and "
           "GELU run, the same function (the report's model.gelu_kernel says which). The epilogue applies GELU "
           "before rounding to fp16/bf16, ATen after, so the two differ by rounding.");
+  v.one_of("matmul", c.matmul, {"aten", "cublaslt", "tuned"},
+           "GPT: whose matrix products run the linear layers (forward and backward) and the classifier. aten: "
+           "ATen's (cuBLAS picks the kernel, as in PyTorch). cublaslt: the project's cuBLASLt call with its "
+           "heuristic's first algorithm for each shape. tuned: the fastest of the heuristic's first 16 algorithms, "
+           "each timed once per shape the first time it runs (in the first step, before train.cuda_graph's capture; "
+           "a candidate replaces the heuristic's first only when more than 2% faster); the choice follows the "
+           "card's timing, so two runs may take different kernels for a shape whose candidates time alike and "
+           "round differently. The same products in every mode. Applies on CUDA in fp16/bf16 with aligned operands "
+           "(leading dimensions multiples of 8); elsewhere ATen's ops. The report's model.matmul_tuning says what "
+           "tuning found.");
   v.field("context", c.context, "Context length (GPT).", at_least(1));
   v.field("dropout", c.dropout, "Dropout probability in training.", between(0, 1));
   v.field("channels_last", c.channels_last, "channels_last memory format (CNNs).");

@@ -83,20 +83,16 @@ bool grad_in_place(const torch::Tensor& w, const torch::Device& device, bool any
          acc.device() == device;
 }
 
-torch::Tensor weight_grad(const torch::Tensor& w, const torch::Tensor& g, const torch::Tensor& x) {
+torch::Tensor weight_grad(const torch::Tensor& w, const torch::Tensor& g, const torch::Tensor& x, Matmul how) {
   const auto dt = w.scalar_type();
-  const bool cast = g.scalar_type() != dt;
   const auto shaped = [&](const torch::Tensor& m) { return w.dim() == 2 ? m : m.view(w.sizes()); };
-  if (cast && !g.is_cuda()) return shaped(g.t().mm(x).to(dt));  // cuBLAS's fp32 output from fp16/bf16: CUDA only
+  if (g.scalar_type() != dt && !g.is_cuda()) return shaped(g.t().mm(x).to(dt));  // fp32 out of fp16/bf16: CUDA only
   if (grad_in_place(w, g.device())) {
     auto acc = w.dim() == 2 ? w.grad() : w.grad().view({g.size(1), x.size(1)});
-    if (cast)
-      at::addmm_out(acc, acc, g.t(), x, dt);
-    else
-      at::addmm_out(acc, acc, g.t(), x);
+    addmm_(how, acc, g.t(), x);
     return {};
   }
-  return shaped(cast ? at::mm(g.t(), x, dt) : g.t().mm(x));
+  return shaped(mm(how, g.t(), x, dt));
 }
 
 namespace {
@@ -123,19 +119,21 @@ using torch::autograd::variable_list;
 // the parameters themselves, `w` and `b`, in their own dtype.
 struct BiasLinear : torch::autograd::Function<BiasLinear> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& wr,
-                               const torch::Tensor& br, const torch::Tensor& w, const torch::Tensor& b) {
+                               const torch::Tensor& br, const torch::Tensor& w, const torch::Tensor& b, int64_t how) {
     ctx->save_for_backward({x, wr, w, b});
-    return at::linear(x, wr, br);
+    ctx->saved_data["how"] = how;
+    return linear_mm(static_cast<Matmul>(how), x, wr, br);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
     const auto &x = s[0], &wr = s[1], &w = s[2], &b = s[3];
+    const auto how = static_cast<Matmul>(ctx->saved_data["how"].toInt());
     auto g = grads[0].reshape({-1, grads[0].size(-1)}).contiguous();
     torch::Tensor gx, gw, gb;
-    if (ctx->needs_input_grad(0)) gx = g.mm(wr).view(x.sizes());
-    if (ctx->needs_input_grad(3)) gw = weight_grad(w, g, x.reshape({-1, x.size(-1)}));
+    if (ctx->needs_input_grad(0)) gx = mm(how, g, wr).view(x.sizes());
+    if (ctx->needs_input_grad(3)) gw = weight_grad(w, g, x.reshape({-1, x.size(-1)}), how);
     if (ctx->needs_input_grad(4)) gb = bias_grad(b, g);
-    return {gx, torch::Tensor(), torch::Tensor(), gw, gb};
+    return {gx, torch::Tensor(), torch::Tensor(), gw, gb, torch::Tensor()};
   }
 };
 
@@ -143,10 +141,12 @@ struct BiasLinear : torch::autograd::Function<BiasLinear> {
 // gradients in whatever strides attention's backward left them.
 struct QkvLinear : torch::autograd::Function<QkvLinear> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& wr,
-                               const torch::Tensor& br, const torch::Tensor& w, const torch::Tensor& b, int64_t heads) {
+                               const torch::Tensor& br, const torch::Tensor& w, const torch::Tensor& b, int64_t heads,
+                               int64_t how) {
     ctx->save_for_backward({x, wr, w, b});
     ctx->saved_data["heads"] = heads;
-    auto qkv = split_heads(at::linear(x, wr, br), heads);
+    ctx->saved_data["how"] = how;
+    auto qkv = split_heads(linear_mm(static_cast<Matmul>(how), x, wr, br), heads);
     return {qkv[0], qkv[1], qkv[2]};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -173,11 +173,12 @@ struct QkvLinear : torch::autograd::Function<QkvLinear> {
     auto partials = torch::empty({column_sums_partials(B * T, C3)}, opts.dtype(torch::kFloat));
     check_launch(qkv_gather_sums(dtype_of(dqkv), parts, dqkv.data_ptr(), partials.data_ptr<float>(), sums, stream()),
                  "q/k/v gradient gather with column sums");
+    const auto how = static_cast<Matmul>(ctx->saved_data["how"].toInt());
     torch::Tensor gx, gw;
-    if (ctx->needs_input_grad(0)) gx = dqkv.mm(wr).view(x.sizes());
-    if (ctx->needs_input_grad(3)) gw = weight_grad(w, dqkv, x.reshape({-1, x.size(-1)}));
+    if (ctx->needs_input_grad(0)) gx = mm(how, dqkv, wr).view(x.sizes());
+    if (ctx->needs_input_grad(3)) gw = weight_grad(w, dqkv, x.reshape({-1, x.size(-1)}), how);
     return {gx, torch::Tensor(), torch::Tensor(), gw, ctx->needs_input_grad(4) ? gb : torch::Tensor(),
-            torch::Tensor()};
+            torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -193,25 +194,32 @@ std::optional<at::ScalarType> own_backward(const torch::Tensor& x, const torch::
 #endif
 }  // namespace
 
-torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, Matmul how) {
 #ifdef EFFTRAIN_WITH_KERNELS
   if (const auto dt = own_backward(x, w, b))
-    return BiasLinear::apply(autocast_cast(*dt, x), param_cast(*dt, w), param_cast(*dt, b), w, b);
+    return BiasLinear::apply(autocast_cast(*dt, x), param_cast(*dt, w), param_cast(*dt, b), w, b,
+                             static_cast<int64_t>(how));
 #endif
+  if (how != Matmul::aten && !torch::GradMode::is_enabled()) {  // no gradient taken: the product alone
+    const auto dt = run_dtype(x);
+    return linear_mm(how, autocast_cast(dt, x), param_cast(dt, w), param_cast(dt, b));
+  }
   return at::linear(x, w, opt(b));
 }
 
 std::array<torch::Tensor, 3> qkv_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
-                                        int64_t heads) {
+                                        int64_t heads, Matmul how) {
   TORCH_CHECK(x.dim() == 3 && w.size(0) % (3 * heads) == 0, "qkv_linear: x [B, T, C] and w [3 x heads x D, C] expected");
 #ifdef EFFTRAIN_WITH_KERNELS
   const auto dt = own_backward(x, w, b);
   if (dt && (w.size(0) / 3 / heads) % 8 == 0) {
-    auto out = QkvLinear::apply(autocast_cast(*dt, x), param_cast(*dt, w), param_cast(*dt, b), w, b, heads);
+    auto out = QkvLinear::apply(autocast_cast(*dt, x), param_cast(*dt, w), param_cast(*dt, b), w, b, heads,
+                                static_cast<int64_t>(how));
     return {out[0], out[1], out[2]};
   }
-  return split_heads(linear(x, w, b), heads);
+  return split_heads(linear(x, w, b, how), heads);
 #else
+  (void)how;
   return split_heads(at::linear(x, w, opt(b)), heads);
 #endif
 }

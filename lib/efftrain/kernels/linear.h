@@ -8,6 +8,8 @@
 
 #include <array>
 
+#include "efftrain/kernels/matmul.h"
+
 namespace efftrain::kernels {
 
 // at::linear(x, w, b), b undefined: no bias. GPT's linear layers and mlp's ATen path use it:
@@ -17,8 +19,10 @@ namespace efftrain::kernels {
 // cuBLAS adds the bias in the matmul's epilogue, as PyTorch's nn.Linear does. While gradients are
 // taken, on CUDA with fp16/bf16 activations (after autocast) and an output width a multiple of 8,
 // a differentiable bias gets its gradient from bias_grad below and the weight from weight_grad;
-// the matmuls are ATen's, the calls of at::linear's backward (the weight's with an fp32 output).
-torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
+// the matmuls are ATen's, the calls of at::linear's backward (the weight's with an fp32 output),
+// or cuBLASLt's as `how` asks (matmul.h; forward too, with or without the function).
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                     Matmul how = Matmul::aten);
 
 // q, k, v [B, heads, T, D] of attention: x [B, T, C] through linear(x, w, b) ([B, T, 3C]),
 // split in three and each viewed as [B, T, heads, D] and transposed. Where linear's backward is the
@@ -27,7 +31,7 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
 // in one pass of kernels/column_sums.cu, where autograd would concatenate them (a copy) and the
 // bias gradient read the result again.
 std::array<torch::Tensor, 3> qkv_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
-                                        int64_t heads);
+                                        int64_t heads, Matmul how = Matmul::aten);
 
 // The sums over rows of a [rows, width] matrix, in its dtype (fp32 accumulation): the project's
 // kernel on CUDA for contiguous fp16/bf16 with width a multiple of 8, else ATen's sum(0).
@@ -43,8 +47,10 @@ torch::Tensor column_sums(const torch::Tensor& g);
 // result is undefined: AccumulateGrad gets nothing to add, and its hooks (the gradient buckets')
 // still run. Otherwise the product in w's dtype (computed in it, not rounded to the run dtype
 // first) for autograd to accumulate. A weight of more dimensions ([out, in, 1, 1]: a 1x1
-// convolution's, its memory one [out, in] matrix) gets the same product in its own shape.
-torch::Tensor weight_grad(const torch::Tensor& w, const torch::Tensor& g, const torch::Tensor& x);
+// convolution's, its memory one [out, in] matrix) gets the same product in its own shape. `how`:
+// whose matmul on CUDA (matmul.h).
+torch::Tensor weight_grad(const torch::Tensor& w, const torch::Tensor& g, const torch::Tensor& x,
+                          Matmul how = Matmul::aten);
 // The gradient of a bias b (the parameter itself) from its output's gradient g [rows, width]:
 // the column sums of g, in b's dtype. On the column-sum kernel's terms (CUDA, fp16/bf16 g,
 // contiguous, width a multiple of 8; b fp32 or g's dtype) the kernel's fp32 sums, added into

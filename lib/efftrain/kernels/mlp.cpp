@@ -5,12 +5,10 @@
 #ifdef EFFTRAIN_WITH_CUBLASLT
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <cublasLt.h>
 
 #include <atomic>
-#include <map>
-#include <mutex>
-#include <tuple>
+
+#include "efftrain/kernels/cublaslt.h"
 #endif
 #if defined(EFFTRAIN_WITH_CUBLASLT) && defined(EFFTRAIN_WITH_KERNELS)
 #include "efftrain/kernels/glue.h"
@@ -74,82 +72,33 @@ bool fusable(const torch::Tensor& x, int64_t width, int64_t hidden) {
 }
 
 #ifdef EFFTRAIN_WITH_CUBLASLT
-void lt_check(cublasStatus_t s, const char* what) {
-  TORCH_CHECK(s == CUBLAS_STATUS_SUCCESS, "cuBLASLt ", what, ": ", cublasLtGetStatusString(s));
-}
-
-template <typename T, cublasStatus_t (*Destroy)(T)>
-struct Owned {
-  T h = nullptr;
-  ~Owned() {
-    if (h) Destroy(h);
-  }
-};
-
-// The heuristic's first algorithm per (device, rows, width, hidden, dtype, pointers 16-byte
-// aligned); nullopt where cuBLASLt has none.
-using Key = std::tuple<int, int64_t, int64_t, int64_t, int, bool>;
-std::mutex g_algos_mutex;
-std::map<Key, std::optional<cublasLtMatmulAlgo_t>> g_algos;
 std::atomic<bool> g_warned{false};
 
 bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // a = gelu(u), u = x w^T + b for row-major x [n, width], w [hidden, width], b [hidden], a and u
-// [n, hidden], in one cuBLASLt matmul with the GELU_AUX_BIAS epilogue. In cuBLASLt's column-major
-// terms: a^T [hidden x n] = op(w) . x^T with op = transpose, u^T the epilogue's aux output. False
-// (nothing enqueued) where cuBLASLt has no algorithm for it.
-bool gelu_aux_bias(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, torch::Tensor& a,
-                   torch::Tensor& u) {
+// [n, hidden], in one cuBLASLt matmul with the GELU_AUX_BIAS epilogue, its algorithm as `how`
+// asks (aten: as cublaslt). In cuBLASLt's column-major terms: a^T [hidden x n] = op(w) . x^T with
+// op = transpose, u^T the epilogue's aux output. False (nothing enqueued) where cuBLASLt has no
+// algorithm for it.
+bool gelu_aux_bias(Matmul how, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                   torch::Tensor& a, torch::Tensor& u) {
   const int64_t n = x.size(0), width = x.size(1), hidden = w.size(0);
   const cudaDataType_t type = x.scalar_type() == torch::kHalf ? CUDA_R_16F : CUDA_R_16BF;
-  Owned<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy> op;
-  lt_check(cublasLtMatmulDescCreate(&op.h, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul descriptor");
-  const cublasOperation_t transpose = CUBLAS_OP_T;
-  const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
-  const void* bias = b.data_ptr();
-  void* aux = u.data_ptr();
-  const int64_t ld_aux = hidden;
-  lt_check(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)), "transa");
-  lt_check(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)), "epilogue");
-  lt_check(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "bias");
-  lt_check(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)), "aux");
-  lt_check(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld_aux, sizeof(ld_aux)), "aux ld");
-  using Layout = Owned<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy>;
-  Layout lw, lx, la;  // w stored width x hidden, x^T width x n, a^T hidden x n
-  lt_check(cublasLtMatrixLayoutCreate(&lw.h, type, width, hidden, width), "layout w");
-  lt_check(cublasLtMatrixLayoutCreate(&lx.h, type, width, n, width), "layout x");
-  lt_check(cublasLtMatrixLayoutCreate(&la.h, type, hidden, n, hidden), "layout a");
-
-  const auto handle = at::cuda::getCurrentCUDABlasLtHandle();
-  const size_t workspace_size = at::cuda::getCUDABlasLtWorkspaceSize();
-  const bool all_aligned =
-      aligned(x.data_ptr()) && aligned(w.data_ptr()) && aligned(bias) && aligned(aux) && aligned(a.data_ptr());
-  const Key key{x.get_device(), n, width, hidden, static_cast<int>(type), all_aligned};
-  std::optional<cublasLtMatmulAlgo_t> algo;
-  {
-    std::lock_guard<std::mutex> lock(g_algos_mutex);
-    auto it = g_algos.find(key);
-    if (it == g_algos.end()) {
-      Owned<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy> pref;
-      lt_check(cublasLtMatmulPreferenceCreate(&pref.h), "preference");
-      lt_check(cublasLtMatmulPreferenceSetAttribute(pref.h, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_size,
-                                                    sizeof(workspace_size)),
-               "workspace size");
-      cublasLtMatmulHeuristicResult_t result{};
-      int found = 0;
-      const auto s = cublasLtMatmulAlgoGetHeuristic(handle, op.h, lw.h, lx.h, la.h, la.h, pref.h, 1, &result, &found);
-      it = g_algos.emplace(key, s == CUBLAS_STATUS_SUCCESS && found > 0 ? std::optional(result.algo) : std::nullopt)
-               .first;
-    }
-    algo = it->second;
-  }
+  LtProblem p(x.get_device());
+  p.a = w.data_ptr(), p.b = x.data_ptr(), p.d = a.data_ptr();  // cuBLASLt's A, B, D
+  p.transpose(CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T);
+  p.epilogue(CUBLASLT_EPILOGUE_GELU_AUX_BIAS);
+  p.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(b.data_ptr()));
+  p.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, u.data_ptr());
+  p.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, hidden);
+  p.layout(p.la, type, width, hidden, width);  // w stored width x hidden
+  p.layout(p.lb, type, width, n, width);       // x^T
+  p.layout(p.ld, type, hidden, n, hidden);     // a^T
+  p.key.push_back(aligned(b.data_ptr()) && aligned(u.data_ptr()));
+  const auto algo = lt_algo(how == Matmul::aten ? Matmul::cublaslt : how, p, a);
   if (!algo) return false;
-  const float one = 1.0f, zero = 0.0f;
-  lt_check(cublasLtMatmul(handle, op.h, &one, w.data_ptr(), lw.h, x.data_ptr(), lx.h, &zero, a.data_ptr(), la.h,
-                          a.data_ptr(), la.h, &*algo, at::cuda::getCUDABlasLtWorkspace(), workspace_size,
-                          c10::cuda::getCurrentCUDAStream()),
-           "matmul");
+  lt_check(lt_launch(p, *algo, p.d, c10::cuda::getCurrentCUDAStream()), "matmul");
   return true;
 }
 
@@ -185,12 +134,13 @@ struct FusedMlp : torch::autograd::Function<FusedMlp> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x_in, const torch::Tensor& w1,
                                const torch::Tensor& b1, const torch::Tensor& w2, const std::optional<torch::Tensor>& b2,
                                const torch::Tensor& w1_own, const torch::Tensor& b1_own, const torch::Tensor& w2_own,
-                               const std::optional<torch::Tensor>& b2_own, bool keep_activation) {
+                               const std::optional<torch::Tensor>& b2_own, bool keep_activation, int64_t how_in) {
+    const auto how = static_cast<Matmul>(how_in);
     const c10::cuda::CUDAGuard guard(x_in.device());
     auto x = rows(x_in);
     const int64_t n = x.size(0), hidden = w1.size(0);
     auto a = torch::empty({n, hidden}, x.options()), u = torch::empty({n, hidden}, x.options());
-    if (!gelu_aux_bias(x, w1, b1, a, u)) {
+    if (!gelu_aux_bias(how, x, w1, b1, a, u)) {
       if (!g_warned.exchange(true))
         TORCH_WARN("kernels::mlp: cuBLASLt has no GELU_AUX_BIAS algorithm for ", x.scalar_type(), " ", x.sizes(),
                    " x ", w1.sizes(), "; ATen's matmul and GELU run instead");
@@ -202,7 +152,8 @@ struct FusedMlp : torch::autograd::Function<FusedMlp> {
     ctx->save_for_backward({x, u, keep_activation ? a : torch::Tensor(), w1, w2, w1_own, b1_own, w2_own,
                             b2_own.value_or(torch::Tensor())});
     ctx->saved_data["x_sizes"] = x_in.sizes().vec();
-    return at::linear(a, w2, b2).view(y_sizes);
+    ctx->saved_data["how"] = how_in;
+    return linear_mm(how, a, w2, b2.value_or(torch::Tensor())).view(y_sizes);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
@@ -211,13 +162,14 @@ struct FusedMlp : torch::autograd::Function<FusedMlp> {
     auto a = s[2].defined() ? s[2] : torch::gelu(u, "tanh");
     auto g = rows(grads[0].to(x.scalar_type()));
     const auto &w1_own = s[5], &b1_own = s[6], &w2_own = s[7], &b2_own = s[8];
-    auto gw2 = ctx->needs_input_grad(7) ? weight_grad(w2_own, g, a) : torch::Tensor();
+    const auto how = static_cast<Matmul>(ctx->saved_data["how"].toInt());
+    auto gw2 = ctx->needs_input_grad(7) ? weight_grad(w2_own, g, a, how) : torch::Tensor();
     auto gb2 = b2_own.defined() && ctx->needs_input_grad(8) ? bias_grad(b2_own, g) : torch::Tensor();
-    auto [gu, gb1] = gelu_backward_with_sums(g.mm(w2), u, b1_own);
-    auto gw1 = ctx->needs_input_grad(5) ? weight_grad(w1_own, gu, x) : torch::Tensor();
-    auto gx = gu.mm(w1).view(ctx->saved_data["x_sizes"].toIntVector());
+    auto [gu, gb1] = gelu_backward_with_sums(mm(how, g, w2), u, b1_own);
+    auto gw1 = ctx->needs_input_grad(5) ? weight_grad(w1_own, gu, x, how) : torch::Tensor();
+    auto gx = mm(how, gu, w1).view(ctx->saved_data["x_sizes"].toIntVector());
     const torch::Tensor none;
-    return {gx, none, none, none, none, gw1, ctx->needs_input_grad(6) ? gb1 : none, gw2, gb2, none};
+    return {gx, none, none, none, none, gw1, ctx->needs_input_grad(6) ? gb1 : none, gw2, gb2, none, none};
   }
 };
 #endif
@@ -228,15 +180,15 @@ const char* mlp_path(const torch::Tensor& x, int64_t width, int64_t hidden) {
 }
 
 torch::Tensor mlp(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1, const torch::Tensor& w2,
-                  const torch::Tensor& b2, bool keep_activation, bool use_fused) {
+                  const torch::Tensor& b2, bool keep_activation, bool use_fused, Matmul how) {
 #ifdef EFFTRAIN_WITH_CUBLASLT
   if (use_fused && b1.defined() && fusable(x, w1.size(1), w1.size(0)) && w2.size(1) == w1.size(0)) {
     const auto dt = run_dtype(x);
     return FusedMlp::apply(autocast_cast(dt, x), param_cast(dt, w1), param_cast(dt, b1), param_cast(dt, w2),
-                           opt(param_cast(dt, b2)), w1, b1, w2, opt(b2), keep_activation);
+                           opt(param_cast(dt, b2)), w1, b1, w2, opt(b2), keep_activation, static_cast<int64_t>(how));
   }
 #endif
-  (void)use_fused;
+  (void)use_fused, (void)how;
   return aten_mlp(x, w1, b1, w2, b2, keep_activation);
 }
 

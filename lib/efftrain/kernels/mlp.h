@@ -19,6 +19,8 @@
 
 #include <torch/torch.h>
 
+#include "efftrain/kernels/matmul.h"
+
 namespace efftrain::kernels {
 
 // "cublaslt_epilogue" or "aten": what mlp runs for an input like x (after autocast) and these widths.
@@ -27,7 +29,9 @@ const char* mlp_path(const torch::Tensor& x, int64_t width, int64_t hidden);
 // x [..., width], w1 [hidden, width], b1 [hidden], w2 [out, hidden], b2 [out] or undefined.
 // `keep_activation` false: gelu(u) is not kept for w2's gradient but recomputed from u in
 // backward (checkpointing.policy selective). `use_fused` false: ATen's ops wherever it runs.
+// `how`: the fused path's matrix products (matmul.h; the epilogue's matmul through cuBLASLt in
+// every mode, tuned with `tuned`).
 torch::Tensor mlp(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1, const torch::Tensor& w2,
-                  const torch::Tensor& b2, bool keep_activation, bool use_fused = true);
+                  const torch::Tensor& b2, bool keep_activation, bool use_fused = true, Matmul how = Matmul::aten);
 
 }  // namespace efftrain::kernels

@@ -23,7 +23,9 @@ torch::nn::Linear linear(int64_t in, int64_t out, double std) {
   l->bias.zero_();
   return l;
 }
-torch::Tensor dense(const torch::nn::Linear& l, const torch::Tensor& x) { return kernels::linear(x, l->weight, l->bias); }
+torch::Tensor dense(const torch::nn::Linear& l, const torch::Tensor& x, kernels::Matmul how) {
+  return kernels::linear(x, l->weight, l->bias, how);
+}
 torch::nn::LayerNorm layer_norm(int64_t w) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({w}).eps(1e-5));
 }
@@ -41,6 +43,7 @@ using torch::autograd::variable_list;
 struct HeadArgs {
   torch::Tensor mask;  // [vocab] bias: 0, -inf on the padding; undefined without padding
   int64_t chunk;
+  kernels::Matmul how;
 };
 struct ChunkedHeadLoss : torch::autograd::Function<ChunkedHeadLoss> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
@@ -56,16 +59,16 @@ struct ChunkedHeadLoss : torch::autograd::Function<ChunkedHeadLoss> {
     for (int64_t s = 0; s < n; s += a.chunk) {
       const int64_t m = std::min(a.chunk, n - s);
       auto xd = x.narrow(0, s, m).to(dt);
-      auto logits = kernels::linear(xd, wd, mask);
+      auto logits = kernels::linear(xd, wd, mask, a.how);
       auto tc = t.narrow(0, s, m);
       losses.push_back(kernels::cross_entropy_rows_to_grad(logits, tc));
       auto dxc = dx.narrow(0, s, m);
       if (dx.is_cuda() && dt != torch::kFloat) {  // fp32 results from cuBLAS (dW: added in its epilogue)
-        at::mm_out(dxc, logits, wd, torch::kFloat);
+        kernels::mm_out(a.how, dxc, logits, wd);
         if (s == 0)
-          at::mm_out(dw, logits.t(), xd, torch::kFloat);
+          kernels::mm_out(a.how, dw, logits.t(), xd);
         else
-          at::addmm_out(dw, dw, logits.t(), xd, torch::kFloat);
+          kernels::addmm_(a.how, dw, logits.t(), xd);
       } else {
         dxc.copy_(logits.mm(wd));
         if (s == 0)
@@ -117,7 +120,7 @@ GptBlockImpl::GptBlockImpl(const GptConfig& c) : c_(c) {
 
 torch::Tensor GptBlockImpl::attention(const torch::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), C = c_.width, H = c_.heads, D = C / H;
-  auto [q, k, v] = kernels::qkv_linear(x, c_attn_->weight, c_attn_->bias, H);
+  auto [q, k, v] = kernels::qkv_linear(x, c_attn_->weight, c_attn_->bias, H, c_.matmul);
   const double p = is_training() ? c_.dropout : 0.0;
   torch::Tensor y;
   if (c_.sdpa) {
@@ -131,12 +134,12 @@ torch::Tensor GptBlockImpl::attention(const torch::Tensor& x) {
     y = torch::matmul(att, v);
   }
   y = y.transpose(1, 2).contiguous().view({B, T, C});
-  return dense(attn_proj_, y);
+  return dense(attn_proj_, y, c_.matmul);
 }
 
 torch::Tensor GptBlockImpl::mlp(const torch::Tensor& x) {
   return kernels::mlp(x, c_fc_->weight, c_fc_->bias, mlp_proj_->weight, mlp_proj_->bias,
-                      /*keep_activation=*/!c_.selective_recompute, c_.fused_gelu);
+                      /*keep_activation=*/!c_.selective_recompute, c_.fused_gelu, c_.matmul);
 }
 
 std::pair<torch::Tensor, torch::Tensor> GptBlockImpl::add_norm(const torch::Tensor& s, const torch::Tensor& h,
@@ -184,7 +187,7 @@ const torch::Tensor& GptImpl::pad_mask_on(const torch::Device& d) {
 
 torch::Tensor GptImpl::forward(const torch::Tensor& idx) {
   auto x = features(idx);
-  return kernels::linear(x, wte_->weight, pad_mask_on(x.device()));  // tied output embedding
+  return kernels::linear(x, wte_->weight, pad_mask_on(x.device()), c_.matmul);  // tied output embedding
 }
 
 void GptImpl::refresh_casts(const torch::Tensor& x) {
@@ -250,7 +253,7 @@ torch::Tensor GptImpl::loss(const torch::Tensor& idx, const torch::Tensor& targe
     TORCH_CHECK(rows.size(0) > 0, "GPT loss: no tokens");
     loss_kernel_ = std::string(kernels::cross_entropy_path(rows)) + ", chunked";
     return ChunkedHeadLoss::apply(rows, wte_->weight, targets.reshape({-1}),
-                                  HeadArgs{pad_mask_on(x.device()), head_chunk_rows()});
+                                  HeadArgs{pad_mask_on(x.device()), head_chunk_rows(), c_.matmul});
   }
   auto logits = forward(idx);
   auto flat = logits.view({-1, logits.size(-1)});

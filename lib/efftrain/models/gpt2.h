@@ -11,6 +11,8 @@
 
 #include <memory>
 
+#include "efftrain/kernels/matmul.h"
+
 namespace efftrain::kernels {
 class ParamCasts;
 }
@@ -35,6 +37,8 @@ struct GptConfig {
   bool fused_norm = false;
   // The MLP through kernels::mlp: c_fc's bias and GELU in cuBLASLt's matmul epilogue.
   bool fused_gelu = false;
+  // Whose matrix products the linear layers and the classifier run (kernels/matmul.h).
+  kernels::Matmul matmul = kernels::Matmul::aten;
   // Selective recompute (checkpointing.policy selective): the MLP keeps its GELU input only and
   // recomputes the output in backward.
   bool selective_recompute = false;

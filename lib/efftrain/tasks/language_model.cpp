@@ -13,6 +13,7 @@
 #include "efftrain/data/sampler.h"
 #include "efftrain/engine/context.h"
 #include "efftrain/kernels/cross_entropy.h"
+#include "efftrain/kernels/matmul.h"
 #include "efftrain/memory/probe.h"
 #include "efftrain/models/gpt2.h"
 #include "efftrain/tasks/task.h"
@@ -84,6 +85,14 @@ TokenSplits wikitext_tokens(const config::DataConfig& d) {
   t.vocab = tok.vocab_size();
   t.source = "WikiText-2 (" + d.train_split + " / " + d.eval_split + "), GPT-2 BPE";
   return t;
+}
+
+// What task.model.matmul tuned has found in this process (null in the other modes).
+nlohmann::json matmul_tuning(kernels::Matmul m) {
+  if (m != kernels::Matmul::tuned) return nullptr;
+  const auto t = kernels::matmul_tuning();
+  return {{"shapes", t.shapes}, {"changed", t.changed}, {"first_ms", t.first_ms}, {"chosen_ms", t.chosen_ms},
+          {"tuning_s", t.tuning_s}};
 }
 
 class LanguageModelTask : public Task {
@@ -207,6 +216,7 @@ class LanguageModelTask : public Task {
             {"norm_kernel", model_->norm_kernel().empty() ? nlohmann::json(nullptr) : nlohmann::json(model_->norm_kernel())},
             {"fused_gelu", c.fused_gelu},
             {"gelu_kernel", model_->gelu_kernel().empty() ? nlohmann::json(nullptr) : nlohmann::json(model_->gelu_kernel())},
+            {"matmul", kernels::matmul_name(c.matmul)}, {"matmul_tuning", matmul_tuning(c.matmul)},
             {"data", splits_.source}, {"train_sequences", n_train_}, {"train_tokens", splits_.train.size(0)},
             {"eval_tokens", n_eval_ * T_}, {"input_path", on_device_ ? "device" : "host"}};
   }
@@ -240,6 +250,7 @@ std::unique_ptr<Task> make_gpt(const BuildContext& ctx, models::GptConfig g, con
   g.fused_loss = ctx.cfg.task.model.fused_loss;
   g.fused_norm = ctx.cfg.task.model.fused_norm;
   g.fused_gelu = ctx.cfg.task.model.fused_gelu;
+  g.matmul = *kernels::parse_matmul(ctx.cfg.task.model.matmul);  // the schema admits only the three
   g.head_chunk_rows = ctx.cfg.task.model.head_chunk_rows;
   torch::manual_seed(ctx.cfg.train.seed);
   return std::make_unique<LanguageModelTask>(ctx, name, std::move(splits), models::Gpt(g));

@@ -114,6 +114,24 @@ TEST_CASE("gpu: cuBLASLt's GELU epilogue (fused_gelu) under bf16 autocast gives 
   check_close(bf16_step(c, [](models::Gpt& m) { m->set_selective_recompute(true); }), plain);
 }
 
+TEST_CASE("gpu: task.model.matmul cublaslt and tuned under bf16 autocast give ATen's loss and gradients", "[gpu]") {
+  if (!torch::cuda::is_available()) SKIP("needs a GPU");
+  for (bool gelu : {false, true}) {
+    INFO("fused_gelu " << gelu);
+    auto c = small(64);
+    c.fused_gelu = gelu;
+    const auto aten = bf16_step(c, nullptr);
+    for (const auto how : {kernels::Matmul::cublaslt, kernels::Matmul::tuned}) {
+      INFO(kernels::matmul_name(how));
+      c.matmul = how;
+      check_close(bf16_step(c, nullptr), aten);
+      c.head_chunk_rows = 100;  // the classifier in chunks of 100, 100, 56 rows, selective recompute
+      check_close(bf16_step(c, [](models::Gpt& m) { m->set_selective_recompute(true); }), aten);
+      c.head_chunk_rows = 0;
+    }
+  }
+}
+
 namespace {
 // The output and the gradients of sum(y * r) for y = f(x, w1, b1, w2, b2) and a fixed r, in f's dtype.
 std::vector<torch::Tensor> mlp_grads(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& f,

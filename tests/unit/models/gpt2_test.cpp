@@ -281,6 +281,30 @@ TEST_CASE("cuBLASLt's GELU epilogue (fused_gelu) falls back on the CPU to the sa
   }
 }
 
+TEST_CASE("task.model.matmul cublaslt / tuned fall back on the CPU to ATen's products: loss and gradients") {
+  for (bool selective : {false, true}) {
+    INFO("selective recompute " << selective);
+    auto run = [&](kernels::Matmul how) {
+      auto c = tiny(true, 0.1);
+      c.fused_loss = true;
+      c.fused_gelu = true;
+      c.matmul = how;
+      return cpu_step(c, [&](models::Gpt& m) { m->set_selective_recompute(selective); });
+    };
+    const auto a = run(kernels::Matmul::aten);
+    for (const auto how : {kernels::Matmul::cublaslt, kernels::Matmul::tuned}) {
+      INFO(kernels::matmul_name(how));
+      const auto b = run(how);
+      CHECK(b.loss == a.loss);
+      REQUIRE(a.grads.size() == b.grads.size());
+      for (size_t i = 0; i < a.grads.size(); ++i) {
+        INFO("parameter " << i);
+        CHECK(torch::equal(b.grads[i], a.grads[i]));
+      }
+    }
+  }
+}
+
 TEST_CASE("use_sdpa_backend restricts scaled_dot_product_attention to one backend") {
   auto run = [](const std::string& backend) {
     models::use_sdpa_backend(backend);
