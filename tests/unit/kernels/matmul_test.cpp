@@ -127,6 +127,11 @@ TEST_CASE("gpu: tuned inside a CUDA-graph capture takes the heuristic's first al
   at::cuda::CUDAGraph graph;
   {
     const c10::cuda::CUDAStreamGuard guard(side);
+    {  // cuBLAS's handles and workspace are made outside the capture, as a training warm-up makes them
+      auto w = torch::empty({64, 64}, a.options());
+      kernels::mm_out(Matmul::cublaslt, w, a.narrow(0, 0, 64).narrow(1, 0, 64), b.narrow(0, 0, 64).narrow(1, 0, 64));
+      torch::cuda::synchronize();
+    }
     graph.capture_begin();
     kernels::mm_out(Matmul::tuned, out, a, b);
     graph.capture_end();
