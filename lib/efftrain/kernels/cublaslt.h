@@ -53,8 +53,8 @@ struct LtProblem {
 
 // The algorithm for p as `how` asks (cublaslt: the heuristic's first; tuned: the fastest candidate,
 // timed once per key outside a capture, writing p's output `out` -- its values kept and put back
-// where beta is not 0; aten is not asked). The heuristic is told each pointer's alignment. nullopt where cuBLASLt
-// has no algorithm: the caller runs ATen's op.
+// where beta is not 0; aten is not asked). The heuristic is told each pointer's alignment. nullopt
+// where cuBLASLt has no algorithm: the caller runs ATen's op.
 std::optional<cublasLtMatmulAlgo_t> lt_algo(Matmul how, const LtProblem& p, const torch::Tensor& out);
 cublasStatus_t lt_launch(const LtProblem& p, const cublasLtMatmulAlgo_t& algo, void* d, cudaStream_t stream);
 

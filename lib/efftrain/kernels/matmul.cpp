@@ -75,9 +75,9 @@ struct Entry {
 };
 std::map<std::vector<int64_t>, Entry> g_algos;
 
-// The fastest of `found` for p (time per product over kReps runs after one warm-up, into
-// p's own output), the heuristic's first unless another beats it by more than kMargin. Synchronizes
-// the device; adds to g_tuning.
+// The fastest of `found` for p (time per product over kReps runs after one warm-up, into p's own
+// output), the heuristic's first unless another beats it by more than kMargin. Synchronizes the
+// device; adds to g_tuning.
 cublasLtMatmulAlgo_t fastest(const LtProblem& p, const std::vector<cublasLtMatmulHeuristicResult_t>& found,
                              cudaStream_t stream) {
   constexpr int kReps = 10;

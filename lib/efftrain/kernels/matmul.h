@@ -6,7 +6,8 @@
 //   tuned     cuBLASLt with the fastest of the heuristic's first kCandidates algorithms, each timed
 //             once per shape (device, sizes, layouts, dtypes, epilogue) the first time the shape runs
 //             outside a CUDA-graph capture (train.cuda_graph's warm-up comes first), kept for the
-//             process. Timed in the product's own output (no device memory beyond it). A candidate replaces the heuristic's first only when it is faster by more than
+//             process, timed in the product's own output (no device memory beyond it). A
+//             candidate replaces the heuristic's first only when it is faster by more than
 //             kMargin, so shapes whose candidates time alike keep the heuristic's choice. The choice
 //             follows the card's timing: another run may pick another kernel for a shape whose
 //             candidates are within noise of each other, and round differently.
