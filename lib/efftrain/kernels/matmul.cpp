@@ -148,10 +148,12 @@ std::optional<cublasLtMatmulAlgo_t> lt_algo(Matmul how, const LtProblem& p, cons
   const uint32_t align[3] = {alignment(p.a), alignment(p.b), alignment(p.d)};  // A, B, C = D
   auto key = p.key;
   key.insert(key.end(), {p.beta != 0, align[0], align[1], align[2]});
-  const bool tune = how == Matmul::tuned && !capturing(stream);
   std::lock_guard<std::mutex> lock(g_mutex);
   auto it = g_algos.find(key);
-  if (it == g_algos.end() || (tune && !it->second.tuned && it->second.first)) {
+  // The capture status is asked only while the shape waits to be timed, not on every product.
+  const bool untimed = how == Matmul::tuned && (it == g_algos.end() || (!it->second.tuned && it->second.first));
+  const bool tune = untimed && !capturing(stream);
+  if (it == g_algos.end() || tune) {
     const int want = tune ? kCandidates : 1;
     LtPreference pref;
     lt_check(cublasLtMatmulPreferenceCreate(&pref.h), "preference");
