@@ -52,6 +52,7 @@ struct ModelConfig {
   bool fused_bn_relu = false;  // ResNet: fused BatchNorm (+ add) + ReLU kernels (CUDA, fp16/bf16, NHWC)
   std::string bn_kernels = "cudnn";  // fused_bn_relu's kernels: cudnn | efftrain (kernels/bn.cu)
   bool conv_grads_in_place = false;  // ResNet: convolutions' weight casts and gradients routed by the project (CUDA, fp16/bf16)
+  bool recompute_bn_relu = false;  // ResNet: the convolutions after a BatchNorm + ReLU keep its input, remake its output
   std::string norm = "batch";      // small CNN: batch | none
   bool zero_init_residual = false;
   std::string attention = "sdpa";  // plain | sdpa

@@ -417,6 +417,13 @@ template <class V> void visit(V& v, ModelConfig& c) {
           "training on CUDA under fp16 or bf16 autocast, meant with channels_last; elsewhere ATen's convolutions "
           "run, the same function (the 1x1 backward sums in another order; the report's model.conv_grads says "
           "which ran the stem's convolution: in_place or autograd).");
+  v.field("recompute_bn_relu", c.recompute_bn_relu,
+          "ResNet with fused_bn_relu, bn_kernels efftrain and conv_grads_in_place: each bottleneck's 3x3 and last "
+          "1x1 convolution keeps, for its weight gradient, the BatchNorm's input and statistics (which the "
+          "BatchNorm's backward holds anyway) instead of the BatchNorm + ReLU's output, and remakes that output in "
+          "backward by one element-wise kernel: the same bits, without holding those outputs (the inputs of "
+          "the 3x3 and last 1x1 convolutions) from forward to backward, for one more pass over them. Where the project's kernels do not run (fp32, CPU, eval), "
+          "nothing changes (report: model.bn_relu_remade, the outputs remade per step).");
   v.one_of("norm", c.norm, {"batch", "none"}, "Small CNN: BatchNorm after each convolution, or none (multi-process exactness tests).");
   v.field("zero_init_residual", c.zero_init_residual, "Zero-init the last BN gamma of each residual block.");
   v.one_of("attention", c.attention, {"plain", "sdpa"},
@@ -623,6 +630,11 @@ void check_consistency(const ExperimentConfig& c, const std::map<std::string, So
   if (c.distributed.world_size > 1 && c.distributed.grad_sync == "none")
     throw UserError(where("distributed.grad_sync") + ": distributed.grad_sync: none cannot run with world size " +
                     std::to_string(c.distributed.world_size) + "; expected auto, ddp or zero2");
+  if (c.task.model.recompute_bn_relu &&
+      !(c.task.model.fused_bn_relu && c.task.model.bn_kernels == "efftrain" && c.task.model.conv_grads_in_place))
+    throw UserError(where("task.model.recompute_bn_relu") +
+                    ": task.model.recompute_bn_relu: needs task.model.fused_bn_relu true, bn_kernels efftrain and "
+                    "conv_grads_in_place true (the kernels that keep the source and remake the output)");
   if (c.checkpointing.policy == "budget" && c.checkpointing.budget_bytes < 1)
     throw UserError(where("checkpointing.budget_bytes") +
                     ": checkpointing.budget_bytes: expected a byte count >= 1 with policy budget, found " +

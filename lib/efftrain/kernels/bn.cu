@@ -349,6 +349,19 @@ const char* bn_forward(DType dtype, const void* x, const void* z, const float* w
   });
 }
 
+const char* bn_relu_remake(DType dtype, const void* x, const float* scale, const float* shift, int64_t rows,
+                           int64_t channels, void* y, void* stream) {
+  static std::atomic<int64_t> kept[64];
+  const auto s = static_cast<cudaStream_t>(stream);
+  return with_bn_types(dtype, false, true, [&](auto t, auto, auto) {
+    using T = decltype(t);
+    const auto apply = bn_apply_kernel<T, false, true>;
+    const int lanes = lanes_of(channels);
+    apply<<<blocks(kept, apply, rows, lanes, false), kThreads, 0, s>>>(static_cast<const T*>(x), nullptr, scale, shift,
+                                                                      rows, lanes, static_cast<T*>(y));
+  });
+}
+
 const char* bn_backward(DType dtype, const void* x, const void* y, const void* dy, const float* mean,
                         const float* invstd, const float* scale, const float* shift, int64_t rows, int64_t channels,
                         bool relu, bool add, float* partials, float* coef, float* dweight, float* dbias,

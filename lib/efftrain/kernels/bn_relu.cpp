@@ -185,8 +185,9 @@ struct BnAddRelu : torch::autograd::Function<BnAddRelu> {
 // The project's kernels (kernels/bn.cu): the same function as BnAddRelu (statistics, running
 // averages, gradients), three kernels per direction, no reserve space (the ReLU's mask is
 // recomputed from x, or read from y with the add).
+// Its outputs: y and the statistics ([4, C]: mean, invstd, scale, shift; not differentiable).
 struct EfftrainBn : torch::autograd::Function<EfftrainBn> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const std::optional<torch::Tensor>& z_in,
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& x, const std::optional<torch::Tensor>& z_in,
                                const torch::Tensor& weight, const torch::Tensor& bias,
                                const std::optional<torch::Tensor>& running_mean_in,
                                const std::optional<torch::Tensor>& running_var_in, double momentum, double eps,
@@ -209,7 +210,8 @@ struct EfftrainBn : torch::autograd::Function<EfftrainBn> {
     ctx->save_for_backward({x, weight, bias, z.defined() ? y : torch::Tensor(), stats});
     ctx->saved_data["add"] = z.defined();
     ctx->saved_data["relu"] = relu;
-    return y;
+    ctx->mark_non_differentiable({stats});
+    return {y, stats};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -270,7 +272,7 @@ std::string bn_kernel_name(BnKernels k, const torch::Tensor& x, const torch::Ten
 namespace {
 torch::Tensor bn_act(const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& weight,
                      const torch::Tensor& bias, const torch::Tensor& running_mean, const torch::Tensor& running_var,
-                     double momentum, double eps, BnKernels k, bool relu) {
+                     double momentum, double eps, BnKernels k, bool relu, BnReluSource* source = nullptr) {
   const auto param = [&](const torch::Tensor& t) {
     return !t.defined() || (t.scalar_type() == torch::kFloat && t.is_contiguous() && t.numel() == x.size(1) &&
                             t.device() == x.device());
@@ -281,8 +283,11 @@ torch::Tensor bn_act(const torch::Tensor& x, const torch::Tensor& z, const torch
     return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt;
   };
 #ifdef EFFTRAIN_WITH_KERNELS
-  if (k == BnKernels::efftrain && params && efftrain_applies(x, z))
-    return EfftrainBn::apply(x, opt(z), weight, bias, opt(running_mean), opt(running_var), momentum, eps, relu);
+  if (k == BnKernels::efftrain && params && efftrain_applies(x, z)) {
+    auto out = EfftrainBn::apply(x, opt(z), weight, bias, opt(running_mean), opt(running_var), momentum, eps, relu);
+    if (source) *source = {x.detach(), out[1]};
+    return out[0];
+  }
 #endif
 #ifdef EFFTRAIN_WITH_CUDNN
   if (k != BnKernels::aten && params && bn_relu_fused(x, z) && eps >= CUDNN_BN_MIN_EPSILON) {
@@ -301,6 +306,33 @@ torch::Tensor bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const 
                           const torch::Tensor& bias, const torch::Tensor& running_mean,
                           const torch::Tensor& running_var, double momentum, double eps, BnKernels k) {
   return bn_act(x, z, weight, bias, running_mean, running_var, momentum, eps, k, true);
+}
+
+std::pair<torch::Tensor, BnReluSource> bn_relu_remakable(const torch::Tensor& x, const torch::Tensor& weight,
+                                                         const torch::Tensor& bias, const torch::Tensor& running_mean,
+                                                         const torch::Tensor& running_var, double momentum,
+                                                         double eps, BnKernels k) {
+  BnReluSource src;
+  auto y = bn_act(x, {}, weight, bias, running_mean, running_var, momentum, eps, k, true, &src);
+  if (!torch::GradMode::is_enabled()) src = {};  // nothing keeps y for a backward
+  return {y, src};
+}
+
+torch::Tensor remake_bn_relu(const BnReluSource& src) {
+  TORCH_CHECK(src, "remake_bn_relu: no source");
+#ifdef EFFTRAIN_WITH_KERNELS
+  const auto& x = src.x;
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t C = x.size(1);
+  auto y = torch::empty_like(x, x.options(), torch::MemoryFormat::ChannelsLast);
+  const auto* st = src.stats.data_ptr<float>();
+  check_launch(bn_relu_remake(dtype_of(x), x.data_ptr(), st + 2 * C, st + 3 * C, x.numel() / C, C, y.data_ptr(),
+                              stream()),
+               "BatchNorm + ReLU remake");
+  return y;
+#else
+  TORCH_CHECK(false, "remake_bn_relu: a build without the project's CUDA kernels makes no source");
+#endif
 }
 
 torch::Tensor bn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,

@@ -35,6 +35,24 @@ torch::Tensor bn_add_relu(const torch::Tensor& x, const torch::Tensor& z, const 
                           const torch::Tensor& running_var, double momentum, double eps,
                           BnKernels k = BnKernels::cudnn);
 
+// What a BatchNorm + ReLU's output y = relu(x * scale + shift) can be remade from: its input x and
+// the statistics the project's forward kernel wrote ([4, C] fp32: mean, invstd, scale, shift; the
+// BatchNorm's backward keeps both anyway). Undefined where y came another way.
+struct BnReluSource {
+  torch::Tensor x, stats;
+  explicit operator bool() const { return x.defined(); }
+};
+
+// bn_add_relu without the add, and with BnKernels::efftrain where those kernels ran (gradients
+// taken) what y can be remade from: a consumer that keeps the source instead of y (kernels::
+// conv2d / conv1x1) holds no copy of its own of the activation.
+std::pair<torch::Tensor, BnReluSource> bn_relu_remakable(const torch::Tensor& x, const torch::Tensor& weight,
+                                                         const torch::Tensor& bias, const torch::Tensor& running_mean,
+                                                         const torch::Tensor& running_var, double momentum,
+                                                         double eps, BnKernels k);
+// y again from its source, bit for bit (kernels/bn.cu's element-wise pass): NHWC, x's dtype.
+torch::Tensor remake_bn_relu(const BnReluSource& src);
+
 // batch_norm(x, weight, bias) alone in training mode, the same arguments and paths (cuDNN's with
 // bnOps BN): ResNet's downsample shortcuts, whose BatchNorm has no ReLU after it (ATen runs its
 // own channels-last kernels for bf16 there).

@@ -9,6 +9,8 @@
 
 #include <torch/torch.h>
 
+#include "efftrain/kernels/bn_relu.h"
+
 namespace efftrain::kernels {
 
 // Whether conv2d takes the function above for x and w: CUDA, gradients taken, fp16/bf16 autocast
@@ -17,7 +19,10 @@ bool routes_weight(const torch::Tensor& x, const torch::Tensor& w);
 
 // conv2d(x, w) with a square stride and padding: the function above where routes_weight(x, w),
 // else at::conv2d.
-torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& w, int64_t stride, int64_t padding);
+// With `src` (x's BnReluSource, bn_relu.h) where the function routes: it keeps the source instead
+// of x and remakes x in backward, just before the weight's gradient needs it.
+torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& w, int64_t stride, int64_t padding,
+                     const BnReluSource& src = {});
 
 // A 1x1, stride-1 convolution of x [N, C, H, W] by w [K, C, 1, 1] (cuDNN's, as before) whose
 // backward is matrix products over x's pixels in channels_last order (rows N*H*W of C): g w for
@@ -27,6 +32,8 @@ torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& w, int64_t str
 // consumer's (the product with beta 1) instead of autograd adding the two in a kernel of its own.
 // Under autocast it runs in autocast's dtype (w by param_cast). Any device; y and the input
 // gradient are channels_last.
-std::vector<torch::Tensor> conv1x1(const torch::Tensor& x, const torch::Tensor& w, bool pass_input);
+// `src` as conv2d's.
+std::vector<torch::Tensor> conv1x1(const torch::Tensor& x, const torch::Tensor& w, bool pass_input,
+                                   const BnReluSource& src = {});
 
 }  // namespace efftrain::kernels

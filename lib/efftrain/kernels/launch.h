@@ -127,5 +127,10 @@ const char* bn_backward(DType dtype, const void* x, const void* y, const void* d
                         const float* invstd, const float* scale, const float* shift, int64_t rows, int64_t channels,
                         bool relu, bool add, float* partials, float* coef, float* dweight, float* dbias,
                         bool accumulate, void* dz, void* dx, void* stream);
+// y = relu(x * scale + shift) again, the forward's kernel and rounding (the same bits as
+// bn_forward's y without the add): a BatchNorm + ReLU's output remade from its input and the
+// scale and shift bn_forward wrote, for a consumer that kept those instead of y.
+const char* bn_relu_remake(DType dtype, const void* x, const float* scale, const float* shift, int64_t rows,
+                           int64_t channels, void* y, void* stream);
 
 }  // namespace efftrain::kernels

@@ -33,6 +33,8 @@ class ImageClassifier : public torch::nn::Module {
   // Who routed the convolutions' weight gradients in the last training forward, where the model
   // says ("in_place" or "autograd"); empty otherwise.
   virtual std::string conv_grads() const { return {}; }
+  // ResNet with task.model.recompute_bn_relu: BatchNorm + ReLU outputs remade per step (-1: none yet).
+  virtual int64_t bn_relu_remade() const { return -1; }
 
  protected:
   std::vector<std::pair<int64_t, int64_t>> segments_;
@@ -93,6 +95,8 @@ class BottleneckImpl : public torch::nn::Module {
   void batch_norms(std::vector<torch::nn::BatchNorm2d>& out) const;
   kernels::BnKernels bn_kernels_ = kernels::BnKernels::aten;  // set through ResNetImpl::set_bn_kernels
   bool conv_grads_in_place_ = false;  // set through ResNetImpl::set_conv_grads_in_place
+  bool recompute_bn_relu_ = false;    // set through ResNetImpl::set_recompute_bn_relu
+  int64_t remade_ = 0;                // BatchNorm + ReLU outputs its last forward left to be remade
 
  private:
   torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr}, down_conv_{nullptr};
@@ -127,6 +131,12 @@ class ResNetImpl : public ImageClassifier {
   // stem's weight gradient in the last training forward ("in_place" or "autograd"; empty before one).
   void set_conv_grads_in_place(bool on);
   std::string conv_grads() const override { return conv_grads_; }
+  // task.model.recompute_bn_relu: the 3x3 and last 1x1 convolution of each bottleneck keep the
+  // BatchNorm + ReLU's source instead of its output (kernels::BnReluSource), where the project's
+  // BatchNorm kernels and own-weight convolutions run. bn_relu_remade(): how many outputs the last
+  // training forward left to be remade in backward (-1 before one).
+  void set_recompute_bn_relu(bool on);
+  int64_t bn_relu_remade() const override { return remade_; }
 
  private:
   torch::nn::Conv2d conv1_{nullptr};
@@ -136,6 +146,7 @@ class ResNetImpl : public ImageClassifier {
   kernels::BnKernels bn_kernels_ = kernels::BnKernels::aten;
   bool conv_grads_in_place_ = false;
   std::string bn_kernel_, conv_grads_;
+  int64_t remade_ = -1;
   // With conv_grads_in_place, every convolution's weight cast by one kernel per forward.
   void refresh_casts(const torch::Tensor& x);
   std::shared_ptr<kernels::ParamCasts> casts_;

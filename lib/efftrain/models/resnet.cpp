@@ -20,11 +20,12 @@ torch::nn::BatchNorm2d bn(int64_t ch) {
 constexpr int64_t kExpansion = 4;
 
 // c(x); with `own_weight_grad`, through kernels::conv2d (the weight's cast and gradient routed by
-// the convolution itself).
-torch::Tensor run_conv(torch::nn::Conv2d& c, const torch::Tensor& x, bool own_weight_grad) {
+// the convolution itself; `src`: what x can be remade from, kernels::BnReluSource).
+torch::Tensor run_conv(torch::nn::Conv2d& c, const torch::Tensor& x, bool own_weight_grad,
+                       const kernels::BnReluSource& src = {}) {
   if (!own_weight_grad) return c->forward(x);
   const auto& pad = std::get<torch::ExpandingArray<2>>(c->options.padding());
-  return kernels::conv2d(x, c->weight, c->options.stride()->at(0), pad->at(0));
+  return kernels::conv2d(x, c->weight, c->options.stride()->at(0), pad->at(0), src);
 }
 }  // namespace
 
@@ -60,6 +61,19 @@ torch::Tensor batch_norm_relu(torch::nn::BatchNorm2d& bn, const torch::Tensor& x
   return kernels::bn_add_relu(x, z, bn->weight, bn->bias, mean, var, *o.momentum(), o.eps(), k);
 }
 
+namespace {
+// batch_norm_relu without the add, and with `remakable` what its output can be remade from where
+// the project's kernels ran it in training (kernels::bn_relu_remakable); else no source.
+std::pair<torch::Tensor, kernels::BnReluSource> batch_norm_relu_source(torch::nn::BatchNorm2d& bn,
+                                                                       const torch::Tensor& x, kernels::BnKernels k,
+                                                                       bool remakable) {
+  const auto& o = bn->options;
+  if (!remakable || !bn->is_training() || !o.track_running_stats()) return {batch_norm_relu(bn, x, {}, k), {}};
+  const auto [mean, var] = updated_statistics(bn);
+  return kernels::bn_relu_remakable(x, bn->weight, bn->bias, mean, var, *o.momentum(), o.eps(), k);
+}
+}  // namespace
+
 void count_batch_norm_forwards(const std::vector<torch::nn::BatchNorm2d>& bns) {
   std::vector<torch::Tensor> counters;
   for (const auto& b : bns)
@@ -92,10 +106,13 @@ torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
   const bool products = c && kernels::routes_weight(x, conv1_->weight);
   const auto c1 = products ? kernels::conv1x1(x, conv1_->weight, /*pass_input=*/true)
                            : std::vector<torch::Tensor>{run_conv(conv1_, x, c), x};
+  // With recompute_bn_relu_ (and c): conv2 and conv3 keep their input's source, not the input.
+  const bool r = recompute_bn_relu_ && c;
   auto identity = down_conv_ ? batch_norm(down_bn_, run_conv(down_conv_, c1[1], c), f) : c1[1];
-  auto out = batch_norm_relu(bn1_, c1[0], {}, f);
-  out = batch_norm_relu(bn2_, run_conv(conv2_, out, c), {}, f);
-  out = products ? kernels::conv1x1(out, conv3_->weight, false)[0] : run_conv(conv3_, out, c);
+  auto [y1, src1] = batch_norm_relu_source(bn1_, c1[0], f, r);
+  auto [y2, src2] = batch_norm_relu_source(bn2_, run_conv(conv2_, y1, c, src1), f, r);
+  remade_ = (src1 ? 1 : 0) + (src2 ? 1 : 0);
+  auto out = products ? kernels::conv1x1(y2, conv3_->weight, false, src2)[0] : run_conv(conv3_, y2, c, src2);
   return batch_norm_relu(bn3_, out, identity, f);
 }
 
@@ -158,6 +175,10 @@ void ResNetImpl::set_conv_grads_in_place(bool on) {
   for (auto& b : blocks_) b->conv_grads_in_place_ = on;
 }
 
+void ResNetImpl::set_recompute_bn_relu(bool on) {
+  for (auto& b : blocks_) b->recompute_bn_relu_ = on;
+}
+
 torch::Tensor ResNetImpl::head(torch::Tensor x) {
   return fc_->forward(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1));
 }
@@ -180,6 +201,10 @@ torch::Tensor ResNetImpl::forward(torch::Tensor x) {
   x = run_blocks(
       num_blocks(), segments_, is_training(), [this](int64_t i, const torch::Tensor& h) { return blocks_[i]->forward(h); },
       block_observer, x);
+  if (is_training()) {
+    remade_ = 0;
+    for (const auto& b : blocks_) remade_ += b->remade_;
+  }
   return head(x);
 }
 

@@ -25,6 +25,7 @@ ImageClassificationTask::ImageClassificationTask(const BuildContext& ctx, std::s
       fused_bn_relu_(ctx.cfg.task.model.fused_bn_relu),
       bn_kernels_(ctx.cfg.task.model.bn_kernels),
       conv_grads_in_place_(ctx.cfg.task.model.conv_grads_in_place),
+      recompute_bn_relu_(ctx.cfg.task.model.recompute_bn_relu),
       batch_size_(ctx.cfg.train.batch_size),
       image_size_(set_.train.images.size(2)),
       normalize_(set_.mean, set_.std, device_) {
@@ -142,6 +143,10 @@ nlohmann::json ImageClassificationTask::describe() const {
     d["conv_grads_in_place"] = conv_grads_in_place_;
     d["conv_grads"] = g;
   }
+  if (auto n = model_->bn_relu_remade(); n >= 0) {
+    d["recompute_bn_relu"] = recompute_bn_relu_;
+    d["bn_relu_remade"] = n;
+  }
   return d;
 }
 
@@ -169,6 +174,7 @@ std::unique_ptr<Task> make_resnet(const BuildContext& ctx, int64_t width, std::v
                          : t.model.bn_kernels == "efftrain" ? kernels::BnKernels::efftrain
                                                             : kernels::BnKernels::cudnn);
   model->set_conv_grads_in_place(t.model.conv_grads_in_place);
+  model->set_recompute_bn_relu(t.model.recompute_bn_relu);
   return std::make_unique<ImageClassificationTask>(ctx, name, std::move(set), model);
 }
 

@@ -46,6 +46,7 @@ class ImageClassificationTask : public Task {
   bool fused_bn_relu_;
   std::string bn_kernels_;
   bool conv_grads_in_place_;
+  bool recompute_bn_relu_;
   int64_t batch_size_;
   int64_t image_size_;
   data::Normalizer normalize_;

@@ -7,6 +7,7 @@
 
 #include "efftrain/kernels/bn_relu.h"
 #include "efftrain/kernels/conv.h"
+#include "efftrain/metrics/device.h"
 #include "efftrain/models/models.h"
 #include "efftrain/precision/autocast.h"
 #include "helpers.h"
@@ -41,14 +42,17 @@ TEST_CASE("channels_last makes cuDNN run NHWC convolutions", "[gpu]") {
 namespace {
 // Two training forwards and backwards (under fp16 autocast, or fp32 with `half` false) of a small
 // NHWC ResNet (seed 3, width 8, blocks {2, 2}): the last loss, every gradient, every buffer, and
-// what ran its BatchNorms and routed its convolutions' gradients.
+// what ran its BatchNorms and routed its convolutions' gradients, how many BatchNorm + ReLU outputs
+// were left to be remade (`recompute`: task.model.recompute_bn_relu), and the allocator's peak over
+// the two (the model and its input allocated before).
 struct TwoMicroSteps {
   torch::Tensor loss;
   std::vector<torch::Tensor> grads, buffers;
   std::string bn_kernel, conv_grads;
+  int64_t remade = -1, peak_bytes = 0;
 };
 TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments, kernels::BnKernels bn,
-                              bool half = true, bool conv_grads_in_place = false) {
+                              bool half = true, bool conv_grads_in_place = false, bool recompute = false) {
   torch::manual_seed(3);
   auto m = std::make_shared<models::ResNetImpl>(3, 8, std::vector<int64_t>{2, 2}, 10, false);
   m->to(torch::kCUDA);
@@ -61,9 +65,12 @@ TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments,
   m->set_checkpoint_segments(std::move(segments));
   m->set_bn_kernels(bn);
   m->set_conv_grads_in_place(conv_grads_in_place);
+  m->set_recompute_bn_relu(recompute);
   auto x = torch::randn({16, 3, 16, 16}, torch::kCUDA).contiguous(torch::MemoryFormat::ChannelsLast);
   auto y = torch::randint(0, 10, {16}, torch::TensorOptions(torch::kLong).device(torch::kCUDA));
   TwoMicroSteps o;
+  const torch::Device dev(torch::kCUDA, 0);
+  metrics::reset_peak_memory(dev);
   for (int micro = 0; micro < 2; ++micro) {  // two forwards: the counters and statistics move twice
     torch::Tensor loss;
     {
@@ -74,6 +81,8 @@ TwoMicroSteps two_micro_steps(std::vector<std::pair<int64_t, int64_t>> segments,
     loss.backward();
     o.loss = loss.detach().cpu();
   }
+  o.peak_bytes = metrics::peak_memory(dev).allocated;
+  o.remade = m->bn_relu_remade();
   for (auto& p : m->parameters()) o.grads.push_back(p.grad().cpu());
   for (auto& b : m->buffers()) o.buffers.push_back(b.cpu());
   o.bn_kernel = m->bn_kernel();
@@ -197,6 +206,35 @@ TEST_CASE("gpu: conv_grads_in_place (one weight cast, gradients added in place, 
   // Checkpointed: the segments' forwards run without gradients (ATen's convolutions, the same
   // kernels), their recomputes through the routed ones.
   check_checkpointed_as_plain(ours, two_micro_steps({{0, 2}, {2, 2}}, kCudnn, true, true), "in-place convolution");
+}
+
+TEST_CASE("gpu: recompute_bn_relu remakes the BatchNorm + ReLU outputs bit for bit: the same training, a lower "
+          "peak, plain and checkpointed",
+          "[gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  auto& ctx = at::globalContext();
+  const bool was = ctx.deterministicCuDNN();
+  ctx.setDeterministicCuDNN(true);  // the same convolution kernels in both runs
+  const auto keep = two_micro_steps({}, kEfftrain, true, true), remake = two_micro_steps({}, kEfftrain, true, true, true);
+  CHECK(keep.remade == 0);
+  REQUIRE(remake.remade == 8);  // conv2's and conv3's inputs in each of the 4 bottlenecks
+  // The remade outputs are the forward's bits and the convolutions get them as before: the same
+  // loss, gradients and statistics exactly.
+  CHECK(torch::equal(keep.loss, remake.loss));
+  REQUIRE(keep.grads.size() == remake.grads.size());
+  for (size_t i = 0; i < keep.grads.size(); ++i) {
+    INFO("gradient " << i);
+    CHECK(torch::equal(keep.grads[i], remake.grads[i]));
+  }
+  check_same_training(keep, remake);
+  // The outputs are not held from forward to backward (one at a time is remade there).
+  WARN("peak over two micro-steps: kept " << keep.peak_bytes << " B, remade " << remake.peak_bytes << " B");
+  CHECK(remake.peak_bytes < keep.peak_bytes);
+  // Checkpointed: the segments' forwards keep nothing; their recomputes keep the sources.
+  const auto ckpt = two_micro_steps({{0, 2}, {2, 2}}, kEfftrain, true, true, true);
+  CHECK(ckpt.remade == 0);  // every block is in a segment: its forward ran without gradients
+  check_checkpointed_as_plain(remake, ckpt, "recompute_bn_relu");
+  ctx.setDeterministicCuDNN(was);
 }
 
 TEST_CASE("gpu: kernels::bn (cuDNN's BatchNorm alone, bnOps BN) computes BatchNorm in bf16 NHWC", "[gpu]") {

@@ -45,25 +45,27 @@ TEST_CASE("the stride of a bottleneck stage sits on the 3x3 conv (v1.5)") {
   }
 }
 
-TEST_CASE("fused_bn_relu and conv_grads_in_place off the GPU run ATen's ops: the same training step") {
+TEST_CASE("fused_bn_relu, conv_grads_in_place and recompute_bn_relu off the GPU run ATen's ops: the same training "
+          "step") {
   auto step = [](bool fused) {
     torch::manual_seed(5);
     models::ResNetImpl m(3, 4, {1, 1}, 10, false);
     m.train();
     m.set_fused_bn_relu(fused);
     m.set_conv_grads_in_place(fused);
+    m.set_recompute_bn_relu(fused);
     auto x = torch::randn({4, 3, 8, 8});
     auto loss = m.forward(x).square().mean();
     loss.backward();
     std::vector<torch::Tensor> out{loss.detach()};
     for (auto& p : m.parameters()) out.push_back(p.grad());
     for (auto& b : m.buffers()) out.push_back(b.clone());
-    return std::make_pair(out, m.bn_kernel() + " " + m.conv_grads());
+    return std::make_pair(out, m.bn_kernel() + " " + m.conv_grads() + " " + std::to_string(m.bn_relu_remade()));
   };
   const auto [ops, ops_kernel] = step(false);
   const auto [fused, fused_kernel] = step(true);
-  CHECK(ops_kernel == "aten autograd");
-  CHECK(fused_kernel == "aten autograd");  // no CUDA here: the fallback
+  CHECK(ops_kernel == "aten autograd 0");
+  CHECK(fused_kernel == "aten autograd 0");  // no CUDA here: the fallback, nothing left to remake
   REQUIRE(ops.size() == fused.size());
   for (size_t i = 0; i < ops.size(); ++i) {
     INFO("tensor " << i);
