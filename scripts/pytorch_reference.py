@@ -13,7 +13,7 @@ keeps the data there), so both sides measure the model step.
 
 usage: pytorch_reference.py --task gpt2|resnet50 [--batch B] [--precision fp32|fp16|bf16]
          [--compile] [--channels-last] [--steps N] [--warmup W] [--seq-len T] [--vocab-multiple M]
-         [--out report.json] [--profile trace.json]
+         [--out report.json] [--profile trace.json] [--memory-snapshot snapshot.pickle]
 """
 import argparse
 import json
@@ -129,6 +129,8 @@ def main():
     ap.add_argument("--name", help="report name (default: pytorch-<task>-<precision>[-compile])")
     ap.add_argument("--out", default="report.json")
     ap.add_argument("--profile", help="after the timed steps, profile 3 more with torch.profiler into this Chrome trace")
+    ap.add_argument("--memory-snapshot", help="after the timed steps, record the CUDA allocator's history over 2 more "
+                    "and dump it here (scripts/memory_summary.py reads it)")
     a = ap.parse_args()
     dev = torch.device(a.device)
     torch.manual_seed(0)
@@ -191,6 +193,13 @@ def main():
                 step(i)
             sync()
         prof.export_chrome_trace(a.profile)
+    if a.memory_snapshot and dev.type == "cuda":
+        torch.cuda.memory._record_memory_history(max_entries=1_000_000)
+        for i in range(2):
+            step(i)
+        sync()
+        torch.cuda.memory._dump_snapshot(a.memory_snapshot)
+        torch.cuda.memory._record_memory_history(enabled=None)
     name = a.name or f"pytorch-{a.task}-{a.precision}{'-compile' if a.compile else ''}"
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
     reserved = torch.cuda.max_memory_reserved(dev) if dev.type == "cuda" else None

@@ -118,6 +118,21 @@ TEST_CASE("overrides with --set reach the run and the report") {
   CHECK(j["experiment"]["config"]["optim"]["lr"] == 0.002);
   CHECK(j["experiment"]["config"]["device"] == "cpu");
   CHECK(j["optimizations"]["schedule"]["lr"] == 0.002);
+  CHECK(j["memory"]["snapshot"].is_null());
+}
+
+TEST_CASE("train.memory_snapshot_steps on the CPU warns, writes no snapshot and trains") {
+  TempDir d;
+  const auto out = d.file("run");
+  auto r = run_efftrain("run experiments/quickstart.yaml --out '" + out +
+                        "' --set train.max_steps=3 --set train.batch_size=16 --set train.memory_snapshot_steps=2 "
+                        "--device cpu");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.err.find("train.memory_snapshot_steps: the allocator history is the CUDA caching allocator's") !=
+        std::string::npos);
+  CHECK(load_json(out + "/report.json")["memory"]["snapshot"].is_null());
+  CHECK_FALSE(files::exists(out + "/memory_snapshot.rank0.pickle"));
 }
 
 TEST_CASE("a diverging run ends with status diverged and exit 3, report written") {

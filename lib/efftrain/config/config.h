@@ -81,6 +81,7 @@ struct TrainConfig {
   bool deterministic = false;      // cuDNN: deterministic algorithms, no autotuning
   int64_t profile_start_step = 0;  // Kineto trace of steps [start, start + profile_steps); 0 = off
   int64_t profile_steps = 3;
+  int64_t memory_snapshot_steps = 0;  // the allocator's history through this many steps, saved; 0 = off
   std::string init_from;           // checkpoint folder: start from its model and optimizer state
 };
 

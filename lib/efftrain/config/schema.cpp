@@ -472,6 +472,13 @@ template <class V> void visit(V& v, TrainConfig& c) {
           "profiled steps run slower and count in the throughput: start after timing_warmup_steps in a run of its own.",
           at_least(0));
   v.field("profile_steps", c.profile_steps, "Optimizer steps profiled from profile_start_step.", at_least(1));
+  v.field("memory_snapshot_steps", c.memory_snapshot_steps,
+          "Record the CUDA caching allocator's history -- every allocation and free with its C++ stack, from "
+          "before the model is built -- through this many optimizer steps and save it to "
+          "OUT/memory_snapshot.rank<r>.pickle, the file PyTorch's memory tools read (pytorch.org/memory_viz; "
+          "scripts/memory_summary.py lists what is live at the peak). 0 = off; CUDA only. The recorded steps run "
+          "slower: use a run of its own.",
+          at_least(0));
   v.field("init_from", c.init_from,
           "Checkpoint folder (or a run folder: its newest checkpoint) to start from: its model and this rank's optimizer state; the "
           "world size must match. Step count, schedule and data order start over.");

@@ -21,6 +21,7 @@
 #include "efftrain/engine/policy.h"
 #include "efftrain/engine/trainer.h"
 #include "efftrain/metrics/device.h"
+#include "efftrain/metrics/profiler.h"
 #include "efftrain/metrics/report.h"
 
 namespace efftrain {
@@ -310,6 +311,7 @@ RunOutcome run_experiment(const RunOptions& opts) {
   if (!opts.resume.empty() && resume_dir.empty())
     log::info("--resume " + opts.resume + ": no checkpoint in " + out_dir + " yet; starting from the beginning");
   torch::manual_seed(cfg.train.seed);
+  if (cfg.train.memory_snapshot_steps > 0) metrics::start_memory_history(device);  // the model's allocations too
   BuildContext bctx{cfg, device, rank, world, comm};
   Components parts = build_components(bctx);
   if (cfg.checkpointing.policy != "none" && parts.task->num_blocks() == 0)
@@ -377,6 +379,8 @@ RunOutcome run_experiment(const RunOptions& opts) {
     to.resume_from = resume_dir;
     if (cfg.train.profile_start_step > 0)
       to.profile_path = (fs::path(out_dir) / "profile" / ("trace.rank" + std::to_string(rank) + ".json")).string();
+    if (cfg.train.memory_snapshot_steps > 0)
+      to.memory_snapshot_path = (fs::path(out_dir) / ("memory_snapshot.rank" + std::to_string(rank) + ".pickle")).string();
     to.block_memory = measured;
     to.segments = segments;
     Trainer trainer(cfg, parts, device, to, comm);
@@ -499,7 +503,8 @@ RunOutcome run_experiment(const RunOptions& opts) {
        {{"peak_allocated_bytes", peak_allocated},
         {"peak_reserved_bytes", peak_reserved},
         {"per", world > 1 ? "maximum over ranks" : "process"},
-        {"source", mem.source}}},
+        {"source", mem.source},
+        {"snapshot", result.memory_snapshot}}},
       {"mfu", peak.flops_per_s > 0 ? nlohmann::json(achieved / (peak.flops_per_s * world)) : nlohmann::json(nullptr)},
       {"mfu_detail",
        {{"achieved_flops_per_s", achieved},

@@ -146,6 +146,8 @@ TrainResult Trainer::fit() {
     if (resumed.contains("policy") && policy->restore(resumed["policy"]) && graph) graph->recapture();
   }
   metrics::StepProfiler profiler(tc.profile_start_step, tc.profile_steps, opts_.profile_path, device_);
+  metrics::MemorySnapshot snapshot(opts_.memory_snapshot_path.empty() ? 0 : tc.memory_snapshot_steps, first_step,
+                                   opts_.memory_snapshot_path, device_);
   auto window_start = Clock::now();
 
   metrics::synchronize(device_);
@@ -271,6 +273,7 @@ TrainResult Trainer::fit() {
     r.steps = step;
     phase.reset();
     profiler.after_step(step);
+    snapshot.after_step(step);
     if (policy && policy->after_step(step, step - first_step + 1, [&](bool v) { return !any(!v); }) && graph)
       graph->recapture();
 
@@ -391,6 +394,7 @@ TrainResult Trainer::fit() {
   if (graph && !graph_refused) r.cuda_graph = graph->report();  // else the reason it was refused stays
   if (policy) r.policy = policy->report();
   r.profile = profiler.report();
+  r.memory_snapshot = snapshot.report();
   const double excluded = r.eval_s + r.checkpoint_s;
   if (steady_t0 && r.steps > steady_step0) {
     r.steady_steps = r.steps - steady_step0;

@@ -62,6 +62,8 @@ struct TrainResult {
   nlohmann::json policy = {{"mode", "none"}};
   // train.profile_start_step: StepProfiler::report().
   nlohmann::json profile = {{"enabled", false}};
+  // train.memory_snapshot_steps: MemorySnapshot::report().
+  nlohmann::json memory_snapshot = nullptr;
 };
 
 struct TrainerOptions {
@@ -69,6 +71,7 @@ struct TrainerOptions {
   std::string checkpoints_root;  // where checkpoints go (output.* says when); empty = none
   std::string resume_from;       // a verified checkpoint folder to continue from; empty = start
   std::string profile_path;      // train.profile_start_step: this rank's trace file
+  std::string memory_snapshot_path;  // train.memory_snapshot_steps: this rank's snapshot file
   // For policy.mode auto: the probe of each block's activation memory and the segments in use.
   std::vector<BlockMemory> block_memory;
   std::vector<std::pair<int64_t, int64_t>> segments;

@@ -45,4 +45,27 @@ class StepProfiler {
   bool active_ = false, saved_ = false;
 };
 
+// train.memory_snapshot_steps: the CUDA caching allocator's history -- every allocation and free
+// with its C++ stack (named from the binaries' symbol and line tables: TORCH_SYMBOLIZE_MODE fast
+// unless the environment sets it), from before the model is built -- through the first N optimizer steps of the
+// process, saved as the pickle PyTorch's memory tools read (pytorch.org/memory_viz,
+// torch.cuda._memory_viz; scripts/memory_summary.py lists what is live at the peak). Stacks are
+// gathered at every allocation: the recorded steps run slower.
+// Starts recording on a CUDA device (nothing elsewhere).
+void start_memory_history(const torch::Device& device);
+class MemorySnapshot {
+ public:
+  // Saves after `steps` steps counted from `first_step` (0 = off) to `path`.
+  MemorySnapshot(int64_t steps, int64_t first_step, std::string path, torch::Device device);
+  ~MemorySnapshot();
+  void after_step(int64_t step);
+  // {"steps", "file"} once saved, else null.
+  nlohmann::json report() const;
+
+ private:
+  int64_t last_;
+  std::string path_;
+  bool recording_, saved_ = false;
+};
+
 }  // namespace efftrain::metrics

@@ -110,6 +110,7 @@ TEST_CASE("bad configs give one line with file:line:col, the key, what was expec
       {"name: t\ntask: {name: synthetic_cnn}\ntrain:\n  require_target: true\n", {}, {"train.target to be set"}},
       {"name: t\ntask: {name: synthetic_cnn}\nschedule:\n  name: warmup_cosine\n  warmup: 500\ntrain:\n  max_steps: 100\n",
        {}, {"schedule.warmup", "at most the schedule length 100"}},
+      {kMinimal, {"train.memory_snapshot_steps=-1"}, {"train.memory_snapshot_steps", "expected an integer >= 0"}},
       {"name: t\ntask:\n  name: cifar10_resnet50\n  model: {recompute_bn_relu: true, fused_bn_relu: true}\n", {},
        {"task.model.recompute_bn_relu", "needs task.model.fused_bn_relu true, bn_kernels efftrain"}},
       {"", {}, {"x.yaml", "empty"}},

@@ -325,6 +325,31 @@ TEST_CASE("gpu: kernels::conv2d under bf16 autocast gives at::conv2d's output an
   }
 }
 
+TEST_CASE("train.memory_snapshot_steps saves the allocator's history with C++ stacks and names it in the report, "
+          "recompute_bn_relu reports the outputs it remakes",
+          "[gpu]") {
+  REQUIRE(torch::cuda::is_available());
+  const std::string out = "/tmp/efftrain-gpu-memory-snapshot";
+  auto r = efftrain::test::run_efftrain(
+      "run experiments/smoke/cifar10_resnet_tiny.yaml --device cuda --set precision.mode=bf16 "
+      "--set task.model.channels_last=true --set task.model.fused_bn_relu=true --set task.model.bn_kernels=efftrain "
+      "--set task.model.conv_grads_in_place=true --set task.model.recompute_bn_relu=true "
+      "--set train.memory_snapshot_steps=2 --set train.max_steps=3 --out " + out + " --overwrite");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(efftrain::test::read_text(out + "/report.json"));
+  CHECK(j["memory"]["snapshot"]["steps"] == 2);
+  CHECK(j["memory"]["snapshot"]["file"] == out + "/memory_snapshot.rank0.pickle");
+  const auto pickled = efftrain::test::read_text(out + "/memory_snapshot.rank0.pickle");
+  REQUIRE(pickled.size() > 1000);
+  CHECK(static_cast<unsigned char>(pickled[0]) == 0x80);  // a pickle's PROTO opcode
+  for (const char* k : {"device_traces", "segments", "alloc", "free_completed"})
+    CHECK(pickled.find(k) != std::string::npos);
+  CHECK(pickled.find("efftrain::") != std::string::npos);  // C++ frames, symbolized
+  CHECK(j["model"]["recompute_bn_relu"] == true);
+  CHECK(j["model"]["bn_relu_remade"].get<int64_t>() > 0);
+}
+
 TEST_CASE("fp16 with loss scaling trains a tiny ResNet on the GPU and reports its scaler", "[gpu]") {
   REQUIRE(torch::cuda::is_available());
   auto r = efftrain::test::run_efftrain(
