@@ -157,12 +157,14 @@ struct StepGraph::Impl {
     }
   }
 
-  // The gradients of the micro-batches before this one in the step (the warm-up adds to them).
+  // The gradients of the micro-batches before this one in the step (the warm-up adds to them), in
+  // host memory: a copy on the device would count in the peak (the capture's activations are
+  // live while it is held), once per capture.
   std::vector<torch::Tensor> saved_grads() {
     std::vector<torch::Tensor> out;
     torch::NoGradGuard ng;
     for (const auto& p : parts.task->model().parameters())
-      out.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
+      out.push_back(p.grad().defined() ? p.grad().to(torch::kCPU) : torch::Tensor());
     return out;
   }
   void restore_grads(const std::vector<torch::Tensor>& saved) {
