@@ -418,11 +418,12 @@ template <class V> void visit(V& v, ModelConfig& c) {
           "run, the same function (the 1x1 backward sums in another order; the report's model.conv_grads says "
           "which ran the stem's convolution: in_place or autograd).");
   v.field("recompute_bn_relu", c.recompute_bn_relu,
-          "ResNet with fused_bn_relu, bn_kernels efftrain and conv_grads_in_place: each bottleneck's 3x3 and last "
-          "1x1 convolution keeps, for its weight gradient, the BatchNorm's input and statistics (which the "
-          "BatchNorm's backward holds anyway) instead of the BatchNorm + ReLU's output, and remakes that output in "
-          "backward by one element-wise kernel: the same bits, without holding those outputs (the inputs of "
-          "the 3x3 and last 1x1 convolutions) from forward to backward, for one more pass over them. Where the project's kernels do not run (fp32, CPU, eval), "
+          "ResNet with fused_bn_relu, bn_kernels efftrain and conv_grads_in_place: the convolutions after a "
+          "BatchNorm + ReLU without the residual add (each bottleneck's 3x3 and last 1x1, the first bottleneck's "
+          "1x1 and shortcut after the stem) keep, for their weight gradients, the BatchNorm's input and statistics "
+          "(which the BatchNorm's backward holds anyway) instead of its output, and remake that output in "
+          "backward by one element-wise kernel: the same bits, without holding those outputs from forward to "
+          "backward, for one more pass over them. Where the project's kernels do not run (fp32, CPU, eval), "
           "nothing changes (report: model.bn_relu_remade, the outputs remade per step).");
   v.one_of("norm", c.norm, {"batch", "none"}, "Small CNN: BatchNorm after each convolution, or none (multi-process exactness tests).");
   v.field("zero_init_residual", c.zero_init_residual, "Zero-init the last BN gamma of each residual block.");

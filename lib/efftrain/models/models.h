@@ -87,7 +87,9 @@ void count_batch_norm_forwards(const std::vector<torch::nn::BatchNorm2d>& bns);
 class BottleneckImpl : public torch::nn::Module {
  public:
   BottleneckImpl(int64_t in, int64_t planes, int64_t stride);
-  torch::Tensor forward(torch::Tensor x);
+  // `src`: what x can be remade from (the stem's output with recompute_bn_relu_), for conv1 and the
+  // shortcut's convolution.
+  torch::Tensor forward(torch::Tensor x, const kernels::BnReluSource& src = {});
   double forward_flops(int64_t in_size) const;  // in_size: input height = width
   int64_t out_size(int64_t in_size) const { return (in_size - 1) / stride_ + 1; }
   void zero_init_last_bn();
@@ -131,10 +133,11 @@ class ResNetImpl : public ImageClassifier {
   // stem's weight gradient in the last training forward ("in_place" or "autograd"; empty before one).
   void set_conv_grads_in_place(bool on);
   std::string conv_grads() const override { return conv_grads_; }
-  // task.model.recompute_bn_relu: the 3x3 and last 1x1 convolution of each bottleneck keep the
-  // BatchNorm + ReLU's source instead of its output (kernels::BnReluSource), where the project's
-  // BatchNorm kernels and own-weight convolutions run. bn_relu_remade(): how many outputs the last
-  // training forward left to be remade in backward (-1 before one).
+  // task.model.recompute_bn_relu: the convolutions after a BatchNorm + ReLU without the add (each
+  // bottleneck's 3x3 and last 1x1, and the first bottleneck's conv1 and shortcut after the stem)
+  // keep its source instead of its output (kernels::BnReluSource), where the project's BatchNorm
+  // kernels and own-weight convolutions run. bn_relu_remade(): how many outputs the last training
+  // forward left to be remade in backward, outside checkpointed segments (-1 before one).
   void set_recompute_bn_relu(bool on);
   int64_t bn_relu_remade() const override { return remade_; }
 
@@ -147,6 +150,8 @@ class ResNetImpl : public ImageClassifier {
   bool conv_grads_in_place_ = false;
   std::string bn_kernel_, conv_grads_;
   int64_t remade_ = -1;
+  bool recompute_bn_relu_ = false;
+  kernels::BnReluSource stem_src_;  // the stem's output's, from stem() until the first block takes it
   // With conv_grads_in_place, every convolution's weight cast by one kernel per forward.
   void refresh_casts(const torch::Tensor& x);
   std::shared_ptr<kernels::ParamCasts> casts_;

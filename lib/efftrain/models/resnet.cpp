@@ -97,21 +97,23 @@ BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride)
   }
 }
 
-torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
+torch::Tensor BottleneckImpl::forward(torch::Tensor x, const kernels::BnReluSource& src) {
   const auto f = bn_kernels_;
   const bool c = conv_grads_in_place_;
   // With c (where it routes): the 1x1 convolutions as matrix products; conv1 passes x on to the
   // shortcut, whose gradient its backward adds into (kernels::conv1x1). c1: conv1's output and
   // the shortcut's input.
-  const bool products = c && kernels::routes_weight(x, conv1_->weight);
-  const auto c1 = products ? kernels::conv1x1(x, conv1_->weight, /*pass_input=*/true)
-                           : std::vector<torch::Tensor>{run_conv(conv1_, x, c), x};
-  // With recompute_bn_relu_ (and c): conv2 and conv3 keep their input's source, not the input.
+  // With recompute_bn_relu_ (and c): conv2 and conv3 keep their input's source, not the input, and
+  // so do conv1 and the shortcut's convolution where x came with one (`src`).
   const bool r = recompute_bn_relu_ && c;
-  auto identity = down_conv_ ? batch_norm(down_bn_, run_conv(down_conv_, c1[1], c), f) : c1[1];
+  const auto src0 = r ? src : kernels::BnReluSource{};
+  const bool products = c && kernels::routes_weight(x, conv1_->weight);
+  const auto c1 = products ? kernels::conv1x1(x, conv1_->weight, /*pass_input=*/true, src0)
+                           : std::vector<torch::Tensor>{run_conv(conv1_, x, c, src0), x};
+  auto identity = down_conv_ ? batch_norm(down_bn_, run_conv(down_conv_, c1[1], c, src0), f) : c1[1];
   auto [y1, src1] = batch_norm_relu_source(bn1_, c1[0], f, r);
   auto [y2, src2] = batch_norm_relu_source(bn2_, run_conv(conv2_, y1, c, src1), f, r);
-  remade_ = (src1 ? 1 : 0) + (src2 ? 1 : 0);
+  remade_ = (src0 ? 1 : 0) + (src1 ? 1 : 0) + (src2 ? 1 : 0);
   auto out = products ? kernels::conv1x1(y2, conv3_->weight, false, src2)[0] : run_conv(conv3_, y2, c, src2);
   return batch_norm_relu(bn3_, out, identity, f);
 }
@@ -160,7 +162,8 @@ torch::Tensor ResNetImpl::stem(torch::Tensor x) {
   if (is_training())
     conv_grads_ = conv_grads_in_place_ && kernels::routes_weight(x, conv1_->weight) ? "in_place" : "autograd";
   auto h = run_conv(conv1_, x, conv_grads_in_place_);
-  auto y = batch_norm_relu(bn1_, h, {}, bn_kernels_);
+  auto [y, src] = batch_norm_relu_source(bn1_, h, bn_kernels_, recompute_bn_relu_ && conv_grads_in_place_);
+  stem_src_ = std::move(src);
   if (is_training()) bn_kernel_ = kernels::bn_kernel_name(bn_kernels_, h, {});
   return y;
 }
@@ -176,6 +179,7 @@ void ResNetImpl::set_conv_grads_in_place(bool on) {
 }
 
 void ResNetImpl::set_recompute_bn_relu(bool on) {
+  recompute_bn_relu_ = on;
   for (auto& b : blocks_) b->recompute_bn_relu_ = on;
 }
 
@@ -199,8 +203,13 @@ torch::Tensor ResNetImpl::forward(torch::Tensor x) {
   x = stem(x);
   if (block_observer) block_observer(-1, x);
   x = run_blocks(
-      num_blocks(), segments_, is_training(), [this](int64_t i, const torch::Tensor& h) { return blocks_[i]->forward(h); },
+      num_blocks(), segments_, is_training(),
+      [this](int64_t i, const torch::Tensor& h) {
+        // The stem's source goes to the first block once (a checkpointed recompute gets none).
+        return blocks_[i]->forward(h, i == 0 ? std::exchange(stem_src_, {}) : kernels::BnReluSource{});
+      },
       block_observer, x);
+  stem_src_ = {};  // no blocks: nothing holds the stem's output past the forward
   if (is_training()) {
     remade_ = 0;
     for (const auto& b : blocks_) remade_ += b->remade_;

@@ -217,7 +217,7 @@ TEST_CASE("gpu: recompute_bn_relu remakes the BatchNorm + ReLU outputs bit for b
   ctx.setDeterministicCuDNN(true);  // the same convolution kernels in both runs
   const auto keep = two_micro_steps({}, kEfftrain, true, true), remake = two_micro_steps({}, kEfftrain, true, true, true);
   CHECK(keep.remade == 0);
-  REQUIRE(remake.remade == 8);  // conv2's and conv3's inputs in each of the 4 bottlenecks
+  REQUIRE(remake.remade == 9);  // the stem's output, and conv2's and conv3's inputs in each of the 4 bottlenecks
   // The remade outputs are the forward's bits and the convolutions get them as before: the same
   // loss, gradients and statistics exactly.
   CHECK(torch::equal(keep.loss, remake.loss));
