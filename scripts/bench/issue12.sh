@@ -11,7 +11,8 @@
 # - ResNet-50/CIFAR in each precision of ISSUE12_R50_PRECISIONS (default "bf16 fp16"; PyTorch's
 #   fp16 runs with GradScaler, efftrain's with its dynamic loss scaling): channels_last, device
 #   input, CUDA graph, the fused BatchNorm + ReLU by efftrain's kernels (task.model.bn_kernels),
-#   task.model.conv_grads_in_place; b512 around torch.compile, beside it the same with cuDNN's
+#   task.model.conv_grads_in_place, task.model.recompute_bn_relu (ISSUE12_R50_RECOMPUTE=0: off);
+#   b512 around torch.compile, beside it the same with cuDNN's
 #   BatchNorm kernels or with ISSUE12_BASE_BIN the earlier tree's binary (traces of the first bf16
 #   run of each); b128 against PyTorch eager (ISSUE12_R50_B128=0 leaves it out).
 # ISSUE12_PARTS (default "gpt2 r50") picks the halves. Usage: issue12.sh OUT_DIR
@@ -84,7 +85,8 @@ if [[ " $parts " == *" r50 "* ]]; then
          --set task.model.channels_last=true --set task.data.input_path=device --set train.cuda_graph=true
          --set task.model.fused_bn_relu=true --set train.timing_warmup_steps=20)
     conv=(--set task.model.conv_grads_in_place=true)
-    fast=("${conv[@]}" --set task.model.bn_kernels=efftrain)
+    fast=("${conv[@]}" --set task.model.bn_kernels=efftrain
+          --set task.model.recompute_bn_relu=$([ "${ISSUE12_R50_RECOMPUTE:-1}" = 1 ] && echo true || echo false))
     extra=()
     [ "$p" = bf16 ] && extra=("${trace[@]}")
     b512=(--set train.batch_size=512 --set train.max_steps=80)
@@ -104,7 +106,7 @@ if [[ " $parts " == *" r50 "* ]]; then
     run_pair ${pair}_r50_b512_${p}_2 "${r50[@]}" "${b512[@]}"
     bench_run ef_r50_b512_${p}_2 "${r50[@]}" "${fast[@]}" "${b512[@]}"
     bench_side_by_side "$out/issue12_r50_b512_$p.json" \
-      "ResNet-50 b512 $p: efftrain (efftrain's fused BatchNorm + ReLU, convolution gradients in place, CUDA graph) and $pair around torch.compile on one GPU" \
+      "ResNet-50 b512 $p: efftrain (efftrain's fused BatchNorm + ReLU, convolution gradients in place, recompute_bn_relu ${ISSUE12_R50_RECOMPUTE:-1}, CUDA graph) and $pair around torch.compile on one GPU" \
       ef_r50_b512_${p}_1 ${pair}_r50_b512_${p}_1 pt_r50_b512_${p}_compile ${pair}_r50_b512_${p}_2 ef_r50_b512_${p}_2
     [ "$p" = bf16 ] && traces+=("r50_${pair}_b512_bf16=$RUNS/${pair}_r50_b512_bf16_1/profile/trace.rank0.json")
     [ "${ISSUE12_R50_B128:-1}" = 1 ] || continue  # ISSUE12_R50_B128=0: batch 512 only
@@ -113,7 +115,7 @@ if [[ " $parts " == *" r50 "* ]]; then
       --warmup 20
     bench_run ef_r50_b128_${p}_2 "${r50[@]}" "${fast[@]}" --set train.batch_size=128 --set train.max_steps=200
     bench_side_by_side "$out/issue12_r50_b128_$p.json" \
-      "ResNet-50 b128 $p: efftrain (efftrain's fused BatchNorm + ReLU, convolution gradients in place, CUDA graph) around PyTorch eager on one GPU" \
+      "ResNet-50 b128 $p: efftrain (efftrain's fused BatchNorm + ReLU, convolution gradients in place, recompute_bn_relu ${ISSUE12_R50_RECOMPUTE:-1}, CUDA graph) around PyTorch eager on one GPU" \
       ef_r50_b128_${p}_1 pt_r50_b128_${p}_eager ef_r50_b128_${p}_2
   done
   traces+=("r50_b512_bf16=$RUNS/ef_r50_b512_bf16_1/profile/trace.rank0.json")
