@@ -105,7 +105,8 @@ torch::Tensor BottleneckImpl::forward(torch::Tensor x, const kernels::BnReluSour
   // the shortcut's input.
   // With recompute_bn_relu_ (and c): conv2 and conv3 keep their input's source, not the input, and
   // so do conv1 and the shortcut's convolution where x came with one (`src`).
-  const bool r = recompute_bn_relu_ && c;
+  // Without gradients (a checkpointed segment's forward) nothing is kept for a backward.
+  const bool r = recompute_bn_relu_ && c && torch::GradMode::is_enabled();
   const auto src0 = r ? src : kernels::BnReluSource{};
   const bool products = c && kernels::routes_weight(x, conv1_->weight);
   const auto c1 = products ? kernels::conv1x1(x, conv1_->weight, /*pass_input=*/true, src0)
