@@ -194,7 +194,7 @@ def main():
             sync()
         prof.export_chrome_trace(a.profile)
     if a.memory_snapshot and dev.type == "cuda":
-        torch.cuda.memory._record_memory_history(max_entries=1_000_000)
+        torch.cuda.memory._record_memory_history(max_entries=1_000_000, stacks="python")
         for i in range(2):
             step(i)
         sync()

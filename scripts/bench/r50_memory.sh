@@ -53,7 +53,7 @@ bench_run snap_b512_keep_eager "${r50[@]}" "${b512[@]}" "${snap[@]}" --set train
     python3 "$root/scripts/memory_summary.py" "$f" --after 0.5 --top 10
   done
   f="$RUNS/pt_r50_b512_compile.pickle"
-  [ -f "$f" ] && python3 "$root/scripts/memory_summary.py" "$f" --match "" --frames 2 --json "$out/snap_pt_compile.json"
+  [ -f "$f" ] && python3 "$root/scripts/memory_summary.py" "$f" --match .py --frames 2 --json "$out/snap_pt_compile.json"
 } > "$out/r50_memory_snapshots.txt" 2>&1
 tail -n 200 "$out/r50_memory_snapshots.txt"
 exit 0
