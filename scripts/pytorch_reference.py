@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import socket
+import sys
 import time
 from datetime import datetime, timezone
 
@@ -193,7 +194,9 @@ def main():
                 step(i)
             sync()
         prof.export_chrome_trace(a.profile)
-    if a.memory_snapshot and dev.type == "cuda":
+    if a.memory_snapshot and dev.type != "cuda":
+        print("--memory-snapshot: the CUDA allocator's history; none on " + str(dev), file=sys.stderr)
+    elif a.memory_snapshot:
         torch.cuda.memory._record_memory_history(max_entries=1_000_000, stacks="python")
         for i in range(2):
             step(i)

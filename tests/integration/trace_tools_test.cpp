@@ -1,5 +1,6 @@
 // scripts/trace_phases.py and scripts/profile_summary.py on a made-up trace whose numbers are
-// known: the micro-steps split by their place in the step, NCCL kernels in their own class.
+// known: the micro-steps split by their place in the step, NCCL kernels in their own class; and
+// scripts/memory_summary.py on a made-up allocator snapshot.
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_floating_point.hpp>
 
@@ -115,4 +116,39 @@ TEST_CASE("profile_summary.py --ops puts each kernel's time under the CPU ops ar
   CHECK(by_kernel["another_add"].first == "aten::add_ < efftrain::step");
   CHECK(by_kernel["fill_kernel"].first == "efftrain::step");
   CHECK_THAT(by_kernel["fill_kernel"].second, WithinAbs(0.005, 1e-9));
+}
+
+TEST_CASE("memory_summary.py finds the peak of a made-up allocator snapshot and groups what is live there by code") {
+  // A block live before recording (1000 B, still live at the dump); then a (300 B, frames f < g),
+  // b (200 B, frames h), a freed, c (400 B, frames f < g), c freed. Live: 1000 + 300 + 200 = 1500
+  // after b, 1000 + 200 + 400 = 1600 after c: the peak, with b and c live.
+  TempDir d;
+  const std::string py = R"PY(
+import pickle, sys
+fr = lambda *names: [{"name": n + "(int)", "filename": "x.cpp", "line": 1} for n in names]
+trace = [
+  {"action": "alloc", "addr": 100, "size": 300, "frames": fr("at::empty", "efftrain::f", "efftrain::g")},
+  {"action": "alloc", "addr": 200, "size": 200, "frames": fr("efftrain::h")},
+  {"action": "free_requested", "addr": 100, "size": 300},
+  {"action": "free_completed", "addr": 100, "size": 300},
+  {"action": "alloc", "addr": 300, "size": 400, "frames": fr("efftrain::f", "efftrain::g")},
+  {"action": "free_completed", "addr": 300, "size": 400},
+]
+segments = [{"address": 0, "blocks": [{"size": 1000, "state": "active_allocated"}]},
+            {"address": 200, "blocks": [{"size": 200, "state": "active_allocated"}]}]
+pickle.dump({"segments": segments, "device_traces": [trace]}, open(sys.argv[1], "wb"))
+)PY";
+  const std::string maker = d.write("make.py", py);
+  REQUIRE(std::system(("python3 '" + maker + "' '" + d.file("s.pickle") + "'").c_str()) == 0);
+  REQUIRE(std::system(("python3 '" EFFTRAIN_SOURCE_DIR "/scripts/memory_summary.py' '" + d.file("s.pickle") +
+                       "' --json '" + d.file("m.json") + "' > '" + d.file("m.txt") + "'")
+                          .c_str()) == 0);
+  const auto j = nlohmann::json::parse(read_text(d.file("m.json")));
+  CHECK(j["peak_bytes"] == 1600);
+  CHECK(j["peak_event"] == 4);
+  CHECK(j["before_recording_bytes"] == 1000);
+  std::map<std::string, int64_t> by_code;
+  for (const auto& g : j["groups"]) by_code[g["code"].get<std::string>()] = g["bytes"].get<int64_t>();
+  CHECK(by_code == std::map<std::string, int64_t>{
+                       {"efftrain::f < efftrain::g", 400}, {"efftrain::h", 200}, {"(live before recording began)", 1000}});
 }

@@ -68,7 +68,10 @@ MemorySnapshot::MemorySnapshot(int64_t steps, int64_t first_step, std::string pa
 }
 
 MemorySnapshot::~MemorySnapshot() {
-  if (recording_) torch::cuda::_record_memory_history(std::nullopt);  // a run that stopped before the last step
+  if (!recording_) return;
+  torch::cuda::_record_memory_history(std::nullopt);
+  log::warn(strf("train.memory_snapshot_steps: the run ended before step %lld; no snapshot saved",
+                 static_cast<long long>(last_)));
 }
 
 void MemorySnapshot::after_step(int64_t step) {

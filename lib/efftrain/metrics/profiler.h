@@ -47,11 +47,11 @@ class StepProfiler {
 
 // train.memory_snapshot_steps: the CUDA caching allocator's history -- every allocation and free
 // with its C++ stack (named from the binaries' symbol and line tables: TORCH_SYMBOLIZE_MODE fast
-// unless the environment sets it), from before the model is built -- through the first N optimizer steps of the
-// process, saved as the pickle PyTorch's memory tools read (pytorch.org/memory_viz,
-// torch.cuda._memory_viz; scripts/memory_summary.py lists what is live at the peak). Stacks are
-// gathered at every allocation: the recorded steps run slower.
-// Starts recording on a CUDA device (nothing elsewhere).
+// unless the environment sets it), from before the model is built -- through the first N
+// optimizer steps of the process, saved as the pickle PyTorch's memory tools read
+// (pytorch.org/memory_viz, torch.cuda._memory_viz; scripts/memory_summary.py lists what is live at
+// the peak). Stacks are gathered at every allocation: the recorded steps run slower.
+// start_memory_history: starts recording on a CUDA device (nothing elsewhere).
 void start_memory_history(const torch::Device& device);
 class MemorySnapshot {
  public:
