@@ -101,13 +101,23 @@ struct Conv1x1 : torch::autograd::Function<Conv1x1> {
 };
 }  // namespace
 
+bool routes_weight(const torch::Tensor& x, const torch::Tensor& w) {
+  const auto dt = run_dtype(x);
+  return x.is_cuda() && torch::GradMode::is_enabled() && w.requires_grad() && w.is_leaf() &&
+         w.scalar_type() == torch::kFloat && (dt == torch::kHalf || dt == torch::kBFloat16);
+}
+
+bool keeps_source(const torch::Tensor& x, const torch::Tensor& w, const BnReluSource& src) {
+  // The source of this very tensor, already in the run dtype (no autocast cast in between) and
+  // channels_last, as the functions save their input.
+  const auto dt = run_dtype(x);
+  return src && routes_weight(x, w) && x.scalar_type() == dt && src.x.scalar_type() == dt &&
+         src.x.sizes() == x.sizes() && x.is_contiguous(torch::MemoryFormat::ChannelsLast);
+}
+
 namespace {
-// src where it remakes x as the function saves it: the source of this very tensor, already in the
-// run dtype (no autocast cast in between) and channels_last.
-BnReluSource usable(const BnReluSource& src, const torch::Tensor& x, torch::ScalarType dt) {
-  const bool same = src && x.scalar_type() == dt && src.x.scalar_type() == dt && src.x.sizes() == x.sizes() &&
-                    x.is_contiguous(torch::MemoryFormat::ChannelsLast);
-  return same ? src : BnReluSource{};
+BnReluSource usable(const BnReluSource& src, const torch::Tensor& x, const torch::Tensor& w) {
+  return keeps_source(x, w, src) ? src : BnReluSource{};
 }
 }  // namespace
 
@@ -116,20 +126,14 @@ std::vector<torch::Tensor> conv1x1(const torch::Tensor& x, const torch::Tensor& 
   TORCH_CHECK(x.dim() == 4 && w.dim() == 4 && w.size(2) == 1 && w.size(3) == 1 && w.size(1) == x.size(1),
               "conv1x1: x [N, C, H, W] and w [K, C, 1, 1] expected");
   const auto dt = run_dtype(x);
-  return Conv1x1::apply(autocast_cast(dt, x), param_cast(dt, w), w, pass_input, usable(src, x, dt));
-}
-
-bool routes_weight(const torch::Tensor& x, const torch::Tensor& w) {
-  const auto dt = run_dtype(x);
-  return x.is_cuda() && torch::GradMode::is_enabled() && w.requires_grad() && w.is_leaf() &&
-         w.scalar_type() == torch::kFloat && (dt == torch::kHalf || dt == torch::kBFloat16);
+  return Conv1x1::apply(autocast_cast(dt, x), param_cast(dt, w), w, pass_input, usable(src, x, w));
 }
 
 torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& w, int64_t stride, int64_t padding,
                      const BnReluSource& src) {
   if (routes_weight(x, w)) {
     const auto dt = run_dtype(x);
-    return OwnWeightConv::apply(autocast_cast(dt, x), param_cast(dt, w), w, stride, padding, usable(src, x, dt));
+    return OwnWeightConv::apply(autocast_cast(dt, x), param_cast(dt, w), w, stride, padding, usable(src, x, w));
   }
   return at::conv2d(x, w, {}, {stride, stride}, {padding, padding});
 }

@@ -16,6 +16,9 @@ namespace efftrain::kernels {
 // Whether conv2d takes the function above for x and w: CUDA, gradients taken, fp16/bf16 autocast
 // on, w an fp32 leaf that requires a gradient.
 bool routes_weight(const torch::Tensor& x, const torch::Tensor& w);
+// Whether conv2d / conv1x1 with x, w and `src` keep the source instead of x (bn_relu.h): they
+// route w, and src is x's, already in the run dtype and channels_last.
+bool keeps_source(const torch::Tensor& x, const torch::Tensor& w, const BnReluSource& src);
 
 // conv2d(x, w) with a square stride and padding: the function above where routes_weight(x, w),
 // else at::conv2d.

@@ -114,7 +114,8 @@ torch::Tensor BottleneckImpl::forward(torch::Tensor x, const kernels::BnReluSour
   auto identity = down_conv_ ? batch_norm(down_bn_, run_conv(down_conv_, c1[1], c, src0), f) : c1[1];
   auto [y1, src1] = batch_norm_relu_source(bn1_, c1[0], f, r);
   auto [y2, src2] = batch_norm_relu_source(bn2_, run_conv(conv2_, y1, c, src1), f, r);
-  remade_ = (src0 ? 1 : 0) + (src1 ? 1 : 0) + (src2 ? 1 : 0);
+  remade_ = int64_t{kernels::keeps_source(x, conv1_->weight, src0)} + kernels::keeps_source(y1, conv2_->weight, src1) +
+            kernels::keeps_source(y2, conv3_->weight, src2);
   auto out = products ? kernels::conv1x1(y2, conv3_->weight, false, src2)[0] : run_conv(conv3_, y2, c, src2);
   return batch_norm_relu(bn3_, out, identity, f);
 }
