@@ -279,20 +279,30 @@ int64_t blocks(std::atomic<int64_t> (&kept)[64], Kernel kernel, int64_t rows, in
   return std::max<int64_t>(1, std::min({want, wave > 0 ? wave : block_cap(), block_cap()}));
 }
 
+// The forward's element-wise pass, y = relu(x * scale + shift [+ z]): forward_t's last kernel, and
+// bn_relu_remake's.
+template <class T, bool kAdd, bool kRelu>
+void apply_t(const void* x, const void* z, const float* scale, const float* shift, int64_t rows, int64_t C, void* y,
+             cudaStream_t s) {
+  static std::atomic<int64_t> kept[64];
+  const int lanes = lanes_of(C);
+  const auto apply = bn_apply_kernel<T, kAdd, kRelu>;
+  apply<<<blocks(kept, apply, rows, lanes, false), kThreads, 0, s>>>(
+      static_cast<const T*>(x), static_cast<const T*>(z), scale, shift, rows, lanes, static_cast<T*>(y));
+}
+
 template <class T, bool kAdd, bool kRelu>
 void forward_t(const void* x, const void* z, const float* weight, const float* bias, int64_t rows, int64_t C,
                float eps, float momentum, float* running_mean, float* running_var, float* part, float* mean,
                float* invstd, float* scale, float* shift, void* y, cudaStream_t s) {
-  static std::atomic<int64_t> kept_stats[64], kept_apply[64];
+  static std::atomic<int64_t> kept_stats[64];
   const int lanes = lanes_of(C);
   const auto* xt = static_cast<const T*>(x);
   const int64_t nparts = blocks(kept_stats, bn_stats_kernel<T>, rows, lanes, true);
   bn_stats_kernel<T><<<nparts, kThreads, 0, s>>>(xt, rows, lanes, part);
   bn_stats_finalize_kernel<T><<<(2 * C + 31) / 32, kPartialSumThreads, 0, s>>>(
       part, nparts, C, xt, rows, weight, bias, eps, momentum, running_mean, running_var, mean, invstd, scale, shift);
-  const auto apply = bn_apply_kernel<T, kAdd, kRelu>;
-  apply<<<blocks(kept_apply, apply, rows, lanes, false), kThreads, 0, s>>>(xt, static_cast<const T*>(z), scale, shift,
-                                                                          rows, lanes, static_cast<T*>(y));
+  apply_t<T, kAdd, kRelu>(x, z, scale, shift, rows, C, y, s);
 }
 
 template <class T, bool kAdd, bool kRelu>
@@ -351,14 +361,9 @@ const char* bn_forward(DType dtype, const void* x, const void* z, const float* w
 
 const char* bn_relu_remake(DType dtype, const void* x, const float* scale, const float* shift, int64_t rows,
                            int64_t channels, void* y, void* stream) {
-  static std::atomic<int64_t> kept[64];
   const auto s = static_cast<cudaStream_t>(stream);
-  return with_bn_types(dtype, false, true, [&](auto t, auto, auto) {
-    using T = decltype(t);
-    const auto apply = bn_apply_kernel<T, false, true>;
-    const int lanes = lanes_of(channels);
-    apply<<<blocks(kept, apply, rows, lanes, false), kThreads, 0, s>>>(static_cast<const T*>(x), nullptr, scale, shift,
-                                                                      rows, lanes, static_cast<T*>(y));
+  return with_bn_types(dtype, false, true, [&](auto t, auto add, auto rl) {
+    apply_t<decltype(t), decltype(add)::value, decltype(rl)::value>(x, nullptr, scale, shift, rows, channels, y, s);
   });
 }
 
