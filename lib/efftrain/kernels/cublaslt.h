@@ -6,6 +6,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <optional>
 #include <vector>
 
@@ -16,6 +17,9 @@ namespace efftrain::kernels {
 inline void lt_check(cublasStatus_t s, const char* what) {
   TORCH_CHECK(s == CUBLAS_STATUS_SUCCESS, "cuBLASLt ", what, ": ", cublasLtGetStatusString(s));
 }
+
+// Whether p is 16-byte aligned (what cuBLASLt's fast kernels read).
+inline bool lt_aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <typename T, cublasStatus_t (*Destroy)(T)>
 struct Owned {

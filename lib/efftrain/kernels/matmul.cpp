@@ -46,15 +46,13 @@ struct Operand {
   int64_t rows = 0, cols = 0, ld = 0;  // the stored column-major matrix
 };
 
-bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // Whether x [r, c] is one cuBLASLt takes (16-byte aligned, leading dimension 16-byte multiple).
 bool operand(const torch::Tensor& x, Operand& o) {
   const int64_t r = x.size(0), c = x.size(1), bytes = static_cast<int64_t>(x.element_size());
   if (x.stride(1) == 1 && x.stride(0) >= c) o = {CUBLAS_OP_N, c, r, x.stride(0)};
   else if (x.stride(0) == 1 && x.stride(1) >= r) o = {CUBLAS_OP_T, r, c, x.stride(1)};
   else return false;
-  return o.ld * bytes % 16 == 0 && aligned(x.data_ptr());
+  return o.ld * bytes % 16 == 0 && lt_aligned(x.data_ptr());
 }
 
 cudaDataType_t lt_type(at::ScalarType s) {
@@ -198,7 +196,7 @@ bool lt_matmul(Matmul how, torch::Tensor& out, const torch::Tensor& a, const tor
         out.size(0) == a.size(0) && out.size(1) == b.size(1) && a.numel() > 0 && b.numel() > 0))
     return false;
   if (bias.defined() && !(bias.is_cuda() && bias.scalar_type() == out.scalar_type() && bias.dim() == 1 &&
-                          bias.size(0) == out.size(1) && bias.is_contiguous() && aligned(bias.data_ptr())))
+                          bias.size(0) == out.size(1) && bias.is_contiguous() && lt_aligned(bias.data_ptr())))
     return false;
   Operand oa, ob, od;
   if (!operand(b, oa) || !operand(a, ob) || !operand(out, od) || od.op != CUBLAS_OP_N) return false;

@@ -74,8 +74,6 @@ bool fusable(const torch::Tensor& x, int64_t width, int64_t hidden) {
 #ifdef EFFTRAIN_WITH_CUBLASLT
 std::atomic<bool> g_warned{false};
 
-bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // a = gelu(u), u = x w^T + b for row-major x [n, width], w [hidden, width], b [hidden], a and u
 // [n, hidden], in one cuBLASLt matmul with the GELU_AUX_BIAS epilogue, its algorithm as `how`
 // asks (aten: as cublaslt). In cuBLASLt's column-major terms: a^T [hidden x n] = op(w) . x^T with
@@ -95,7 +93,7 @@ bool gelu_aux_bias(Matmul how, const torch::Tensor& x, const torch::Tensor& w, c
   p.layout(p.la, type, width, hidden, width);  // w stored width x hidden
   p.layout(p.lb, type, width, n, width);       // x^T
   p.layout(p.ld, type, hidden, n, hidden);     // a^T
-  p.key.push_back(aligned(b.data_ptr()) && aligned(u.data_ptr()));
+  p.key.push_back(lt_aligned(b.data_ptr()) && lt_aligned(u.data_ptr()));
   const auto algo = lt_algo(how == Matmul::aten ? Matmul::cublaslt : how, p, a);
   if (!algo) return false;
   lt_check(lt_launch(p, *algo, p.d, c10::cuda::getCurrentCUDAStream()), "matmul");
@@ -109,7 +107,7 @@ std::pair<torch::Tensor, torch::Tensor> gelu_backward_with_sums(const torch::Ten
                                                                 const torch::Tensor& b) {
 #ifdef EFFTRAIN_WITH_KERNELS
   if (ga.is_contiguous() && u.is_contiguous() && ga.sizes() == u.sizes() && ga.scalar_type() == u.scalar_type() &&
-      aligned(ga.data_ptr()) && aligned(u.data_ptr()) &&
+      lt_aligned(ga.data_ptr()) && lt_aligned(u.data_ptr()) &&
       (b.scalar_type() == torch::kFloat || b.scalar_type() == u.scalar_type())) {  // u: fp16 or bf16, width % 8 == 0
     const int64_t n = u.size(0), hidden = u.size(1);
     auto gu = torch::empty_like(u);
